@@ -1,0 +1,102 @@
+"""Settings: the one place fitrec reads its environment.
+
+All knobs come from ``FITREC_*`` environment variables (or a ``.env`` file).
+Nothing happens at import; call :func:`get_settings` to build them once.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+from urllib.parse import urlparse
+
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+FEATURE_REPO = PROJECT_ROOT / "feature_repo"
+MODEL_NAME = "fitrec-recommender"
+CHAMPION = "champion"
+CHALLENGER = "challenger"
+
+
+class Settings(BaseSettings):
+    """Runtime configuration; defaults are the embedded laptop profile."""
+
+    model_config = SettingsConfigDict(env_prefix="FITREC_", env_file=".env", extra="ignore")
+
+    data_dir: Path = Field(
+        default=PROJECT_ROOT / "var",
+        description="Root of raw drops, curated Parquet, features, Feast and MLflow files.",
+    )
+    redis_url: str | None = Field(
+        default=None,
+        description="redis://host:port/db; when set, Feast's online store is Redis, else SQLite.",
+    )
+    mlflow_tracking_uri: str | None = Field(
+        default=None, description="Defaults to sqlite:///<data_dir>/mlflow.db."
+    )
+    mlflow_artifact_root: str | None = Field(
+        default=None, description="Defaults to <data_dir>/mlartifacts."
+    )
+    experiment_name: str = "fitrec"
+    model_name: str = MODEL_NAME
+    pseudonym_key: SecretStr = Field(
+        default=SecretStr("fitrec-dev-only-key"),
+        description="HMAC key for customer pseudonyms; set a real secret outside the demo.",
+    )
+    promotion_metric: str = "recall_at_20"
+    promotion_tolerance: float = Field(default=0.0, ge=0.0)
+
+    @field_validator("data_dir")
+    @classmethod
+    def _absolute(cls, value: Path) -> Path:
+        return value.expanduser().resolve()
+
+    @field_validator("redis_url")
+    @classmethod
+    def _redis_scheme(cls, value: str | None) -> str | None:
+        if value in (None, ""):
+            return None
+        if urlparse(value).scheme not in {"redis", "rediss"}:
+            raise ValueError("FITREC_REDIS_URL must look like redis://host:port[/db]")
+        return value
+
+    # Derived locations: one definition each.
+    @property
+    def raw_dir(self) -> Path:
+        return self.data_dir / "raw"
+
+    @property
+    def curated_dir(self) -> Path:
+        return self.data_dir / "curated"
+
+    @property
+    def quarantine_dir(self) -> Path:
+        return self.data_dir / "quarantine"
+
+    @property
+    def features_dir(self) -> Path:
+        return self.data_dir / "features"
+
+    @property
+    def feast_dir(self) -> Path:
+        return self.data_dir / "feast"
+
+    @property
+    def tracking_uri(self) -> str:
+        return self.mlflow_tracking_uri or f"sqlite:///{self.data_dir / 'mlflow.db'}"
+
+    @property
+    def artifact_root(self) -> str:
+        return self.mlflow_artifact_root or (self.data_dir / "mlartifacts").as_uri()
+
+    @property
+    def online_store(self) -> str:
+        return "redis" if self.redis_url else "sqlite"
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """Build the settings once per process (tests clear the cache to override)."""
+    return Settings()

@@ -1,0 +1,246 @@
+"""Data contracts of the raw tables: one definition used by ingest, features, Feast and serving.
+
+A :class:`Contract` lists typed columns with their rules. :func:`conform` turns a frame of
+raw strings into the typed frame plus one ``reason`` per row (``None`` when the row is valid),
+so ingest can split curated rows from quarantine without losing any.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Final
+
+import polars as pl
+
+# Vocabularies shared by the generator, ingest, features and the model.
+CATEGORIES: Final = ("dress", "top", "trousers", "skirt", "jumpsuit", "outerwear", "knitwear")
+STYLES: Final = ("classic", "minimal", "boho", "romantic", "sporty", "edgy")
+COLOURS: Final = ("black", "white", "navy", "red", "green", "beige", "pink", "print")
+SIZES: Final = ("XS", "S", "M", "L", "XL", "XXL")
+AGE_BANDS: Final = ("18-24", "25-34", "35-44", "45-54", "55+")
+BODY_TYPES: Final = (
+    "hourglass",
+    "athletic",
+    "pear",
+    "petite",
+    "straight & narrow",
+    "full bust",
+    "apple",
+)
+PREFERRED_FITS: Final = ("slim", "regular", "relaxed")
+FIT_FEEDBACK: Final = ("too_small", "fits", "too_large")
+RETURN_REASONS: Final = ("too_small", "too_large", "style", "quality", "other")
+EVENT_TYPES: Final = ("view", "try_on", "add_to_cart", "remove_from_cart", "purchase")
+# Body measurements that fit is judged on; a size chart gives a [min, max) range for each.
+CHART_MEASURES: Final = ("bust", "waist", "hips")
+
+
+@dataclass(frozen=True)
+class Column:
+    """One typed column of a contract and the rules a value must meet."""
+
+    name: str
+    dtype: pl.DataType
+    nullable: bool = False
+    min: float | None = None
+    max: float | None = None
+    allowed: tuple[str, ...] | None = None
+    sensitive: bool = False
+    description: str = ""
+
+
+@dataclass(frozen=True)
+class Contract:
+    """A raw table: its columns, its key, and its event time (if it is an event table)."""
+
+    name: str
+    columns: tuple[Column, ...]
+    key: tuple[str, ...]
+    timestamp: str | None = None
+    references: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def names(self) -> list[str]:
+        return [c.name for c in self.columns]
+
+    @property
+    def schema(self) -> pl.Schema:
+        return pl.Schema({c.name: c.dtype for c in self.columns})
+
+    @property
+    def sensitive(self) -> list[str]:
+        return [c.name for c in self.columns if c.sensitive]
+
+    def column(self, name: str) -> Column:
+        return next(c for c in self.columns if c.name == name)
+
+
+UTC_TS = pl.Datetime("us", "UTC")
+
+CUSTOMERS = Contract(
+    name="customers",
+    key=("customer_id",),
+    timestamp="signup_ts",
+    columns=(
+        Column("customer_id", pl.String(), description="pseudonymised at ingest"),
+        Column("signup_ts", UTC_TS),
+        Column("age_band", pl.String(), nullable=True, allowed=AGE_BANDS),
+        Column("height_cm", pl.Float64(), nullable=True, min=120, max=220, sensitive=True),
+        Column("weight_kg", pl.Float64(), nullable=True, min=30, max=250, sensitive=True),
+        Column("bust_cm", pl.Float64(), nullable=True, min=60, max=170, sensitive=True),
+        Column("waist_cm", pl.Float64(), nullable=True, min=45, max=170, sensitive=True),
+        Column("hips_cm", pl.Float64(), nullable=True, min=60, max=180, sensitive=True),
+        Column("inseam_cm", pl.Float64(), nullable=True, min=50, max=110, sensitive=True),
+        Column("shoe_size_eu", pl.Float64(), nullable=True, min=30, max=50, sensitive=True),
+        Column("body_type", pl.String(), nullable=True, allowed=BODY_TYPES, sensitive=True),
+        Column("preferred_fit", pl.String(), nullable=True, allowed=PREFERRED_FITS),
+        Column("body_data_consent", pl.Boolean()),
+    ),
+)
+
+ITEMS = Contract(
+    name="items",
+    key=("item_id",),
+    timestamp="launch_ts",
+    columns=(
+        Column("item_id", pl.String()),
+        Column("category", pl.String(), allowed=CATEGORIES),
+        Column("brand", pl.String()),
+        Column("price", pl.Float64(), min=0.01, max=100_000),
+        Column("colour", pl.String(), nullable=True),
+        Column("style", pl.String(), nullable=True),
+        Column("size_chart", pl.String(), description="JSON: size -> {measure: [min, max]} cm"),
+        Column("sizing_bias", pl.Float64(), min=-1, max=1, description="<0 runs small"),
+        Column("stock", pl.String(), description="JSON: size -> units in stock"),
+        Column("launch_ts", UTC_TS),
+    ),
+)
+
+TRY_ONS = Contract(
+    name="try_ons",
+    key=("event_id",),
+    timestamp="ts",
+    references={"item_id": "items", "customer_id": "customers"},
+    columns=(
+        Column("event_id", pl.String()),
+        Column("session_id", pl.String()),
+        Column("customer_id", pl.String()),
+        Column("item_id", pl.String()),
+        Column("size", pl.String(), allowed=SIZES),
+        Column("fit_feedback", pl.String(), nullable=True, allowed=FIT_FEEDBACK),
+        Column("duration_s", pl.Float64(), min=0, max=3600),
+        Column("liked", pl.Boolean()),
+        Column("added_to_cart", pl.Boolean()),
+        Column("ts", UTC_TS),
+    ),
+)
+
+PURCHASES = Contract(
+    name="purchases",
+    key=("order_line_id",),
+    timestamp="ts",
+    references={"item_id": "items", "customer_id": "customers"},
+    columns=(
+        Column("order_line_id", pl.String()),
+        Column("customer_id", pl.String()),
+        Column("item_id", pl.String()),
+        Column("size", pl.String(), allowed=SIZES),
+        Column("price", pl.Float64(), min=0, max=100_000),
+        Column("ts", UTC_TS),
+        Column("returned", pl.Boolean()),
+        Column("return_reason", pl.String(), nullable=True, allowed=RETURN_REASONS),
+    ),
+)
+
+SESSION_EVENTS = Contract(
+    name="session_events",
+    key=("event_id",),
+    timestamp="ts",
+    references={"item_id": "items"},
+    columns=(
+        Column("event_id", pl.String()),
+        Column("session_id", pl.String()),
+        Column("customer_id", pl.String(), nullable=True, description="null when anonymous"),
+        Column("event_type", pl.String(), allowed=EVENT_TYPES),
+        Column("item_id", pl.String()),
+        Column("ts", UTC_TS),
+    ),
+)
+
+CONTRACTS: Final = {c.name: c for c in (CUSTOMERS, ITEMS, TRY_ONS, PURCHASES, SESSION_EVENTS)}
+
+
+def parse_timestamp(expr: pl.Expr) -> pl.Expr:
+    """Parse ISO 8601 (with or without offset, ``Z``), plain dates and epoch seconds to UTC."""
+    text = expr.cast(pl.String).str.strip_chars()
+    iso = text.str.replace(r"Z$", "+00:00")
+    return pl.coalesce(
+        iso.str.to_datetime("%Y-%m-%dT%H:%M:%S%.f%z", strict=False, time_zone="UTC", time_unit="us"),
+        iso.str.to_datetime("%Y-%m-%d %H:%M:%S%.f%z", strict=False, time_zone="UTC", time_unit="us"),
+        text.str.replace("T", " ")
+        .str.to_datetime("%Y-%m-%d %H:%M:%S%.f", strict=False, time_unit="us")
+        .dt.replace_time_zone("UTC"),
+        text.str.to_datetime("%Y-%m-%d", strict=False, time_unit="us").dt.replace_time_zone("UTC"),
+        pl.from_epoch(text.cast(pl.Int64, strict=False), time_unit="s")
+        .dt.cast_time_unit("us")
+        .dt.replace_time_zone("UTC"),
+    )
+
+
+def _parse(column: Column) -> pl.Expr:
+    raw = pl.col(column.name)
+    if column.dtype == UTC_TS:
+        return parse_timestamp(raw)
+    if column.dtype == pl.Boolean():
+        text = raw.cast(pl.String).str.strip_chars().str.to_lowercase()
+        return (
+            pl.when(text.is_in(["true", "1", "yes", "y", "t"]))
+            .then(True)
+            .when(text.is_in(["false", "0", "no", "n", "f"]))
+            .then(False)
+            .otherwise(None)
+        )
+    if column.dtype == pl.String():
+        text = raw.cast(pl.String).str.strip_chars()
+        return pl.when(text == "").then(None).otherwise(text)
+    return raw.cast(pl.String).str.strip_chars().cast(column.dtype, strict=False)
+
+
+def conform(raw: pl.DataFrame, contract: Contract) -> pl.DataFrame:
+    """Type a raw frame by the contract and attach a ``reason`` per row.
+
+    Missing columns count as nulls. The returned frame has the contract's columns in
+    order plus ``reason`` (a ``;``-joined list of every rule the row breaks, or null).
+    Raw values that fail to parse keep their row: the reason says ``bad_type:<column>``.
+    """
+    for name in contract.names:
+        if name not in raw.columns:
+            raw = raw.with_columns(pl.lit(None, dtype=pl.String).alias(name))
+    raw = raw.with_columns(pl.col(n).cast(pl.String) for n in contract.names)
+    typed = raw.select(
+        *[_parse(c).alias(c.name) for c in contract.columns],
+        *[pl.col(c.name).alias(f"__raw_{c.name}") for c in contract.columns],
+    )
+    checks: list[pl.Expr] = []
+    for c in contract.columns:
+        value, given = pl.col(c.name), pl.col(f"__raw_{c.name}")
+        given_nonempty = given.is_not_null() & (given.str.strip_chars() != "")
+        checks.append(
+            pl.when(given_nonempty & value.is_null()).then(pl.lit(f"bad_type:{c.name}"))
+        )
+        if not c.nullable:
+            checks.append(pl.when(~given_nonempty).then(pl.lit(f"missing:{c.name}")))
+        if c.min is not None:
+            checks.append(pl.when(value < c.min).then(pl.lit(f"out_of_range:{c.name}")))
+        if c.max is not None:
+            checks.append(pl.when(value > c.max).then(pl.lit(f"out_of_range:{c.name}")))
+        if c.allowed is not None:
+            checks.append(
+                pl.when(value.is_not_null() & ~value.is_in(list(c.allowed))).then(
+                    pl.lit(f"not_allowed:{c.name}")
+                )
+            )
+    reason = pl.concat_str(checks, separator=";", ignore_nulls=True)
+    return typed.with_columns(
+        pl.when(reason == "").then(None).otherwise(reason).alias("reason")
+    ).select(*contract.names, "reason")

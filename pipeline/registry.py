@@ -1,0 +1,175 @@
+"""MLflow: tracking, the pyfunc flavour of the recommender, registration and promotion.
+
+The registered model ``fitrec-recommender`` is a pyfunc wrapping the exported bundle, so
+``mlflow.pyfunc.load_model("models:/fitrec-recommender@champion")`` works in a clean process;
+serving reaches the same :class:`~pipeline.scoring.Scorer` through ``unwrap_python_model()``.
+A new version becomes ``champion`` only if it is not worse than the current champion on the
+same test set beyond the configured tolerance.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import mlflow
+import pandas as pd
+from mlflow import MlflowClient
+from mlflow.exceptions import MlflowException
+from mlflow.models import infer_signature
+
+from pipeline.config import CHAMPION, Settings
+
+log = logging.getLogger(__name__)
+
+
+def configure(settings: Settings) -> MlflowClient:
+    """Point MLflow at this environment and make sure the experiment exists."""
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    mlflow.set_tracking_uri(settings.tracking_uri)
+    mlflow.set_registry_uri(settings.tracking_uri)
+    client = MlflowClient(settings.tracking_uri, settings.tracking_uri)
+    if client.get_experiment_by_name(settings.experiment_name) is None:
+        client.create_experiment(settings.experiment_name, artifact_location=settings.artifact_root)
+    mlflow.set_experiment(settings.experiment_name)
+    return client
+
+
+class FitrecPyfunc(mlflow.pyfunc.PythonModel):
+    """pyfunc flavour: rows of (customer_id, session_items, customer features) -> top-k."""
+
+    def load_context(self, context: mlflow.pyfunc.PythonModelContext) -> None:
+        from pipeline.scoring import Scorer
+
+        self.scorer = Scorer(Path(context.artifacts["bundle"]))
+
+    def predict(
+        self,
+        context: mlflow.pyfunc.PythonModelContext,
+        model_input: pd.DataFrame,
+        params: dict[str, Any] | None = None,
+    ) -> pd.DataFrame:
+        k = int((params or {}).get("k", 10))
+        names = self.scorer.customer_features
+        rows = [
+            {n: record.get(n) for n in names if n in record}
+            for record in model_input.to_dict("records")
+        ]
+        sessions = [_as_list(v) for v in model_input.get("session_items", [[]] * len(rows))]
+        customers = [str(v or "") for v in model_input.get("customer_id", [""] * len(rows))]
+        scored = self.scorer.recommend(customers, rows, sessions, k=k)
+        return pd.DataFrame(
+            {"item_ids": [s.item_ids for s in scored], "scores": [s.scores for s in scored]}
+        )
+
+
+def _as_list(value: Any) -> list[str]:
+    if value is None:
+        return []
+    if isinstance(value, str):
+        return [v for v in value.split(",") if v]
+    return [str(v) for v in value]
+
+
+def input_example(customer_features: list[str], session_items: list[str]) -> pd.DataFrame:
+    """A neutral example row: no real customer, default features."""
+    row: dict[str, Any] = {"customer_id": "", "session_items": [session_items]}
+    row |= {name: [0.0] for name in customer_features}
+    return pd.DataFrame(row)
+
+
+@dataclass
+class Registered:
+    run_id: str
+    version: str
+
+
+def log_and_register(
+    settings: Settings,
+    bundle: Path,
+    params: dict[str, Any],
+    metrics: dict[str, float],
+    customer_features: list[str],
+    example_items: list[str],
+    artifacts: dict[str, Path] | None = None,
+) -> Registered:
+    """Log params, metrics and the pyfunc model in one run; register a new version."""
+    configure(settings)
+    example = input_example(customer_features, example_items[:3])
+    output = pd.DataFrame({"item_ids": [example_items[:2]], "scores": [[0.5, 0.4]]})
+    signature = infer_signature(example, output, params={"k": 10})
+    with mlflow.start_run() as run:
+        mlflow.log_params(params)
+        mlflow.log_metrics(metrics)
+        for path in (artifacts or {}).values():
+            mlflow.log_artifact(str(path))
+        info = mlflow.pyfunc.log_model(
+            name="model",
+            python_model=FitrecPyfunc(),
+            artifacts={"bundle": str(bundle)},
+            signature=signature,
+            input_example=example,
+            registered_model_name=settings.model_name,
+        )
+    version = str(info.registered_model_version)
+    log.info("registered %s version %s (run %s)", settings.model_name, version, run.info.run_id)
+    return Registered(run_id=run.info.run_id, version=version)
+
+
+def champion_version(client: MlflowClient, name: str) -> str | None:
+    try:
+        return str(client.get_model_version_by_alias(name, CHAMPION).version)
+    except MlflowException:
+        return None
+
+
+def download_bundle(settings: Settings, version: str, dst: Path) -> Path:
+    """Fetch a registered version's bundle (to score it on a new test set)."""
+    configure(settings)
+    uri = f"models:/{settings.model_name}/{version}"
+    local = mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=str(dst))
+    return Path(local) / "artifacts" / "bundle"
+
+
+@dataclass
+class Decision:
+    promoted: bool
+    reason: str
+    champion_before: str | None
+
+
+def decide(
+    candidate: float, champion: float | None, tolerance: float, metric: str
+) -> tuple[bool, str]:
+    """Promotion rule: promote unless worse than the champion by more than ``tolerance``."""
+    if champion is None:
+        return True, "no champion yet"
+    if candidate >= champion - tolerance:
+        return True, f"{metric} {candidate:.4f} >= champion {champion:.4f} - {tolerance}"
+    return False, f"{metric} {candidate:.4f} < champion {champion:.4f} - {tolerance}"
+
+
+def promote_if_better(
+    settings: Settings,
+    registered: Registered,
+    candidate_metric: float,
+    champion_metric: float | None,
+) -> Decision:
+    """Move the ``champion`` alias when the rule allows; log the decision on the run."""
+    client = configure(settings)
+    before = champion_version(client, settings.model_name)
+    promoted, reason = decide(
+        candidate_metric, champion_metric, settings.promotion_tolerance, settings.promotion_metric
+    )
+    if promoted:
+        client.set_registered_model_alias(settings.model_name, CHAMPION, registered.version)
+    client.set_tag(registered.run_id, "promotion", "promoted" if promoted else "rejected")
+    client.set_tag(registered.run_id, "promotion_reason", reason)
+    client.set_model_version_tag(
+        settings.model_name, registered.version, "promotion_reason", reason
+    )
+    log.info("version %s: %s (%s)", registered.version, "champion" if promoted else "kept", reason)
+    return Decision(promoted=promoted, reason=reason, champion_before=before)
+

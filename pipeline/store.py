@@ -1,0 +1,136 @@
+"""Feast glue: the repository config for this environment, apply, materialise, read online.
+
+``feature_repo/feature_store.yaml`` is the base configuration; :func:`repo_config` applies the
+environment from :class:`~pipeline.config.Settings` to it (where the registry and the SQLite
+file live, or Redis when ``FITREC_REDIS_URL`` is set). Feast objects are read from
+``feature_repo/`` exactly as ``feast apply`` reads them.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qs, unquote, urlparse
+
+import yaml
+from feast import FeatureStore, RepoConfig
+from feast.repo_contents import RepoContents
+from feast.repo_operations import extract_objects_for_apply_delete, get_repo_files
+
+from pipeline.config import FEATURE_REPO, Settings
+
+
+def redis_connection_string(url: str) -> str:
+    """``redis://[:password@]host:port[/db][?ssl=true]`` -> Feast's ``host:port,db=0,...``."""
+    parsed = urlparse(url)
+    parts = [f"{parsed.hostname or 'localhost'}:{parsed.port or 6379}"]
+    db = (parsed.path or "/").strip("/")
+    if db:
+        parts.append(f"db={int(db)}")
+    if parsed.password:
+        parts.append(f"password={unquote(parsed.password)}")
+    if parsed.username and parsed.username != "default":
+        parts.append(f"username={unquote(parsed.username)}")
+    if parsed.scheme == "rediss" or parse_qs(parsed.query).get("ssl") == ["true"]:
+        parts.append("ssl=true")
+    return ",".join(parts)
+
+
+def online_store_config(settings: Settings) -> dict[str, Any]:
+    if settings.redis_url:
+        return {"type": "redis", "connection_string": redis_connection_string(settings.redis_url)}
+    return {"type": "sqlite", "path": str(settings.feast_dir / "online_store.db")}
+
+
+def config_document(settings: Settings) -> dict[str, Any]:
+    """The base ``feature_store.yaml`` with this environment's registry and online store."""
+    base = yaml.safe_load((FEATURE_REPO / "feature_store.yaml").read_text())
+    base["registry"] = str(settings.feast_dir / "registry.db")
+    base["online_store"] = online_store_config(settings)
+    return base
+
+
+def repo_config(settings: Settings) -> RepoConfig:
+    config = RepoConfig(**config_document(settings))
+    config.repo_path = FEATURE_REPO
+    return config
+
+
+def write_config_yaml(settings: Settings, path: Path) -> Path:
+    """Write the resolved config for the Feast CLI (``feast -f <path>``)."""
+    path.write_text(yaml.safe_dump(config_document(settings), sort_keys=False))
+    return path
+
+
+def feature_store(settings: Settings) -> FeatureStore:
+    settings.feast_dir.mkdir(parents=True, exist_ok=True)
+    return FeatureStore(config=repo_config(settings))
+
+
+def repo_contents() -> RepoContents:
+    """Parse ``feature_repo/`` as ``feast apply`` does (modules imported by their bare names).
+
+    Modules are re-imported each call, so sources pick up the current settings.
+    """
+    if str(FEATURE_REPO) not in sys.path:
+        sys.path.insert(0, str(FEATURE_REPO))
+    contents = RepoContents(
+        projects=[],
+        data_sources=[],
+        entities=[],
+        feature_views=[],
+        feature_services=[],
+        on_demand_feature_views=[],
+        stream_feature_views=[],
+        label_views=[],
+        permissions=[],
+    )
+    names = [path.stem for path in get_repo_files(FEATURE_REPO)]
+    for name in names:
+        sys.modules.pop(name, None)
+    seen: set[int] = set()
+    buckets = {
+        "Entity": contents.entities,
+        "FileSource": contents.data_sources,
+        "FeatureView": contents.feature_views,
+        "FeatureService": contents.feature_services,
+    }
+    for name in names:
+        module = importlib.import_module(name)
+        for value in vars(module).values():
+            bucket = buckets.get(type(value).__name__)
+            if bucket is not None and id(value) not in seen:
+                seen.add(id(value))
+                bucket.append(value)
+    return contents
+
+
+def apply(store: FeatureStore) -> None:
+    """Register the repository's objects and create online tables; removes what was dropped."""
+    repo = repo_contents()
+    to_apply, to_delete, _, _ = extract_objects_for_apply_delete(
+        store.project, store.registry, repo
+    )
+    store.apply(to_apply, objects_to_delete=to_delete, partial=False)
+
+
+def materialize(store: FeatureStore, end: datetime) -> None:
+    """Write everything new up to ``end`` into the online store (stock Feast path)."""
+    store.materialize_incremental(end_date=end)
+
+
+def read_customer_features(store: FeatureStore, customer_ids: list[str]) -> list[dict[str, Any]]:
+    """Online customer features, one dict per id (missing values are ``None``)."""
+    from pipeline.features import CUSTOMER_ENTITY, CUSTOMER_FEATURES, CUSTOMER_VIEW
+
+    refs = [f"{CUSTOMER_VIEW}:{f.name}" for f in CUSTOMER_FEATURES]
+    response = store.get_online_features(
+        features=refs, entity_rows=[{CUSTOMER_ENTITY: c} for c in customer_ids]
+    ).to_dict()
+    return [
+        {f.name: response[f.name][i] for f in CUSTOMER_FEATURES} for i in range(len(customer_ids))
+    ]
+
