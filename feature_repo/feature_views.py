@@ -14,8 +14,7 @@ _FEAST_TYPES = {"float": Float32, "string": String}
 
 def _schema(features: tuple[Feature, ...]) -> list[Field]:
     return [
-        Field(name=f.name, dtype=_FEAST_TYPES[f.dtype], description=f.description)
-        for f in features
+        Field(name=f.name, dtype=_FEAST_TYPES[f.dtype], description=f.description) for f in features
     ]
 
 

@@ -175,8 +175,12 @@ def parse_timestamp(expr: pl.Expr) -> pl.Expr:
     text = expr.cast(pl.String).str.strip_chars()
     iso = text.str.replace(r"Z$", "+00:00")
     return pl.coalesce(
-        iso.str.to_datetime("%Y-%m-%dT%H:%M:%S%.f%z", strict=False, time_zone="UTC", time_unit="us"),
-        iso.str.to_datetime("%Y-%m-%d %H:%M:%S%.f%z", strict=False, time_zone="UTC", time_unit="us"),
+        iso.str.to_datetime(
+            "%Y-%m-%dT%H:%M:%S%.f%z", strict=False, time_zone="UTC", time_unit="us"
+        ),
+        iso.str.to_datetime(
+            "%Y-%m-%d %H:%M:%S%.f%z", strict=False, time_zone="UTC", time_unit="us"
+        ),
         text.str.replace("T", " ")
         .str.to_datetime("%Y-%m-%d %H:%M:%S%.f", strict=False, time_unit="us")
         .dt.replace_time_zone("UTC"),
@@ -225,9 +229,7 @@ def conform(raw: pl.DataFrame, contract: Contract) -> pl.DataFrame:
     for c in contract.columns:
         value, given = pl.col(c.name), pl.col(f"__raw_{c.name}")
         given_nonempty = given.is_not_null() & (given.str.strip_chars() != "")
-        checks.append(
-            pl.when(given_nonempty & value.is_null()).then(pl.lit(f"bad_type:{c.name}"))
-        )
+        checks.append(pl.when(given_nonempty & value.is_null()).then(pl.lit(f"bad_type:{c.name}")))
         if not c.nullable:
             checks.append(pl.when(~given_nonempty).then(pl.lit(f"missing:{c.name}")))
         if c.min is not None:

@@ -183,9 +183,9 @@ def customer_features(curated_dir: Path, day: date) -> pl.DataFrame:
             _smoothed(pl.col("small"), pl.col("tries"), 0.13).alias("tryon_small_rate"),
             _smoothed(pl.col("large"), pl.col("tries"), 0.13).alias("tryon_large_rate"),
             pl.col("kept_size_rank").fill_null(-1.0).cast(pl.Float32),
-            _log1p(
-                ((pl.lit(as_of) - pl.col("last_ts")).dt.total_hours() / 24).clip(0, 365)
-            ).fill_null(6.0).alias("days_since_last_log"),
+            _log1p(((pl.lit(as_of) - pl.col("last_ts")).dt.total_hours() / 24).clip(0, 365))
+            .fill_null(6.0)
+            .alias("days_since_last_log"),
         )
         .collect()
     )
@@ -257,10 +257,7 @@ def _finish(
     """Order and type the columns exactly as declared, add the snapshot timestamp."""
     return frame.select(
         entity,
-        *[
-            pl.col(f.name).cast(pl.String if f.dtype == "string" else pl.Float32)
-            for f in features
-        ],
+        *[pl.col(f.name).cast(pl.String if f.dtype == "string" else pl.Float32) for f in features],
         pl.lit(as_of).cast(pl.Datetime("us", "UTC")).alias(TIMESTAMP),
     ).sort(entity)
 
@@ -285,6 +282,19 @@ def feature_paths(features_dir: Path) -> dict[str, Path]:
     }
 
 
+def missing_snapshot_days(curated_dir: Path, features_dir: Path, run_date: date) -> list[date]:
+    """Ingested days up to ``run_date`` without a snapshot yet, plus ``run_date`` itself."""
+    path = feature_paths(features_dir)[CUSTOMER_VIEW]
+    done: set[datetime] = set()
+    if path.exists():
+        done = set(pl.read_parquet(path, columns=[TIMESTAMP]).get_column(TIMESTAMP).unique())
+    ingested = sorted(
+        date.fromisoformat(p.stem) for p in (curated_dir / "_reports").glob("????-??-??.json")
+    )
+    days = [d for d in ingested if d < run_date and snapshot_time(d) not in done]
+    return [*days, run_date]
+
+
 def build_features(curated_dir: Path, features_dir: Path, day: date) -> dict[str, int]:
     """Compute and store the customer and item snapshots of ``day``; returns rows per view."""
     paths = feature_paths(features_dir)
@@ -293,5 +303,3 @@ def build_features(curated_dir: Path, features_dir: Path, day: date) -> dict[str
     write_snapshot(customers, paths[CUSTOMER_VIEW])
     write_snapshot(items, paths[ITEM_VIEW])
     return {CUSTOMER_VIEW: len(customers), ITEM_VIEW: len(items)}
-
-

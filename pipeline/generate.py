@@ -129,6 +129,7 @@ def _make_customers(cfg: GeneratorConfig, rng: np.random.Generator) -> tuple[pl.
         rng.random(n) < 0.15, rng.uniform(0, cfg.days, n), -rng.uniform(1, 730, n)
     )
     signup = [start + timedelta(days=float(d)) for d in offset_days]
+
     # Some customers skip some measurements in their profile.
     def _recorded(values: np.ndarray, p_missing: float) -> np.ndarray:
         return np.where(rng.random(n) < p_missing, np.nan, np.round(values, 1))
@@ -408,7 +409,9 @@ def simulate(cfg: GeneratorConfig, world: World) -> dict[str, pl.DataFrame]:
             "size": np.array(SIZES)[size_bought[b]],
             "price": prices[item[b]],
             "returned": returned[b],
-            "return_reason": pl.Series(np.where(returned[b], reason[b], None).tolist(), dtype=pl.String),
+            "return_reason": pl.Series(
+                np.where(returned[b], reason[b], None).tolist(), dtype=pl.String
+            ),
             "__day": event_day[b],
             "__seconds": seconds[b] + 80,
         }
@@ -461,16 +464,18 @@ def write_drops(cfg: GeneratorConfig, out: Path) -> dict[str, int]:
         items = world.items.drop("__popularity").filter(
             (pl.col("launch_ts") < hi) & (first | (pl.col("launch_ts") >= lo))
         )
-        items.with_columns(
-            pl.col("launch_ts").dt.strftime("%Y-%m-%dT%H:%M:%SZ")
-        ).write_csv(folder / "items.csv")
+        items.with_columns(pl.col("launch_ts").dt.strftime("%Y-%m-%dT%H:%M:%SZ")).write_csv(
+            folder / "items.csv"
+        )
         counts["customers"] += len(customers)
         counts["items"] += len(items)
         for name, frame in events.items():
             today = frame.filter(pl.col("__day") == d)
             today = today.with_columns(
-                (pl.lit(datetime(day.year, day.month, day.day, tzinfo=UTC))
-                 + pl.duration(milliseconds=(pl.col("__seconds") * 1000).round().cast(pl.Int64)))
+                (
+                    pl.lit(datetime(day.year, day.month, day.day, tzinfo=UTC))
+                    + pl.duration(milliseconds=(pl.col("__seconds") * 1000).round().cast(pl.Int64))
+                )
                 .dt.strftime("%Y-%m-%dT%H:%M:%SZ")
                 .alias("ts")
             ).drop("__day", "__seconds")

@@ -9,6 +9,7 @@ Raw rows = curated rows + quarantined rows, always; re-running a day rewrites th
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
@@ -61,10 +62,37 @@ class IngestReport:
     """Per-table counts for one drop."""
 
     day: str
+    fingerprint: str = ""
     tables: dict[str, TableReport] = field(default_factory=dict)
 
     def as_dict(self) -> dict:
-        return {"day": self.day, "tables": {k: asdict(v) for k, v in self.tables.items()}}
+        return {
+            "day": self.day,
+            "fingerprint": self.fingerprint,
+            "tables": {k: asdict(v) for k, v in self.tables.items()},
+        }
+
+
+def drop_fingerprint(drop: Path) -> str:
+    """Content hash of a raw drop folder: a changed drop is ingested again, an unchanged one not."""
+    digest = hashlib.sha256()
+    for name in sorted(RAW_FILES.values()):
+        path = drop / name
+        digest.update(name.encode())
+        if path.exists():
+            with path.open("rb") as handle:
+                for chunk in iter(lambda: handle.read(1 << 20), b""):
+                    digest.update(chunk)
+    return digest.hexdigest()
+
+
+def report_path(curated_dir: Path, day: date) -> Path:
+    return curated_dir / "_reports" / f"{day.isoformat()}.json"
+
+
+def previous_report(curated_dir: Path, day: date) -> dict | None:
+    path = report_path(curated_dir, day)
+    return json.loads(path.read_text()) if path.exists() else None
 
 
 def partition(root: Path, table: str, day: date) -> Path:
@@ -176,7 +204,7 @@ def _known_keys(root: Path, table: str, key: str, before: date) -> pl.Series:
 
 def ingest_drop(drop: Path, day: date, settings: Settings) -> IngestReport:
     """Ingest one day's raw drop folder; idempotent for the same inputs."""
-    report = IngestReport(day=day.isoformat())
+    report = IngestReport(day=day.isoformat(), fingerprint=drop_fingerprint(drop))
     key = settings.pseudonym_key.get_secret_value()
     cutoff = datetime(day.year, day.month, day.day, tzinfo=UTC) + timedelta(days=1) + FUTURE_GRACE
     curated_here: dict[str, pl.DataFrame] = {}
@@ -239,9 +267,9 @@ def ingest_drop(drop: Path, day: date, settings: Settings) -> IngestReport:
             table_report.curated,
             table_report.quarantined,
         )
-    report_path = settings.curated_dir / "_reports" / f"{day.isoformat()}.json"
-    report_path.parent.mkdir(parents=True, exist_ok=True)
-    report_path.write_text(json.dumps(report.as_dict(), indent=2, sort_keys=True))
+    path = report_path(settings.curated_dir, day)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(report.as_dict(), indent=2, sort_keys=True))
     return report
 
 
@@ -249,7 +277,9 @@ def _validate(raw: pl.DataFrame, contract: Contract, key: str) -> pl.DataFrame:
     """Typed columns, ``reason``, and the raw strings as ``raw_<column>`` for quarantine."""
     typed = conform(raw, contract)
     raw_cols = raw.select(
-        pl.col(n).alias(f"raw_{n}") if n in raw.columns else pl.lit(None, pl.String).alias(f"raw_{n}")
+        pl.col(n).alias(f"raw_{n}")
+        if n in raw.columns
+        else pl.lit(None, pl.String).alias(f"raw_{n}")
         for n in (*contract.names, "__bad_json")
     )
     frame = pl.concat([typed, raw_cols], how="horizontal").with_columns(
@@ -324,7 +354,11 @@ def scan_curated(curated_dir: Path, table: str, up_to: date | None = None) -> pl
     )
 
 
-DIMENSION_KEYS = {"customers": ["customer_id"], "items": ["item_id"], "item_sizes": ["item_id", "size"]}
+DIMENSION_KEYS = {
+    "customers": ["customer_id"],
+    "items": ["item_id"],
+    "item_sizes": ["item_id", "size"],
+}
 
 
 def current_dimension(curated_dir: Path, table: str, up_to: date | None = None) -> pl.DataFrame:

@@ -131,9 +131,7 @@ class RetrievalModel(tfrs.Model):
         super().__init__()
         self.query = query
         self.candidate = candidate
-        self.task = tfrs.tasks.Retrieval(
-            temperature=cfg.temperature, remove_accidental_hits=True
-        )
+        self.task = tfrs.tasks.Retrieval(temperature=cfg.temperature, remove_accidental_hits=True)
         self.logq = cfg.logq_correction
 
     def compute_loss(self, inputs: dict[str, tf.Tensor], training: bool = False) -> tf.Tensor:

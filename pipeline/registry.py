@@ -18,7 +18,8 @@ import mlflow
 import pandas as pd
 from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
-from mlflow.models import infer_signature
+from mlflow.models import ModelSignature
+from mlflow.types.schema import Array, ColSpec, ParamSchema, ParamSpec, Schema
 
 from pipeline.config import CHAMPION, Settings
 
@@ -80,6 +81,20 @@ def input_example(customer_features: list[str], session_items: list[str]) -> pd.
     return pd.DataFrame(row)
 
 
+def signature(customer_features: list[str]) -> ModelSignature:
+    """Inputs: optional customer id, session item ids and customer features (missing ->
+    defaults, so an anonymous row with an empty session is valid); output: top-k ids, scores."""
+    inputs = Schema(
+        [
+            ColSpec("string", "customer_id", required=False),
+            ColSpec(Array("string"), "session_items", required=False),
+            *[ColSpec("double", name, required=False) for name in customer_features],
+        ]
+    )
+    outputs = Schema([ColSpec(Array("string"), "item_ids"), ColSpec(Array("double"), "scores")])
+    return ModelSignature(inputs, outputs, ParamSchema([ParamSpec("k", "long", 10)]))
+
+
 @dataclass
 class Registered:
     run_id: str
@@ -98,8 +113,6 @@ def log_and_register(
     """Log params, metrics and the pyfunc model in one run; register a new version."""
     configure(settings)
     example = input_example(customer_features, example_items[:3])
-    output = pd.DataFrame({"item_ids": [example_items[:2]], "scores": [[0.5, 0.4]]})
-    signature = infer_signature(example, output, params={"k": 10})
     with mlflow.start_run() as run:
         mlflow.log_params(params)
         mlflow.log_metrics(metrics)
@@ -107,9 +120,9 @@ def log_and_register(
             mlflow.log_artifact(str(path))
         info = mlflow.pyfunc.log_model(
             name="model",
-            python_model=FitrecPyfunc(),
+            python_model=str(Path(__file__).with_name("mlflow_model.py")),
             artifacts={"bundle": str(bundle)},
-            signature=signature,
+            signature=signature(customer_features),
             input_example=example,
             registered_model_name=settings.model_name,
         )
@@ -172,4 +185,3 @@ def promote_if_better(
     )
     log.info("version %s: %s (%s)", registered.version, "champion" if promoted else "kept", reason)
     return Decision(promoted=promoted, reason=reason, champion_before=before)
-

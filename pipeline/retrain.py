@@ -25,6 +25,7 @@ class Candidate:
     metrics: dict[str, float]
     params: dict[str, object]
     example_items: list[str]
+    customer_features: list[str]
 
 
 def train_candidate(settings: Settings, run_date: date, cfg: ModelConfig, out: Path) -> Candidate:
@@ -40,7 +41,13 @@ def train_candidate(settings: Settings, run_date: date, cfg: ModelConfig, out: P
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
     params = {**cfg.as_params(), "run_date": run_date.isoformat(), "items": len(data.items)}
     example_items = scorer.popular[:3] or scorer.item_ids[:3].tolist()
-    return Candidate(bundle=bundle, metrics=metrics, params=params, example_items=example_items)
+    return Candidate(
+        bundle=bundle,
+        metrics=metrics,
+        params=params,
+        example_items=example_items,
+        customer_features=scorer.customer_features,
+    )
 
 
 def champion_metric(settings: Settings, test_path: Path) -> tuple[str | None, float | None]:
@@ -59,5 +66,3 @@ def champion_metric(settings: Settings, test_path: Path) -> tuple[str | None, fl
     # Targets the old champion has never heard of count as misses.
     hits = recall_at(ranks)[settings.promotion_metric] * len(ranks)
     return version, hits / max(len(test), 1)
-
-

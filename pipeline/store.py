@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import importlib
 import sys
-from datetime import datetime
+from datetime import UTC, timedelta
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlparse
 
+import polars as pl
 import yaml
 from feast import FeatureStore, RepoConfig
 from feast.repo_contents import RepoContents
@@ -117,9 +118,32 @@ def apply(store: FeatureStore) -> None:
     store.apply(to_apply, objects_to_delete=to_delete, partial=False)
 
 
-def materialize(store: FeatureStore, end: datetime) -> None:
-    """Write everything new up to ``end`` into the online store (stock Feast path)."""
-    store.materialize_incremental(end_date=end)
+def materialize_new(store: FeatureStore, features_dir: Path) -> dict[str, str]:
+    """Load feature rows newer than the last materialisation into the online store.
+
+    Like ``feast materialize-incremental``, but bounded by the data rather than by the clock:
+    Feast starts a zero-TTL view one year before *now*, which would skip older snapshots.
+    Returns the interval written per view (or ``"up to date"``).
+    """
+    from pipeline.features import TIMESTAMP, feature_paths
+
+    paths = feature_paths(features_dir)
+    done: dict[str, str] = {}
+    for view in store.list_feature_views():
+        path = paths.get(view.name)
+        if path is None or not path.exists():
+            continue
+        stamps = pl.read_parquet(path, columns=[TIMESTAMP]).get_column(TIMESTAMP)
+        end = stamps.max() + timedelta(seconds=1)
+        start = view.most_recent_end_time or stamps.min()
+        if start.tzinfo is None:
+            start = start.replace(tzinfo=UTC)
+        if start >= end:
+            done[view.name] = "up to date"
+            continue
+        store.materialize(start_date=start, end_date=end, feature_views=[view.name])
+        done[view.name] = f"{start.isoformat()} .. {end.isoformat()}"
+    return done
 
 
 def read_customer_features(store: FeatureStore, customer_ids: list[str]) -> list[dict[str, Any]]:
@@ -133,4 +157,3 @@ def read_customer_features(store: FeatureStore, customer_ids: list[str]) -> list
     return [
         {f.name: response[f.name][i] for f in CUSTOMER_FEATURES} for i in range(len(customer_ids))
     ]
-

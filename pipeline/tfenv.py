@@ -13,4 +13,8 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import tensorflow as tf  # noqa: E402
 import tensorflow_recommenders as tfrs  # noqa: E402
 
+# Subclassed tf-keras models warn that they have no get_config(); they are saved as
+# SavedModel signatures, never re-created from config.
+tf.get_logger().setLevel("ERROR")
+
 __all__ = ["tf", "tfrs"]

@@ -22,14 +22,14 @@ from pipeline.contracts import CATEGORIES, STYLES
 from pipeline.features import (
     CUSTOMER_ENTITY,
     CUSTOMER_FEATURES,
+    CUSTOMER_VIEW,
     ITEM_ENTITY,
     ITEM_FEATURES,
+    ITEM_VIEW,
     TIMESTAMP,
     feature_paths,
     numeric,
     snapshot_time,
-    CUSTOMER_VIEW,
-    ITEM_VIEW,
 )
 from pipeline.ingest import scan_curated
 from pipeline.model import PAD, ModelConfig, RetrievalModel, build_model
@@ -80,9 +80,7 @@ def session_examples(curated_dir: Path, up_to: date, session_len: int) -> pl.Dat
         .with_columns(
             pl.col("items").list.get(pl.col("position")).alias(ITEM_ENTITY),
             pl.col("times").list.get(pl.col("position")).alias("ts"),
-            pl.concat_list(
-                pad, pl.col("items").list.slice(0, pl.col("position"))
-            )
+            pl.concat_list(pad, pl.col("items").list.slice(0, pl.col("position")))
             .list.tail(session_len)
             .alias("history"),
         )
@@ -101,7 +99,12 @@ def attach_customer_features(examples: pl.DataFrame, snapshots: pl.DataFrame) ->
     """Point-in-time join: each example gets the latest snapshot taken at or before it."""
     snaps = snapshots.select(CUSTOMER_ENTITY, TIMESTAMP, *CUSTOMER_NUMERIC).sort(TIMESTAMP)
     joined = examples.sort("ts").join_asof(
-        snaps, left_on="ts", right_on=TIMESTAMP, by=CUSTOMER_ENTITY, strategy="backward"
+        snaps,
+        left_on="ts",
+        right_on=TIMESTAMP,
+        by=CUSTOMER_ENTITY,
+        strategy="backward",
+        check_sortedness=False,
     )
     return joined.with_columns(
         pl.col(c).fill_null(_DEFAULTS[c]).cast(pl.Float32) for c in CUSTOMER_NUMERIC
@@ -248,9 +251,7 @@ def popularity(train: pl.DataFrame) -> list[str]:
     )
 
 
-def export_bundle(
-    model: RetrievalModel, data: Dataset, cfg: ModelConfig, out: Path
-) -> Path:
+def export_bundle(model: RetrievalModel, data: Dataset, cfg: ModelConfig, out: Path) -> Path:
     """Write what serving needs: the query encoder, item embeddings and item table, metadata."""
     if out.exists():
         shutil.rmtree(out)

@@ -1,0 +1,17 @@
+"""Serving: load the champion once, fetch online features, score, return top-k."""
+
+from serving.recommender import (
+    NoChampionError,
+    Recommendation,
+    RecommendationRequest,
+    Recommender,
+    ScoredItem,
+)
+
+__all__ = [
+    "NoChampionError",
+    "Recommendation",
+    "RecommendationRequest",
+    "Recommender",
+    "ScoredItem",
+]

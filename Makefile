@@ -1,0 +1,52 @@
+# fitrec: two commands on a fresh machine with Python 3.11 -> `make demo`, `make test`.
+PYTHON ?= $(shell command -v python3.11 2>/dev/null || command -v python3)
+VENV   := .venv
+BIN    := $(VENV)/bin
+PIP    := $(BIN)/python -m pip install --disable-pip-version-check -q -c requirements.lock
+
+export TF_USE_LEGACY_KERAS := 1
+export MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR := false
+export PREFECT_HOME ?= $(CURDIR)/var/prefect
+export PREFECT_SERVER_ANALYTICS_ENABLED := false
+
+.PHONY: demo test test-fast lint format bench clean
+
+$(BIN)/python:
+	@$(PYTHON) -c 'import sys; assert sys.version_info[:2] == (3, 11), "fitrec needs Python 3.11, found " + sys.version.split()[0]'
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --disable-pip-version-check -q --upgrade pip
+
+$(VENV)/.core: $(BIN)/python pyproject.toml requirements.lock
+	$(PIP) -e .
+	@touch $@
+
+$(VENV)/.dev: $(VENV)/.core
+	$(PIP) -e '.[dev]'
+	@touch $@
+
+## demo: install, run the nightly flow on generated data, print recommendations
+demo: $(VENV)/.core
+	$(BIN)/fitrec demo
+
+## test: install dev tools and run the whole suite (unit + integration, real servers)
+test: $(VENV)/.dev
+	$(BIN)/python -m pytest
+
+## test-fast: unit tests only
+test-fast: $(VENV)/.dev
+	$(BIN)/python -m pytest -m unit
+
+lint: $(VENV)/.dev
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+format: $(VENV)/.dev
+	$(BIN)/ruff format .
+	$(BIN)/ruff check --fix .
+
+## bench: every benchmarks/*.py; each prints its one-line summary last
+bench: $(VENV)/.dev
+	@for b in benchmarks/*.py; do [ -e "$$b" ] || continue; echo "== $$b"; $(BIN)/python $$b || exit 1; done
+
+clean:
+	rm -rf var .pytest_cache .ruff_cache

@@ -1,0 +1,173 @@
+"""The ``fitrec`` command line: generate data, run flows, ask for recommendations."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import tempfile
+from datetime import date
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from pipeline.config import get_settings
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
+
+FLOWS = ("ingest", "build_features", "materialize", "train", "nightly")
+
+
+def _latest_drop(raw_dir: Path) -> date:
+    days = sorted(p.name for p in raw_dir.glob("????-??-??") if p.is_dir())
+    if not days:
+        raise typer.BadParameter(f"no raw drops in {raw_dir}; run `fitrec generate` first")
+    return date.fromisoformat(days[-1])
+
+
+@app.command()
+def generate(
+    customers: int = typer.Option(2_000, min=10, help="number of customers"),
+    days: int = typer.Option(14, min=2, help="days of activity (one drop per day)"),
+    seed: int = typer.Option(7, help="random seed; same seed, same bytes"),
+    out: Path | None = typer.Option(None, help="output folder (default: <data_dir>/raw)"),
+    dirty: float = typer.Option(0.005, min=0.0, max=0.5, help="share of faulty rows"),
+) -> None:
+    """Write deterministic raw drops (one folder per day)."""
+    from pipeline.generate import GeneratorConfig, write_drops
+
+    target = out or get_settings().raw_dir
+    counts = write_drops(
+        GeneratorConfig(customers=customers, days=days, seed=seed, dirty=dirty), target
+    )
+    typer.echo(json.dumps({"out": str(target), "rows": counts}))
+
+
+@app.command()
+def run(
+    flow_name: Annotated[str, typer.Argument(metavar="FLOW", help=" | ".join(FLOWS))],
+    run_date: Annotated[
+        str | None, typer.Option("--date", help="YYYY-MM-DD (default: latest drop)")
+    ] = None,
+) -> None:
+    """Run one flow now (through Prefect) for a date."""
+    if flow_name not in FLOWS:
+        raise typer.BadParameter(f"unknown flow {flow_name!r}; choose from {', '.join(FLOWS)}")
+    day = date.fromisoformat(run_date) if run_date else _latest_drop(get_settings().raw_dir)
+    result = _run_flow(flow_name, day)
+    typer.echo(json.dumps(result, default=str, indent=2))
+
+
+def _run_flow(flow_name: str, day: date) -> object:
+    from flows.features import build_features
+    from flows.ingest import ingest
+    from flows.materialize import materialize
+    from flows.nightly import nightly
+    from flows.train import train
+
+    if flow_name == "materialize":
+        return materialize()
+    flow = {"ingest": ingest, "build_features": build_features, "train": train, "nightly": nightly}
+    return flow[flow_name](day)
+
+
+@app.command()
+def recommend(
+    customer: Annotated[str | None, typer.Option(help="customer id (omit: anonymous)")] = None,
+    session: Annotated[str, typer.Option(help="comma-separated item ids, oldest first")] = "",
+    k: Annotated[int, typer.Option(min=1, max=100)] = 10,
+) -> None:
+    """Print the top-k for a customer and session from the champion model."""
+    from pydantic import ValidationError
+
+    from serving import NoChampionError, RecommendationRequest, Recommender
+
+    try:
+        request = RecommendationRequest(
+            customer_id=customer, session_items=[s for s in session.split(",") if s], k=k
+        )
+    except ValidationError as exc:
+        for error in exc.errors():
+            field = ".".join(str(p) for p in error["loc"])
+            typer.echo(f"invalid {field}: {error['msg']}", err=True)
+        raise typer.Exit(2) from None
+    try:
+        recommender = Recommender.from_registry()
+    except NoChampionError as exc:
+        typer.echo(str(exc), err=True)
+        raise typer.Exit(1) from None
+    _print(recommender.recommend(request), request)
+
+
+def _print(result, request) -> None:
+    who = request.customer_id or "anonymous"
+    state = "known customer" if result.known_customer else "unknown customer (cold start)"
+    typer.echo(f"model version {result.model_version}; {who}: {state}")
+    typer.echo(f"session: {', '.join(request.session_items) or '(empty)'}")
+    if result.ignored_items:
+        typer.echo(f"ignored unknown items: {', '.join(result.ignored_items)}")
+    for rank, item in enumerate(result.items, 1):
+        typer.echo(f"{rank:>3}. {item.item_id}  {item.score:.4f}")
+
+
+@app.command()
+def demo(
+    customers: int = typer.Option(2_000, min=50),
+    days: int = typer.Option(14, min=3),
+) -> None:
+    """Generate data (once), run the nightly flow, print recommendations for a sample session."""
+    settings = get_settings()
+    if not any(settings.raw_dir.glob("????-??-??")):
+        generate(customers=customers, days=days, seed=7, out=None, dirty=0.005)
+    day = _latest_drop(settings.raw_dir)
+    result = _run_flow("nightly", day)
+    typer.echo(json.dumps({k: v for k, v in result.items() if k != "metrics"}, default=str))
+    metrics = result["metrics"]
+    typer.echo(
+        "recall@20 model={:.3f} popularity={:.3f}".format(
+            metrics["model_recall_at_20"], metrics["popularity_recall_at_20"]
+        )
+    )
+    customer, items = _sample_session(settings.raw_dir / day.isoformat())
+    recommend(customer=customer, session=",".join(items), k=10)
+
+
+def _sample_session(drop: Path) -> tuple[str, list[str]]:
+    """A customer's session from the last raw drop: its first three distinct items."""
+    import polars as pl
+
+    events = pl.read_ndjson(drop / "session_events.jsonl", infer_schema_length=None)
+    sessions = (
+        events.filter(pl.col("customer_id").is_not_null() & pl.col("item_id").str.starts_with("I"))
+        .group_by("session_id", maintain_order=True)
+        .agg(pl.col("customer_id").first(), pl.col("item_id").unique(maintain_order=True))
+        .filter(pl.col("item_id").list.len() >= 4)
+    )
+    row = sessions.row(0, named=True)
+    return row["customer_id"], row["item_id"][:3]
+
+
+@app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+def feast(ctx: typer.Context) -> None:
+    """Run the Feast CLI (e.g. `fitrec feast plan`) against this environment's config."""
+    from pipeline.config import FEATURE_REPO
+    from pipeline.store import write_config_yaml
+
+    settings = get_settings()
+    with tempfile.TemporaryDirectory() as tmp:
+        config = write_config_yaml(settings, Path(tmp) / "feature_store.yaml")
+        command = [
+            sys.executable,
+            "-m",
+            "feast.cli.cli",
+            "-c",
+            str(FEATURE_REPO),
+            "-f",
+            str(config),
+        ]
+        raise typer.Exit(subprocess.call([*command, *ctx.args]))
+
+
+if __name__ == "__main__":
+    app()

@@ -1,0 +1,25 @@
+"""Flow ``materialize``: feast apply, then load new feature rows into the online store."""
+
+from __future__ import annotations
+
+from prefect import flow, task
+
+from pipeline import store
+from pipeline.config import get_settings
+
+
+@task(retries=2, retry_delay_seconds=[2, 10])
+def apply_repo() -> None:
+    store.apply(store.feature_store(get_settings()))
+
+
+@task(retries=3, retry_delay_seconds=[2, 10, 30])
+def materialize_online() -> dict[str, str]:
+    settings = get_settings()
+    return store.materialize_new(store.feature_store(settings), settings.features_dir)
+
+
+@flow(name="materialize")
+def materialize() -> dict[str, str]:
+    apply_repo()
+    return materialize_online()

@@ -1,0 +1,83 @@
+"""Shared fixtures: generated data, settings per test environment, real servers, Prefect."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from pipeline.config import Settings, get_settings
+from tests.servers import redis_server
+
+os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+
+SMALL = {"customers": 1000, "days": 7, "seed": 11, "dirty": 0.01}
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Mark tests by folder, as NVIDIA-Merlin does: tests/unit -> unit, tests/integration."""
+    for item in items:
+        path = Path(str(item.fspath))
+        if "unit" in path.parts:
+            item.add_marker(pytest.mark.unit)
+        if "integration" in path.parts:
+            item.add_marker(pytest.mark.integration)
+
+
+@pytest.fixture(scope="session")
+def raw_drops(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A small generated window of raw drops (read-only for tests: copy before changing)."""
+    from pipeline.generate import GeneratorConfig, write_drops
+
+    out = tmp_path_factory.mktemp("raw")
+    write_drops(GeneratorConfig(**SMALL), out)
+    return out
+
+
+@pytest.fixture(scope="session")
+def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    with redis_server(tmp_path_factory.mktemp("redis")) as url:
+        yield url
+
+
+@pytest.fixture(scope="session")
+def prefect_harness() -> Iterator[None]:
+    """One Prefect test server for the whole session (start-up can be slow on 2 cores)."""
+    from prefect.testing.utilities import prefect_test_harness
+
+    with prefect_test_harness(server_startup_timeout=180):
+        yield
+
+
+class Environment:
+    """Points FITREC_* at one data dir (and optionally Redis) for the flows and serving."""
+
+    def __init__(self, data_dir: Path, redis_url: str | None = None):
+        self.data_dir = data_dir
+        self.redis_url = redis_url
+        self._saved: dict[str, str | None] = {}
+
+    def __enter__(self) -> Settings:
+        values = {"FITREC_DATA_DIR": str(self.data_dir), "FITREC_REDIS_URL": self.redis_url or ""}
+        for key, value in values.items():
+            self._saved[key] = os.environ.get(key)
+            os.environ[key] = value
+        get_settings.cache_clear()
+        return get_settings()
+
+    def __exit__(self, *exc: object) -> None:
+        for key, value in self._saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+        get_settings.cache_clear()
+
+
+@pytest.fixture
+def settings(tmp_path: Path) -> Iterator[Settings]:
+    """Settings for a fresh data dir (SQLite online store)."""
+    with Environment(tmp_path / "var") as s:
+        yield s

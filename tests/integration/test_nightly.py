@@ -1,0 +1,144 @@
+"""The whole nightly flow through real Prefect, Feast (SQLite and a real Redis), MLflow."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from datetime import date
+
+import polars as pl
+import pytest
+from mlflow import MlflowClient
+
+from pipeline import store
+from pipeline.config import CHAMPION
+from pipeline.features import CUSTOMER_FEATURES, TIMESTAMP, feature_paths
+from pipeline.ingest import drops_up_to
+from pipeline.model import ModelConfig
+from serving import NoChampionError, RecommendationRequest, Recommender
+from tests.conftest import Environment
+
+pytestmark = pytest.mark.slow
+FAST = ModelConfig(epochs=3, embedding_dim=16)
+
+
+@pytest.fixture(scope="module", params=["sqlite", "redis"])
+def nightly_run(request, raw_drops, prefect_harness, tmp_path_factory):
+    """Run the nightly flow once per online store; yields (settings, result, run_date)."""
+    redis_url = request.getfixturevalue("redis_url") if request.param == "redis" else None
+    data_dir = tmp_path_factory.mktemp(f"nightly-{request.param}")
+    with Environment(data_dir, redis_url) as settings:
+        shutil.copytree(raw_drops, settings.raw_dir)
+        run_date = drops_up_to(settings.raw_dir, date.max)[-1][0]
+        from flows.nightly import nightly
+
+        result = nightly(run_date, FAST)
+        yield settings, result, run_date
+
+
+def test_nightly_registers_a_champion_with_metrics(nightly_run):
+    settings, result, _ = nightly_run
+    assert result["promoted"] and result["reason"] == "no champion yet"
+    client = MlflowClient(settings.tracking_uri, settings.tracking_uri)
+    champion = client.get_model_version_by_alias(settings.model_name, CHAMPION)
+    assert str(champion.version) == result["version"]
+    run = client.get_run(champion.run_id)
+    for key in ("model_recall_at_20", "popularity_recall_at_20", "model_recall_at_10"):
+        assert 0.0 <= run.data.metrics[key] <= 1.0
+    assert run.data.params["embedding_dim"] == "16"
+    # The model learnt the planted session structure: far better than popularity.
+    assert run.data.metrics["model_recall_at_20"] > run.data.metrics["popularity_recall_at_20"]
+
+
+def test_online_features_equal_what_pipeline_computed(nightly_run):
+    settings, _, run_date = nightly_run
+    computed = pl.read_parquet(feature_paths(settings.features_dir)["customer_features"])
+    latest = computed.filter(pl.col(TIMESTAMP) == pl.col(TIMESTAMP).max()).head(50)
+    online = store.read_customer_features(
+        store.feature_store(settings), latest["customer_id"].to_list()
+    )
+    assert settings.online_store == ("redis" if settings.redis_url else "sqlite")
+    for row, served in zip(latest.iter_rows(named=True), online, strict=True):
+        for feature in CUSTOMER_FEATURES:
+            expected, got = row[feature.name], served[feature.name]
+            if expected is None:
+                assert got is None, feature.name
+            else:
+                assert got == pytest.approx(expected, rel=1e-6), feature.name
+
+
+def test_raw_measurements_never_reach_the_online_store_or_mlflow(nightly_run):
+    settings, result, _ = nightly_run
+    computed = pl.read_parquet(feature_paths(settings.features_dir)["customer_features"])
+    assert not {"height_cm", "weight_kg", "bust_cm"} & set(computed.columns)
+    # Standard scores are coarsened to quarter steps: no raw centimetre survives.
+    assert ((computed["height_z"].drop_nulls() * 4) % 1 == 0).all()
+    client = MlflowClient(settings.tracking_uri, settings.tracking_uri)
+    params = client.get_run(result["run_id"]).data.params
+    assert not any("cm" in k or "kg" in k for k in params)
+
+
+def test_serving_answers_known_unknown_and_bad_input(nightly_run, raw_drops):
+    settings, result, run_date = nightly_run
+    recommender = Recommender.from_registry(settings)
+    events = pl.read_ndjson(raw_drops / run_date.isoformat() / "session_events.jsonl")
+    row = events.filter(
+        pl.col("customer_id").is_not_null() & pl.col("item_id").str.starts_with("I0")
+    ).row(0, named=True)
+
+    known = recommender.recommend(
+        RecommendationRequest(customer_id=row["customer_id"], session_items=[row["item_id"]])
+    )
+    assert known.known_customer and not known.cold_start
+    assert len(known.items) == 10 and known.model_version == result["version"]
+    scores = [i.score for i in known.items]
+    assert scores == sorted(scores, reverse=True)
+
+    unknown = recommender.recommend(RecommendationRequest(customer_id="never-seen"))
+    assert not unknown.known_customer and unknown.cold_start and len(unknown.items) == 10
+
+    odd = recommender.recommend(
+        RecommendationRequest(session_items=["NOPE-1", row["item_id"]], k=5)
+    )
+    assert odd.ignored_items == ["NOPE-1"] and len(odd.items) == 5
+
+    with pytest.raises(ValueError, match="session_items"):
+        RecommendationRequest(session_items=["bad item!"])
+    with pytest.raises(ValueError, match="k"):
+        RecommendationRequest(k=0)
+
+
+def test_champion_loads_with_the_standard_loader_in_a_clean_process(nightly_run):
+    settings, _, _ = nightly_run
+    code = (
+        "import mlflow, json, pandas as pd;"
+        f"mlflow.set_tracking_uri({settings.tracking_uri!r});"
+        f"m = mlflow.pyfunc.load_model('models:/{settings.model_name}@champion');"
+        "out = m.predict(pd.DataFrame({'customer_id': [''], 'session_items': [[]]}));"
+        "print(json.dumps(out['item_ids'][0]))"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=300, check=True
+    )
+    assert len(json.loads(done.stdout.strip().splitlines()[-1])) == 10
+
+
+def test_rerun_same_date_is_idempotent_and_gates_promotion(nightly_run):
+    settings, first, run_date = nightly_run
+    curated = {p: p.read_bytes() for p in settings.curated_dir.rglob("*.parquet")}
+    from flows.nightly import nightly
+
+    second = nightly(run_date, FAST)
+    assert {p: p.read_bytes() for p in curated} == curated
+    assert second["version"] != first["version"]
+    # Same data, same seed: not worse than the champion, so it is promoted with a reason.
+    assert second["promoted"], second["reason"]
+    assert "champion" in second["reason"]
+
+
+def test_no_champion_is_a_clear_error(tmp_path):
+    with Environment(tmp_path / "empty") as settings:
+        with pytest.raises(NoChampionError, match="nightly"):
+            Recommender.from_registry(settings)

@@ -1,0 +1,41 @@
+import polars as pl
+import pytest
+from pydantic import ValidationError
+
+from pipeline.config import Settings
+from pipeline.privacy import pseudonymise, pseudonymise_column
+from pipeline.store import config_document, redis_connection_string
+
+
+def test_pseudonyms_are_stable_keyed_and_null_safe():
+    assert pseudonymise("C1", "k") == pseudonymise("C1", "k")
+    assert pseudonymise("C1", "k") != pseudonymise("C1", "other")
+    assert "C1" not in pseudonymise("C1", "k")
+    frame = pl.DataFrame({"customer_id": ["C1", None, "C1"], "x": [1, 2, 3]})
+    out = pseudonymise_column(frame, "customer_id", "k")
+    assert out["customer_id"].to_list() == [pseudonymise("C1", "k"), None, pseudonymise("C1", "k")]
+    assert out["x"].to_list() == [1, 2, 3]
+
+
+def test_redis_url_to_feast_connection_string():
+    assert redis_connection_string("redis://127.0.0.1:6390/2") == "127.0.0.1:6390,db=2"
+    assert (
+        redis_connection_string("rediss://:s3cret@cache:6380")
+        == "cache:6380,password=s3cret,ssl=true"
+    )
+
+
+def test_settings_pick_the_online_store(tmp_path, monkeypatch):
+    monkeypatch.setenv("FITREC_DATA_DIR", str(tmp_path))
+    monkeypatch.delenv("FITREC_REDIS_URL", raising=False)
+    sqlite = Settings()
+    assert config_document(sqlite)["online_store"] == {
+        "type": "sqlite",
+        "path": str(tmp_path / "feast" / "online_store.db"),
+    }
+    assert sqlite.tracking_uri == f"sqlite:///{tmp_path / 'mlflow.db'}"
+    monkeypatch.setenv("FITREC_REDIS_URL", "redis://localhost:7000/0")
+    assert config_document(Settings())["online_store"]["type"] == "redis"
+    monkeypatch.setenv("FITREC_REDIS_URL", "http://nope")
+    with pytest.raises(ValidationError, match="FITREC_REDIS_URL"):
+        Settings()
