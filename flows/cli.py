@@ -26,6 +26,30 @@ def _latest_drop(raw_dir: Path) -> date:
     return date.fromisoformat(days[-1])
 
 
+def _progress():
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
+
+    return Progress(
+        "[progress.description]{task.description}",
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        transient=False,
+    )
+
+
+def _table(title: str, columns: list[str], rows: list[list[object]]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=title)
+    for i, column in enumerate(columns):
+        table.add_column(column, justify="left" if i == 0 else "right")
+    for row in rows:
+        table.add_row(*[f"{v:,}" if isinstance(v, int) else str(v) for v in row])
+    Console().print(table)
+
+
 @app.command()
 def generate(
     customers: int = typer.Option(2_000, min=10, help="number of customers"),
@@ -34,14 +58,78 @@ def generate(
     out: Path | None = typer.Option(None, help="output folder (default: <data_dir>/raw)"),
     dirty: float = typer.Option(0.005, min=0.0, max=0.5, help="share of faulty rows"),
 ) -> None:
-    """Write deterministic raw drops (one folder per day)."""
+    """Write deterministic raw drops (one folder per day), with progress and a summary."""
     from pipeline.generate import GeneratorConfig, write_drops
 
     target = out or get_settings().raw_dir
-    counts = write_drops(
-        GeneratorConfig(customers=customers, days=days, seed=seed, dirty=dirty), target
+    config = GeneratorConfig(customers=customers, days=days, seed=seed, dirty=dirty)
+    with _progress() as progress:
+        task = progress.add_task("generating days", total=days)
+        counts = write_drops(config, target, lambda d, _: progress.update(task, completed=d + 1))
+    _table(f"generated into {target}", ["table", "rows"], [[k, v] for k, v in counts.items()])
+
+
+@app.command()
+def ingest(
+    run_date: Annotated[
+        str | None, typer.Option("--date", help="ingest drops up to YYYY-MM-DD (default: all)")
+    ] = None,
+    raw: Annotated[
+        Path | None, typer.Option(help="raw drops folder (default: <data_dir>/raw)")
+    ] = None,
+) -> None:
+    """Ingest raw drops into curated Parquet and quarantine, with progress and a summary."""
+    from pipeline.ingest import drops_up_to, ingest_drop
+
+    settings = get_settings()
+    up_to = date.fromisoformat(run_date) if run_date else date.max
+    drops = drops_up_to(raw or settings.raw_dir, up_to)
+    if not drops:
+        raise typer.BadParameter(f"no raw drops in {raw or settings.raw_dir}")
+    totals: dict[str, list[int]] = {}
+    with _progress() as progress:
+        task = progress.add_task("ingesting drops", total=len(drops))
+        for day, folder in drops:
+            report = ingest_drop(folder, day, settings)
+            for table, counts in report.tables.items():
+                row = totals.setdefault(table, [0, 0, 0, 0])
+                for i, value in enumerate(
+                    (counts.raw, counts.curated, counts.quarantined, counts.exact_duplicates)
+                ):
+                    row[i] += value
+            progress.advance(task)
+    _table(
+        f"ingested {len(drops)} drops into {settings.curated_dir}",
+        ["table", "raw", "curated", "quarantined", "exact duplicates"],
+        [[table, *values] for table, values in totals.items()],
     )
-    typer.echo(json.dumps({"out": str(target), "rows": counts}))
+
+
+@app.command()
+def adapt(
+    source: Annotated[
+        str, typer.Argument(help="rtr | rtr-clean | modcloth | yoochoose | diginetica | hm")
+    ],
+    inputs: Annotated[
+        list[Path], typer.Argument(help="input file(s); hm: articles customers transactions")
+    ],
+    out: Annotated[
+        Path | None, typer.Option(help="raw drops folder (default: <data_dir>/raw)")
+    ] = None,
+) -> None:
+    """Convert a public dataset into a raw drop that `fitrec ingest` validates."""
+    from pipeline import adapters
+
+    if source == "hm":
+        if len(inputs) != 3:
+            raise typer.BadParameter("hm needs three files: articles customers transactions")
+        tables = adapters.hm(*inputs)
+    elif source in adapters.ADAPTERS and len(inputs) == 1:
+        tables = adapters.ADAPTERS[source](inputs[0])
+    else:
+        raise typer.BadParameter(f"unknown source {source!r} or wrong number of inputs")
+    folder = adapters.write_drop(tables, out or get_settings().raw_dir)
+    _table(f"{source} -> {folder}", ["table", "rows"], [[k, v] for k, v in tables.rows().items()])
 
 
 @app.command()

@@ -12,11 +12,28 @@ from typing import Final
 
 import polars as pl
 
+from pipeline.units import PARSERS
+
 # Vocabularies shared by the generator, ingest, features and the model.
-CATEGORIES: Final = ("dress", "top", "trousers", "skirt", "jumpsuit", "outerwear", "knitwear")
+# The generator uses the first seven; adapters map real catalogues onto all of them.
+CATEGORIES: Final = (
+    "dress",
+    "top",
+    "trousers",
+    "skirt",
+    "jumpsuit",
+    "outerwear",
+    "knitwear",
+    "shoes",
+    "accessories",
+    "other",
+)
 STYLES: Final = ("classic", "minimal", "boho", "romantic", "sporty", "edgy")
 COLOURS: Final = ("black", "white", "navy", "red", "green", "beige", "pink", "print")
+# Letter sizes of the generated catalogue, smallest first. Real catalogues bring their own
+# labels (RentTheRunway's 0..58, ModCloth's 1..38), so size columns take any short label.
 SIZES: Final = ("XS", "S", "M", "L", "XL", "XXL")
+SIZE_LABEL: Final = r"^[\w./+-]{1,16}$"
 AGE_BANDS: Final = ("18-24", "25-34", "35-44", "45-54", "55+")
 BODY_TYPES: Final = (
     "hourglass",
@@ -45,6 +62,8 @@ class Column:
     min: float | None = None
     max: float | None = None
     allowed: tuple[str, ...] | None = None
+    pattern: str | None = None
+    unit: str | None = None  # a pipeline.units parser: "length", "weight" or "bust"
     sensitive: bool = False
     description: str = ""
 
@@ -85,12 +104,12 @@ CUSTOMERS = Contract(
         Column("customer_id", pl.String(), description="pseudonymised at ingest"),
         Column("signup_ts", UTC_TS),
         Column("age_band", pl.String(), nullable=True, allowed=AGE_BANDS),
-        Column("height_cm", pl.Float64(), nullable=True, min=120, max=220, sensitive=True),
-        Column("weight_kg", pl.Float64(), nullable=True, min=30, max=250, sensitive=True),
-        Column("bust_cm", pl.Float64(), nullable=True, min=60, max=170, sensitive=True),
-        Column("waist_cm", pl.Float64(), nullable=True, min=45, max=170, sensitive=True),
-        Column("hips_cm", pl.Float64(), nullable=True, min=60, max=180, sensitive=True),
-        Column("inseam_cm", pl.Float64(), nullable=True, min=50, max=110, sensitive=True),
+        Column("height_cm", pl.Float64(), True, 120, 230, unit="length", sensitive=True),
+        Column("weight_kg", pl.Float64(), True, 30, 250, unit="weight", sensitive=True),
+        Column("bust_cm", pl.Float64(), True, 60, 170, unit="bust", sensitive=True),
+        Column("waist_cm", pl.Float64(), True, 45, 170, unit="length", sensitive=True),
+        Column("hips_cm", pl.Float64(), True, 60, 180, unit="length", sensitive=True),
+        Column("inseam_cm", pl.Float64(), True, 50, 110, unit="length", sensitive=True),
         Column("shoe_size_eu", pl.Float64(), nullable=True, min=30, max=50, sensitive=True),
         Column("body_type", pl.String(), nullable=True, allowed=BODY_TYPES, sensitive=True),
         Column("preferred_fit", pl.String(), nullable=True, allowed=PREFERRED_FITS),
@@ -105,13 +124,18 @@ ITEMS = Contract(
     columns=(
         Column("item_id", pl.String()),
         Column("category", pl.String(), allowed=CATEGORIES),
-        Column("brand", pl.String()),
-        Column("price", pl.Float64(), min=0.01, max=100_000),
+        Column("brand", pl.String(), nullable=True),
+        Column("price", pl.Float64(), nullable=True, min=0.0001, max=100_000),
         Column("colour", pl.String(), nullable=True),
         Column("style", pl.String(), nullable=True),
-        Column("size_chart", pl.String(), description="JSON: size -> {measure: [min, max]} cm"),
-        Column("sizing_bias", pl.Float64(), min=-1, max=1, description="<0 runs small"),
-        Column("stock", pl.String(), description="JSON: size -> units in stock"),
+        Column(
+            "size_chart",
+            pl.String(),
+            nullable=True,
+            description="JSON: size -> {measure: [min, max]} cm; null when the retailer has none",
+        ),
+        Column("sizing_bias", pl.Float64(), True, -1, 1, description="<0 runs small"),
+        Column("stock", pl.String(), nullable=True, description="JSON: size -> units in stock"),
         Column("launch_ts", UTC_TS),
     ),
 )
@@ -126,11 +150,11 @@ TRY_ONS = Contract(
         Column("session_id", pl.String()),
         Column("customer_id", pl.String()),
         Column("item_id", pl.String()),
-        Column("size", pl.String(), allowed=SIZES),
+        Column("size", pl.String(), pattern=SIZE_LABEL),
         Column("fit_feedback", pl.String(), nullable=True, allowed=FIT_FEEDBACK),
-        Column("duration_s", pl.Float64(), min=0, max=3600),
-        Column("liked", pl.Boolean()),
-        Column("added_to_cart", pl.Boolean()),
+        Column("duration_s", pl.Float64(), nullable=True, min=0, max=3600),
+        Column("liked", pl.Boolean(), nullable=True),
+        Column("added_to_cart", pl.Boolean(), nullable=True),
         Column("ts", UTC_TS),
     ),
 )
@@ -144,8 +168,8 @@ PURCHASES = Contract(
         Column("order_line_id", pl.String()),
         Column("customer_id", pl.String()),
         Column("item_id", pl.String()),
-        Column("size", pl.String(), allowed=SIZES),
-        Column("price", pl.Float64(), min=0, max=100_000),
+        Column("size", pl.String(), nullable=True, pattern=SIZE_LABEL),
+        Column("price", pl.Float64(), nullable=True, min=0, max=100_000),
         Column("ts", UTC_TS),
         Column("returned", pl.Boolean()),
         Column("return_reason", pl.String(), nullable=True, allowed=RETURN_REASONS),
@@ -193,6 +217,8 @@ def parse_timestamp(expr: pl.Expr) -> pl.Expr:
 
 def _parse(column: Column) -> pl.Expr:
     raw = pl.col(column.name)
+    if column.unit is not None:
+        return PARSERS[column.unit](raw)
     if column.dtype == UTC_TS:
         return parse_timestamp(raw)
     if column.dtype == pl.Boolean():
@@ -210,6 +236,16 @@ def _parse(column: Column) -> pl.Expr:
     return raw.cast(pl.String).str.strip_chars().cast(column.dtype, strict=False)
 
 
+def _fast_parse(column: Column) -> pl.Expr:
+    if column.dtype == UTC_TS:
+        return (
+            pl.col(column.name)
+            .str.strip_chars()
+            .str.to_datetime("%Y-%m-%dT%H:%M:%SZ", strict=False, time_zone="UTC", time_unit="us")
+        )
+    return _parse(column)
+
+
 def conform(raw: pl.DataFrame, contract: Contract) -> pl.DataFrame:
     """Type a raw frame by the contract and attach a ``reason`` per row.
 
@@ -222,27 +258,61 @@ def conform(raw: pl.DataFrame, contract: Contract) -> pl.DataFrame:
             raw = raw.with_columns(pl.lit(None, dtype=pl.String).alias(name))
     raw = raw.with_columns(pl.col(n).cast(pl.String) for n in contract.names)
     typed = raw.select(
-        *[_parse(c).alias(c.name) for c in contract.columns],
+        *[_fast_parse(c).alias(c.name) for c in contract.columns],
         *[pl.col(c.name).alias(f"__raw_{c.name}") for c in contract.columns],
     )
-    checks: list[pl.Expr] = []
+    # Timestamps: one strict format covers what our own systems write; fall back to every
+    # accepted format only when some value did not parse that way.
+    for c in contract.columns:
+        if c.dtype == UTC_TS:
+            failed = typed.select(
+                pl.col(c.name).is_null() & pl.col(f"__raw_{c.name}").is_not_null()
+            ).to_series()
+            if failed.any():
+                rows = typed.with_row_index("__row").filter(failed)
+                parsed = rows.select("__row", parse_timestamp(pl.col(f"__raw_{c.name}")))
+                typed = typed.with_columns(
+                    typed.get_column(c.name).scatter(parsed["__row"], parsed.to_series(1))
+                )
+    checks: list[tuple[pl.Expr, str]] = []
     for c in contract.columns:
         value, given = pl.col(c.name), pl.col(f"__raw_{c.name}")
         given_nonempty = given.is_not_null() & (given.str.strip_chars() != "")
-        checks.append(pl.when(given_nonempty & value.is_null()).then(pl.lit(f"bad_type:{c.name}")))
+        checks.append((given_nonempty & value.is_null(), f"bad_type:{c.name}"))
         if not c.nullable:
-            checks.append(pl.when(~given_nonempty).then(pl.lit(f"missing:{c.name}")))
+            checks.append((~given_nonempty, f"missing:{c.name}"))
         if c.min is not None:
-            checks.append(pl.when(value < c.min).then(pl.lit(f"out_of_range:{c.name}")))
+            checks.append((value < c.min, f"out_of_range:{c.name}"))
         if c.max is not None:
-            checks.append(pl.when(value > c.max).then(pl.lit(f"out_of_range:{c.name}")))
+            checks.append((value > c.max, f"out_of_range:{c.name}"))
+        if c.pattern is not None:
+            checks.append((~value.str.contains(c.pattern), f"bad_format:{c.name}"))
         if c.allowed is not None:
-            checks.append(
-                pl.when(value.is_not_null() & ~value.is_in(list(c.allowed))).then(
-                    pl.lit(f"not_allowed:{c.name}")
-                )
-            )
-    reason = pl.concat_str(checks, separator=";", ignore_nulls=True)
-    return typed.with_columns(
-        pl.when(reason == "").then(None).otherwise(reason).alias("reason")
-    ).select(*contract.names, "reason")
+            checks.append((~value.is_in(list(c.allowed)), f"not_allowed:{c.name}"))
+    typed = typed.with_columns(pl.lit(None, pl.String).alias("reason"))
+    return add_reasons(typed, checks).select(*contract.names, "reason")
+
+
+def add_reasons(frame: pl.DataFrame, checks: list[tuple[pl.Expr, str]]) -> pl.DataFrame:
+    """Append to ``reason`` the name of every check that is true for a row (nulls are false).
+
+    Checks are evaluated as booleans over all rows; reason strings are built only for the
+    few rows that fail one, which keeps validation cheap on clean data.
+    """
+    if not checks:
+        return frame
+    flags = frame.select(
+        *[cond.fill_null(False).alias(f"__check{i}") for i, (cond, _) in enumerate(checks)]
+    )
+    failing = flags.select(pl.any_horizontal(pl.all())).to_series()
+    if not failing.any():
+        return frame
+    rows = frame.select("reason").with_row_index("__row").filter(failing)
+    names = [pl.when(pl.col(f"__check{i}")).then(pl.lit(n)) for i, (_, n) in enumerate(checks)]
+    joined = pl.concat([rows, flags.filter(failing)], how="horizontal").select(
+        "__row", pl.concat_str([pl.col("reason"), *names], separator=";", ignore_nulls=True)
+    )
+    reason = frame.get_column("reason").scatter(
+        joined.get_column("__row"), joined.get_column("reason")
+    )
+    return frame.with_columns(reason.alias("reason"))

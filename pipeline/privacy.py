@@ -8,7 +8,6 @@ and only as derived features (see :mod:`pipeline.features`).
 
 from __future__ import annotations
 
-import hashlib
 import hmac
 
 import polars as pl
@@ -17,24 +16,31 @@ PSEUDONYM_PREFIX = "c_"
 
 
 def pseudonymise(customer_id: str, key: str) -> str:
-    """Return the stable pseudonym of one customer id."""
-    digest = hmac.new(key.encode(), customer_id.encode(), hashlib.sha256).hexdigest()
-    return PSEUDONYM_PREFIX + digest[:20]
+    """Return the stable pseudonym of one customer id (HMAC-SHA256, 80 bits shown)."""
+    return PSEUDONYM_PREFIX + hmac.digest(key.encode(), customer_id.encode(), "sha256").hex()[:20]
+
+
+# Pseudonyms already computed in this process, per key (most customers come back daily).
+_KNOWN: dict[str, pl.DataFrame] = {}
+_KNOWN_LIMIT = 5_000_000
 
 
 def pseudonymise_column(frame: pl.DataFrame, column: str, key: str) -> pl.DataFrame:
     """Replace ``column`` by its pseudonyms (nulls stay null: anonymous sessions)."""
-    ids = frame.get_column(column)
-    uniques = ids.drop_nulls().unique()
-    mapping = pl.DataFrame(
-        {
-            column: uniques,
-            "__pseudonym": [pseudonymise(v, key) for v in uniques.to_list()],
-        },
-        schema={column: ids.dtype, "__pseudonym": pl.String},
-    )
+    known = _KNOWN.get(key)
+    if known is None or known.height > _KNOWN_LIMIT:
+        known = pl.DataFrame(schema={"__id": pl.String, "__pseudonym": pl.String})
+    ids = frame.get_column(column).cast(pl.String)
+    new = ids.drop_nulls().unique().to_frame("__id").join(known, on="__id", how="anti")
+    if new.height:
+        fresh = new.with_columns(
+            pl.Series("__pseudonym", [pseudonymise(v, key) for v in new["__id"]], pl.String)
+        )
+        known = pl.concat([known, fresh])
+        _KNOWN[key] = known
     return (
-        frame.join(mapping, on=column, how="left", maintain_order="left")
+        frame.with_columns(ids.alias("__id"))
+        .join(known, on="__id", how="left", maintain_order="left")
         .with_columns(pl.col("__pseudonym").alias(column))
-        .drop("__pseudonym")
+        .drop("__id", "__pseudonym")
     )

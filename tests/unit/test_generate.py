@@ -1,10 +1,14 @@
 import hashlib
+import json
 from pathlib import Path
 
 import numpy as np
 import polars as pl
+import pytest
 
-from pipeline.generate import GeneratorConfig, build_world, fit_outcome, simulate, write_drops
+from pipeline.generate import GeneratorConfig, build_world, fit_outcome, simulate_day, write_drops
+
+FIXTURES = Path(__file__).parents[1] / "fixtures"
 
 
 def _digest(folder: Path) -> str:
@@ -25,15 +29,41 @@ def test_same_seed_same_bytes(tmp_path):
     assert _digest(tmp_path / "a") != _digest(tmp_path / "c")
 
 
+def _days(cfg, world, name):
+    return pl.concat([simulate_day(cfg, world, d)[name] for d in range(cfg.days)])
+
+
 def test_fit_feedback_mix_is_calibrated_to_rent_the_runway():
+    reference = json.loads((FIXTURES / "rtr_reference.json").read_text())["fit_mix"]
     cfg = GeneratorConfig(customers=3000, days=5, seed=1)
-    events = simulate(cfg, build_world(cfg))
-    mix = events["try_ons"]["fit_feedback"].value_counts(normalize=True)
+    tries = _days(cfg, build_world(cfg), "try_ons")
+    mix = tries["fit_feedback"].value_counts(normalize=True)
     share = dict(zip(mix["fit_feedback"], mix["proportion"], strict=True))
-    # RentTheRunway: 74% fit, 13% small, 13% large.
-    assert 0.68 < share["fits"] < 0.80
-    assert 0.08 < share["too_small"] < 0.19
-    assert 0.08 < share["too_large"] < 0.19
+    assert share["fits"] == pytest.approx(reference["fit"], abs=0.04)
+    assert share["too_small"] == pytest.approx(reference["small"], abs=0.04)
+    assert share["too_large"] == pytest.approx(reference["large"], abs=0.04)
+
+
+@pytest.mark.parametrize("column", ["height_cm", "weight_kg", "bust_cm"])
+def test_body_marginals_match_rent_the_runway(column):
+    reference = json.loads((FIXTURES / "rtr_reference.json").read_text())["marginals"][column]
+    cfg = GeneratorConfig(customers=20_000, days=2, seed=5)
+    world = build_world(cfg)
+    values = world.customers[column].drop_nulls()
+    assert values.mean() == pytest.approx(reference["mean"], abs=1.5)
+    assert values.std() == pytest.approx(reference["std"], rel=0.15)
+    for q, expected in zip(
+        (0.05, 0.5, 0.95), (reference["q"][0], reference["q"][2], reference["q"][4]), strict=True
+    ):
+        assert values.quantile(q) == pytest.approx(expected, abs=0.06 * expected)
+
+
+def test_age_bands_follow_rent_the_runway_ages():
+    cfg = GeneratorConfig(customers=20_000, days=2, seed=5)
+    bands = build_world(cfg).customers["age_band"].value_counts(normalize=True)
+    share = dict(zip(bands["age_band"], bands["proportion"], strict=True))
+    # RentTheRunway ages: median 32, 5% below 23, 5% above 50.
+    assert share["25-34"] > 0.45 and share["18-24"] < 0.15 and share["55+"] < 0.04
 
 
 def test_fit_outcome_follows_body_against_chart():
@@ -50,6 +80,24 @@ def test_fit_outcome_follows_body_against_chart():
 
 def test_returns_are_driven_by_misfit():
     cfg = GeneratorConfig(customers=3000, days=5, seed=2)
-    p = simulate(cfg, build_world(cfg))["purchases"]
+    p = _days(cfg, build_world(cfg), "purchases")
     misfit = p.filter(pl.col("return_reason").is_in(["too_small", "too_large"])).height
     assert misfit > 0.5 * p["returned"].sum()
+
+
+def test_sessions_follow_successors_and_events_respect_launch_dates():
+    cfg = GeneratorConfig(customers=2000, days=4, seed=9)
+    world = build_world(cfg)
+    events = _days(cfg, world, "session_events").filter(pl.col("event_type") == "view")
+    ids = {item: i for i, item in enumerate(world.items["item_id"])}
+    pairs = events.with_columns(pl.col("item_id").shift().over("session_id").alias("prev"))
+    pairs = pairs.drop_nulls("prev")
+    follows = [
+        ids[cur] in world.successors[ids[prev]]
+        for prev, cur in pairs.select("prev", "item_id").iter_rows()
+    ]
+    assert np.mean(follows) > 0.4  # planted: half the steps follow a successor
+    launched_in_window = world.launch_day >= 0
+    late_items = set(world.items.filter(pl.Series(launched_in_window))["item_id"])
+    day0 = simulate_day(cfg, world, 0)["session_events"]
+    assert not set(day0["item_id"]) & late_items

@@ -11,48 +11,70 @@ from pipeline.ingest import drops_up_to, ingest_drop, partition, read_raw
 
 @pytest.fixture
 def ingested(raw_drops, settings):
-    reports = [
-        ingest_drop(folder, day, settings) for day, folder in drops_up_to(raw_drops, date.max)
-    ]
-    return settings, reports
+    drops = drops_up_to(raw_drops, date.max)
+    return settings, [ingest_drop(folder, day, settings) for day, folder in drops]
 
 
 def test_counts_reconcile_exactly(ingested):
     settings, reports = ingested
     for report in reports:
+        day = date.fromisoformat(report.day)
         for table, counts in report.tables.items():
-            day = date.fromisoformat(report.day)
             curated = pl.read_parquet(partition(settings.curated_dir, table, day)).height
             quarantined = pl.read_parquet(partition(settings.quarantine_dir, table, day)).height
-            assert counts.raw == counts.curated + counts.quarantined
+            assert counts.raw == counts.curated + counts.quarantined + counts.exact_duplicates
             assert (counts.curated, counts.quarantined) == (curated, quarantined)
 
 
-def test_planted_faults_are_quarantined_with_reasons(ingested):
+def test_planted_faults_are_caught(ingested):
     settings, reports = ingested
-    reasons = {}
+    reasons: dict[str, int] = {}
+    duplicates = 0
     for report in reports:
         for counts in report.tables.values():
+            duplicates += counts.exact_duplicates
             for reason, n in counts.reasons.items():
                 reasons[reason] = reasons.get(reason, 0) + n
-    assert reasons["duplicate_key"] > 0
+    assert duplicates > 0
     assert reasons["unknown_item"] > 0
     assert reasons["bad_type:ts"] > 0
     assert reasons["out_of_range:height_cm"] > 0
     q = pl.read_parquet(settings.quarantine_dir / "session_events" / "*" / "*.parquet")
     assert q["reason"].null_count() == 0
+    assert q["source_file"].str.ends_with("session_events.jsonl").all()
+
+
+def test_quarantine_keeps_the_original_line(ingested, raw_drops):
+    settings, _ = ingested
+    q = pl.read_parquet(settings.quarantine_dir / "try_ons" / "*" / "*.parquet")
+    for row in q.head(5).iter_rows(named=True):
+        lines = (raw_drops / row["source_file"]).read_text().splitlines()
+        original = json.loads(lines[row["line"] - 1])
+        kept = json.loads(row["raw"])
+        # Identical except the customer id, which quarantine holds only as its pseudonym.
+        assert {k: v for k, v in original.items() if k != "customer_id"} == {
+            k: v for k, v in kept.items() if k != "customer_id"
+        }
+        assert kept["customer_id"].startswith("c_")
 
 
 def test_rerunning_a_day_changes_nothing(raw_drops, ingested):
     settings, reports = ingested
     day, folder = drops_up_to(raw_drops, date.max)[-1]
-    before = {
-        p: p.read_bytes() for p in settings.data_dir.rglob("*.parquet") if day.isoformat() in str(p)
-    }
+    written = [p for p in settings.data_dir.rglob("*.parquet") if day.isoformat() in str(p)]
+    before = {p: p.read_bytes() for p in written}
     again = ingest_drop(folder, day, settings)
-    after = {p: p.read_bytes() for p in before}
-    assert before == after
+    assert {p: p.read_bytes() for p in written} == before
     assert again.as_dict() == reports[-1].as_dict()
+
+
+def test_a_later_day_appends_a_partition(raw_drops, settings):
+    drops = drops_up_to(raw_drops, date.max)
+    ingest_drop(drops[0][1], drops[0][0], settings)
+    first = partition(settings.curated_dir, "session_events", drops[0][0]).read_bytes()
+    ingest_drop(drops[1][1], drops[1][0], settings)
+    assert partition(settings.curated_dir, "session_events", drops[0][0]).read_bytes() == first
+    assert partition(settings.curated_dir, "session_events", drops[1][0]).exists()
 
 
 def test_customer_ids_are_pseudonymised_and_consent_honoured(ingested):
@@ -64,13 +86,24 @@ def test_customer_ids_are_pseudonymised_and_consent_honoured(ingested):
         assert not ids.str.starts_with("C0").any()
     no_consent = customers.filter(~pl.col("body_data_consent"))
     assert no_consent.height > 0
-    assert (
-        no_consent.select("height_cm", "weight_kg", "bust_cm").null_count().row(0)
-        == (no_consent.height,) * 3
+    body = no_consent.select("height_cm", "weight_kg", "bust_cm")
+    assert body.null_count().row(0) == (no_consent.height,) * 3
+
+
+def test_data_quality_summary(ingested):
+    settings, reports = ingested
+    summary = json.loads(
+        (settings.curated_dir / "_reports" / f"{reports[-1].day}.json").read_text()
     )
+    events = summary["tables"]["session_events"]
+    assert 0 < events["null_rates"]["customer_id"] < 0.3  # anonymous sessions
+    assert set(events["ranges"]) == {"ts"}
+    customers = summary["tables"]["customers"]
+    # Sensitive columns get null rates, never value ranges.
+    assert "height_cm" in customers["null_rates"] and "height_cm" not in customers["ranges"]
 
 
-def test_bad_json_lines_and_late_future_events(tmp_path, raw_drops, settings):
+def test_bad_json_and_future_events(tmp_path, raw_drops, settings):
     day, folder = drops_up_to(raw_drops, date.max)[0]
     drop = tmp_path / "drop"
     shutil.copytree(folder, drop)
@@ -78,10 +111,10 @@ def test_bad_json_lines_and_late_future_events(tmp_path, raw_drops, settings):
     future = dict(good, event_id="future-1", ts="2099-01-01T00:00:00Z")
     with (drop / "session_events.jsonl").open("a") as f:
         f.write("{not json\n")
+        f.write("[1, 2]\n")
         f.write(json.dumps(future) + "\n")
-    report = ingest_drop(drop, day, settings)
-    counts = report.tables["session_events"]
-    assert counts.reasons.get("bad_json") == 1
+    counts = ingest_drop(drop, day, settings).tables["session_events"]
+    assert counts.reasons.get("bad_json") == 2
     assert counts.reasons.get("future_timestamp") == 1
     raw = read_raw(drop / "session_events.jsonl", SESSION_EVENTS)
-    assert counts.raw == raw.height == counts.curated + counts.quarantined
+    assert counts.raw == raw.height == counts.curated + counts.quarantined + counts.exact_duplicates
