@@ -127,10 +127,11 @@ def main() -> None:
         totals = json.loads(out.strip().splitlines()[-1])
         totals.update(days=days, peak_rss_mb=rss, generate_s=generated)
         results.append(totals)
+        seconds = totals["seconds"]
         print(
             f"scale days={days} rows={totals['rows']:,} events={totals['events']:,} "
-            f"ingest_s={totals['seconds']:.1f} rows_per_s={totals['rows'] / totals['seconds']:,.0f} "
-            f"events_per_s={totals['events'] / totals['seconds']:,.0f} peak_rss_mb={rss:.0f} "
+            f"ingest_s={seconds:.1f} rows_per_s={totals['rows'] / seconds:,.0f} "
+            f"events_per_s={totals['events'] / seconds:,.0f} peak_rss_mb={rss:.0f} "
             f"(generate {generated:.0f}s; quarantined={totals['quarantined']:,} "
             f"duplicates={totals['duplicates']:,})",
             flush=True,
