@@ -2,7 +2,7 @@
 
 from feast import Entity, ValueType
 
-from pipeline.features import CUSTOMER_ENTITY, ITEM_ENTITY
+from pipeline.features import CUSTOMER_ENTITY, ITEM_ENTITY, SESSION_ENTITY
 
 customer = Entity(
     name="customer",
@@ -15,4 +15,10 @@ item = Entity(
     join_keys=[ITEM_ENTITY],
     value_type=ValueType.STRING,
     description="A catalogue item.",
+)
+session = Entity(
+    name="session",
+    join_keys=[SESSION_ENTITY],
+    value_type=ValueType.STRING,
+    description="A browsing session (may be anonymous).",
 )

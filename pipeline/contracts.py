@@ -50,6 +50,9 @@ RETURN_REASONS: Final = ("too_small", "too_large", "style", "quality", "other")
 EVENT_TYPES: Final = ("view", "try_on", "add_to_cart", "remove_from_cart", "purchase")
 # Body measurements that fit is judged on; a size chart gives a [min, max) range for each.
 CHART_MEASURES: Final = ("bust", "waist", "hips")
+# A sizing bias of +-1 means the garment measures this many cm more (+) or less (-) than its
+# chart says: about one size step. Negative runs small.
+SIZING_BIAS_CM: Final = 4.0
 
 
 @dataclass(frozen=True)
@@ -134,7 +137,14 @@ ITEMS = Contract(
             nullable=True,
             description="JSON: size -> {measure: [min, max]} cm; null when the retailer has none",
         ),
-        Column("sizing_bias", pl.Float64(), True, -1, 1, description="<0 runs small"),
+        Column(
+            "sizing_bias",
+            pl.Float64(),
+            True,
+            -1,
+            1,
+            description="garment vs its chart in units of SIZING_BIAS_CM; <0 runs small",
+        ),
         Column("stock", pl.String(), nullable=True, description="JSON: size -> units in stock"),
         Column("launch_ts", UTC_TS),
     ),

@@ -14,7 +14,7 @@ Planted structure a good model can find:
 * **style affinity**: each customer has a Dirichlet preference over :data:`STYLES`; a session
   has one style and draws most items from it; liking follows the preference;
 * **fit**: a garment's true measurements are its size chart shifted by the item's sizing
-  bias (``BIAS_CM`` per unit); a size fits when the body sits inside it, so fit feedback
+  bias (``SIZING_BIAS_CM`` per unit); a size fits when the body sits inside it, so fit feedback
   follows body vs. chart vs. bias, and customers who tried on correct their size;
 * **returns** are driven by misfit (60% of misfits are returned, 7% of fits);
 * **session order**: every item has three successors, and the next item in a session is one
@@ -43,6 +43,7 @@ from pipeline.contracts import (
     PREFERRED_FITS,
     RETURN_REASONS,
     SIZES,
+    SIZING_BIAS_CM,
     STYLES,
 )
 
@@ -57,8 +58,6 @@ BASE_CHART = {
     "XL": {"bust": (102, 110), "waist": (82, 90), "hips": (108, 116)},
     "XXL": {"bust": (110, 120), "waist": (90, 100), "hips": (116, 126)},
 }
-# cm a garment's true measurements move per unit of sizing bias (bias -1: 4 cm smaller).
-BIAS_CM = 4.0
 # |standardised misfit| above this is felt as too small / too large: with the size choices
 # below it gives ~75% fits / 14% small / 11% large (RentTheRunway: 74 / 13 / 13).
 FIT_TOLERANCE = 2.0
@@ -265,10 +264,10 @@ def fit_outcome(
     Args:
         body: (n, 3) true bust, waist, hips in cm.
         chart: (n, 3, 2) nominal [min, max) of the chosen size per measure.
-        bias: (n,) sizing bias; the garment really measures ``chart + bias * BIAS_CM``.
+        bias: (n,) sizing bias; the garment really measures ``chart + bias * SIZING_BIAS_CM``.
         rng: adds perception noise when given.
     """
-    actual = chart + (bias * BIAS_CM)[:, None, None]
+    actual = chart + (bias * SIZING_BIAS_CM)[:, None, None]
     centre = actual.mean(axis=2)
     half = np.maximum((actual[:, :, 1] - actual[:, :, 0]) / 2, 1.0)
     score = ((body - centre) / half).mean(axis=1)

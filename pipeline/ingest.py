@@ -210,6 +210,17 @@ def read_raw(path: Path, contract: Contract) -> pl.DataFrame:
 # --- checks -------------------------------------------------------------------------------
 
 
+ITEM_SIZES_SCHEMA = pl.Schema(
+    {
+        "item_id": pl.String,
+        "size": pl.String,
+        "size_rank": pl.Int8,
+        **{f"{m}_{b}": pl.Float64 for m in CHART_MEASURES for b in ("min", "max")},
+        "stock": pl.Int32,
+    }
+)
+
+
 def parse_size_chart(items: pl.DataFrame) -> tuple[pl.DataFrame, pl.Series]:
     """Explode ``size_chart`` and ``stock`` JSON into one row per (item, size).
 
@@ -244,14 +255,10 @@ def parse_size_chart(items: pl.DataFrame) -> tuple[pl.DataFrame, pl.Series]:
             reasons.append(None)
         except (ValueError, TypeError, KeyError, AttributeError, json.JSONDecodeError):
             reasons.append("bad_size_chart")
-    schema = {
-        "item_id": pl.String,
-        "size": pl.String,
-        "size_rank": pl.Int8,
-        **{f"{m}_{b}": pl.Float64 for m in CHART_MEASURES for b in ("min", "max")},
-        "stock": pl.Int32,
-    }
-    return pl.DataFrame(rows, schema=schema), pl.Series("reason", reasons, dtype=pl.String)
+    return (
+        pl.DataFrame(rows, schema=ITEM_SIZES_SCHEMA),
+        pl.Series("reason", reasons, dtype=pl.String),
+    )
 
 
 def _partitions(root: Path, table: str, before: date, days: int | None = None) -> list[Path]:
@@ -506,14 +513,12 @@ def drops_up_to(raw_dir: Path, day: date) -> list[tuple[date, Path]]:
 
 def scan_curated(curated_dir: Path, table: str, up_to: date | None = None) -> pl.LazyFrame:
     """All curated partitions of a table (optionally only days <= ``up_to``)."""
-    contract = CONTRACTS.get(table)
     paths = sorted((curated_dir / table).glob("date=*/part-0.parquet"))
     if up_to is not None:
         paths = [p for p in paths if p.parent.name.removeprefix("date=") <= up_to.isoformat()]
     if not paths:
-        if contract is None:
-            raise FileNotFoundError(f"no curated partitions of {table} under {curated_dir}")
-        return pl.LazyFrame(schema=contract.schema)
+        schema = ITEM_SIZES_SCHEMA if table == "item_sizes" else CONTRACTS[table].schema
+        return pl.LazyFrame(schema=schema)
     return pl.scan_parquet(paths, hive_partitioning=True).with_columns(
         pl.col("date").cast(pl.String)
     )

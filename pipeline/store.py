@@ -17,7 +17,16 @@ from urllib.parse import parse_qs, unquote, urlparse
 
 import polars as pl
 import yaml
-from feast import FeatureStore, RepoConfig
+from feast import (
+    Entity,
+    FeatureService,
+    FeatureStore,
+    FeatureView,
+    OnDemandFeatureView,
+    RepoConfig,
+    StreamFeatureView,
+)
+from feast.data_source import DataSource
 from feast.repo_contents import RepoContents
 from feast.repo_operations import extract_objects_for_apply_delete, get_repo_files
 
@@ -92,20 +101,29 @@ def repo_contents() -> RepoContents:
     names = [path.stem for path in get_repo_files(FEATURE_REPO)]
     for name in names:
         sys.modules.pop(name, None)
+    # Most specific class first: a StreamFeatureView is also a FeatureView.
+    buckets = [
+        (StreamFeatureView, contents.stream_feature_views),
+        (OnDemandFeatureView, contents.on_demand_feature_views),
+        (FeatureView, contents.feature_views),
+        (FeatureService, contents.feature_services),
+        (Entity, contents.entities),
+        (DataSource, contents.data_sources),
+    ]
     seen: set[int] = set()
-    buckets = {
-        "Entity": contents.entities,
-        "FileSource": contents.data_sources,
-        "FeatureView": contents.feature_views,
-        "FeatureService": contents.feature_services,
-    }
     for name in names:
         module = importlib.import_module(name)
-        for value in vars(module).values():
-            bucket = buckets.get(type(value).__name__)
-            if bucket is not None and id(value) not in seen:
-                seen.add(id(value))
-                bucket.append(value)
+        for value in list(vars(module).values()):
+            for kind, bucket in buckets:
+                if isinstance(value, kind) and id(value) not in seen:
+                    seen.add(id(value))
+                    bucket.append(value)
+                    break
+    for source in list(contents.data_sources):
+        batch = getattr(source, "batch_source", None)
+        if batch is not None and id(batch) not in seen:
+            seen.add(id(batch))
+            contents.data_sources.append(batch)
     return contents
 
 
@@ -129,7 +147,7 @@ def materialize_new(store: FeatureStore, features_dir: Path) -> dict[str, str]:
 
     paths = feature_paths(features_dir)
     done: dict[str, str] = {}
-    for view in store.list_feature_views():
+    for view in [*store.list_feature_views(), *store.list_stream_feature_views()]:
         path = paths.get(view.name)
         if path is None or not path.exists():
             continue

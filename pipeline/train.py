@@ -26,7 +26,9 @@ from pipeline.features import (
     ITEM_ENTITY,
     ITEM_FEATURES,
     ITEM_VIEW,
+    SNAPSHOT_TTL,
     TIMESTAMP,
+    defaults,
     feature_paths,
     numeric,
     snapshot_time,
@@ -39,7 +41,7 @@ log = logging.getLogger(__name__)
 
 CUSTOMER_NUMERIC = numeric(CUSTOMER_FEATURES)
 ITEM_NUMERIC = numeric(ITEM_FEATURES)
-_DEFAULTS = {f.name: f.default for f in (*CUSTOMER_FEATURES, *ITEM_FEATURES)}
+_DEFAULTS = {**defaults(CUSTOMER_FEATURES), **defaults(ITEM_FEATURES)}
 
 
 @dataclass
@@ -95,20 +97,34 @@ def session_examples(curated_dir: Path, up_to: date, session_len: int) -> pl.Dat
     )
 
 
-def attach_customer_features(examples: pl.DataFrame, snapshots: pl.DataFrame) -> pl.DataFrame:
-    """Point-in-time join: each example gets the latest snapshot taken at or before it."""
-    snaps = snapshots.select(CUSTOMER_ENTITY, TIMESTAMP, *CUSTOMER_NUMERIC).sort(TIMESTAMP)
-    joined = examples.sort("ts").join_asof(
+def point_in_time(examples: pl.DataFrame, snapshots: pl.DataFrame) -> pl.DataFrame:
+    """Point-in-time join: each example gets the latest snapshot taken at or before its ``ts``.
+
+    Snapshots older than :data:`SNAPSHOT_TTL` do not count, as in Feast's historical
+    retrieval of the same view (a test checks the two agree row by row). Missing stays null;
+    ``features_as_of`` says which snapshot was used.
+    """
+    snaps = snapshots.select(
+        CUSTOMER_ENTITY, pl.col(TIMESTAMP).alias("features_as_of"), *CUSTOMER_NUMERIC
+    ).sort("features_as_of")
+    return examples.sort("ts").join_asof(
         snaps,
         left_on="ts",
-        right_on=TIMESTAMP,
+        right_on="features_as_of",
         by=CUSTOMER_ENTITY,
         strategy="backward",
+        tolerance=SNAPSHOT_TTL,
         check_sortedness=False,
     )
-    return joined.with_columns(
-        pl.col(c).fill_null(_DEFAULTS[c]).cast(pl.Float32) for c in CUSTOMER_NUMERIC
-    ).drop(TIMESTAMP)
+
+
+def attach_customer_features(examples: pl.DataFrame, snapshots: pl.DataFrame) -> pl.DataFrame:
+    """:func:`point_in_time`, with missing features filled by their declared defaults."""
+    return (
+        point_in_time(examples, snapshots)
+        .with_columns(pl.col(c).fill_null(_DEFAULTS[c]).cast(pl.Float32) for c in CUSTOMER_NUMERIC)
+        .drop("features_as_of")
+    )
 
 
 def item_table(snapshots: pl.DataFrame, as_of: datetime) -> pl.DataFrame:

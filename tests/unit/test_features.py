@@ -9,8 +9,10 @@ from pipeline.features import (
     BODY_REFERENCE,
     CUSTOMER_FEATURES,
     ITEM_FEATURES,
+    VIEW_FEATURES,
     customer_features,
     item_features,
+    session_features,
 )
 from pipeline.ingest import ingest_drop
 from pipeline.privacy import pseudonymise
@@ -144,9 +146,18 @@ def test_customer_features_by_hand(curated):
     assert a["purchases_log"] == pytest.approx(math.log1p(2))
     assert a["return_rate"] == pytest.approx((1 + 0.15 * 5) / (2 + 5))
     assert a["tryon_small_rate"] == pytest.approx((1 + 0.13 * 5) / (2 + 5))
-    assert a["kept_size_rank"] == 2.0  # kept an M (XS=0, S=1, M=2); the returned L does not count
+    assert a["tryon_to_purchase"] == pytest.approx((2 + 0.2 * 5) / (2 + 5))
+    # Fit evidence (XS=0 ... XL=4): M too small -> L (3); M fits -> M (2);
+    # L returned too small -> XL (4); M kept -> M (2).
+    assert a["fit_size_rank"] == pytest.approx((3 + 2 + 4 + 2) / 4)
+    assert a["fit_size_dress"] == pytest.approx(3.5)  # I1 is a dress
+    assert a["fit_size_top"] == pytest.approx(2.0)  # I2 is a top
+    assert a["fit_size_skirt"] is None  # no evidence: unknown (the model fills -1)
+    assert a["spend_90d_log"] == pytest.approx(math.log1p(10))  # the kept order line only
     assert a["sessions_30d_log"] == pytest.approx(math.log1p(1))
-    assert a["views_30d_log"] == pytest.approx(math.log1p(2))
+    assert a["browse_30d_log"] == pytest.approx(math.log1p(2))
+    assert (a["affinity_dress"], a["affinity_top"], a["affinity_skirt"]) == (0.5, 0.5, 0.0)
+    assert (a["style_boho"], a["style_classic"]) == (0.5, 0.5)
 
 
 def test_item_features_by_hand(curated):
@@ -154,11 +165,32 @@ def test_item_features_by_hand(curated):
     assert list(feats.columns[1:-1]) == [f.name for f in ITEM_FEATURES]
     i1 = feats.filter(pl.col("item_id") == "I1").row(0, named=True)
     i2 = feats.filter(pl.col("item_id") == "I2").row(0, named=True)
-    assert i1["views_7d_log"] == pytest.approx(math.log1p(3))
+    assert i1["views_1d_log"] == i1["views_7d_log"] == pytest.approx(math.log1p(3))
     assert i1["fit_skew"] == pytest.approx(1 / (1 + 5))
     assert i1["sizes_in_stock"] == 2.0 and i2["sizes_in_stock"] == 0.0
-    assert i1["return_rate"] == pytest.approx((1 + 0.15 * 5) / (1 + 5))
+    assert i1["item_return_rate"] == pytest.approx((1 + 0.15 * 5) / (1 + 5))
+    assert i1["conversion_rate"] == pytest.approx((1 + 0.05 * 5) / (3 + 5))
     assert i1["category"] == "dress" and i1["sizing_bias"] == pytest.approx(-0.5)
+    # Chart S/M/L with bust 80-86, 86-92, 92-98: centres 83, 89, 95.
+    assert (i1["n_sizes"], i1["chart_bust_lo"], i1["chart_bust_step"]) == (3.0, 83.0, 6.0)
+    assert (i1["chart_waist_lo"], i1["chart_hips_lo"]) == (63.0, 91.0)
+
+
+def test_session_state_by_hand(curated):
+    sessions = session_features(curated.curated_dir, DAY)
+    s1 = sessions.filter(pl.col("session_id") == "s1").row(0, named=True)
+    assert s1["session_items"] == ["I1", "I1", "I2"]
+    assert s1["session_event_types"] == ["view", "try_on", "view"]
+    assert s1["engagement"] == pytest.approx(math.log1p(1 + 3 + 1))
+    assert (s1["session_events"], s1["session_age_s"]) == (3.0, 2.0)
+    assert s1["event_timestamp"].isoformat() == "2026-10-05T12:00:02+00:00"
+    anonymous = sessions.filter(pl.col("session_id") == "s3").row(0, named=True)
+    assert anonymous["customer_id"] is None
+
+
+def test_feature_names_are_unique_across_views():
+    names = [f.name for view in VIEW_FEATURES.values() for f in view]
+    assert len(names) == len(set(names))
 
 
 def test_snapshot_only_sees_the_past(curated, tmp_path):
@@ -183,3 +215,21 @@ def test_snapshot_only_sees_the_past(curated, tmp_path):
     assert before["purchases_log"][0] == pytest.approx(math.log1p(2))
     assert after["purchases_log"][0] == pytest.approx(math.log1p(3))
     assert before["event_timestamp"][0].isoformat() == "2026-10-06T00:00:00+00:00"
+
+
+def test_building_a_day_keeps_the_other_days(curated, tmp_path):
+    from pipeline.features import build_features, feature_paths
+
+    out = tmp_path / "features"
+    build_features(curated.curated_dir, out, DAY)
+    build_features(curated.curated_dir, out, date(2026, 10, 6))
+    before = pl.read_parquet(feature_paths(out)["customer_features"])
+    build_features(curated.curated_dir, out, DAY)  # again: idempotent
+    after = pl.read_parquet(feature_paths(out)["customer_features"])
+    assert before.equals(after)
+    assert sorted({t.isoformat() for t in after["event_timestamp"]}) == [
+        "2026-10-06T00:00:00+00:00",
+        "2026-10-07T00:00:00+00:00",
+    ]
+    sessions = pl.read_parquet(feature_paths(out)["session_features"])
+    assert sessions["session_id"].is_unique().all() and sessions.height == 3

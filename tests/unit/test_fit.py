@@ -1,0 +1,59 @@
+import math
+
+import numpy as np
+import pytest
+
+from pipeline.fit import fit_match
+
+# Charts whose size rank 2 is centred exactly on the reference body (all z = 0):
+# bust 94.4, waist 74, hips 99 cm.
+CHART = {
+    "chart_bust_lo": 84.4,
+    "chart_bust_step": 5.0,
+    "chart_waist_lo": 62.0,
+    "chart_waist_step": 6.0,
+    "chart_hips_lo": 89.0,
+    "chart_hips_step": 5.0,
+    "n_sizes": 6.0,
+}
+
+
+def _one(**values):
+    columns = {
+        k: [v]
+        for k, v in {
+            **CHART,
+            "bust_z": 0.0,
+            "waist_z": 0.0,
+            "hips_z": 0.0,
+            "sizing_bias": 0.0,
+            **values,
+        }.items()
+    }
+    return {k: float(v[0]) for k, v in fit_match(columns).items()}
+
+
+def test_body_on_a_size_centre():
+    got = _one()
+    assert got == {"fit_rank_estimate": 2.0, "recommended_size_rank": 2.0, "fit_spread": 0.0}
+
+
+def test_an_item_that_runs_small_calls_for_a_larger_size():
+    got = _one(sizing_bias=-1.0)  # garment 4 cm smaller than its chart
+    expected = np.mean([(94.4 - 80.4) / 5, (74 - 58) / 6, (99 - 85) / 5])
+    assert got["fit_rank_estimate"] == pytest.approx(expected, rel=1e-5)
+    assert got["recommended_size_rank"] == 3.0
+
+
+def test_bigger_body_and_clipping_to_the_chart():
+    assert _one(bust_z=1.0, waist_z=1.0, hips_z=1.0)["recommended_size_rank"] == 3.0
+    assert _one(bust_z=4.0, waist_z=4.0, hips_z=4.0, n_sizes=4.0)["recommended_size_rank"] == 3.0
+
+
+def test_unknowns():
+    no_body = _one(bust_z=None, waist_z=None, hips_z=None)
+    assert math.isnan(no_body["fit_rank_estimate"]) and no_body["recommended_size_rank"] == -1.0
+    no_chart = _one(chart_bust_lo=None, chart_waist_lo=None, chart_hips_lo=None, n_sizes=None)
+    assert no_chart["recommended_size_rank"] == -1.0
+    partial = _one(waist_z=None, hips_z=None)  # one measure still gives an answer
+    assert partial["fit_rank_estimate"] == 2.0 and partial["fit_spread"] == 0.0
