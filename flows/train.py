@@ -19,12 +19,14 @@ def train_and_evaluate(run_date: date, cfg: ModelConfig, out: Path) -> Candidate
 
 
 @task(retries=2, retry_delay_seconds=[2, 10])
-def score_champion(test_path: Path) -> tuple[str | None, float | None]:
+def score_champion(test_path: Path) -> tuple[str | None, float | None, str]:
     return champion_metric(get_settings(), test_path)
 
 
 @task(retries=2, retry_delay_seconds=[2, 10])
-def register(candidate: Candidate, champion: float | None, champion_version: str | None) -> dict:
+def register(
+    candidate: Candidate, champion: float | None, champion_version: str | None, note: str
+) -> dict:
     settings = get_settings()
     metrics = dict(candidate.metrics)
     if champion is not None:
@@ -36,9 +38,14 @@ def register(candidate: Candidate, champion: float | None, champion_version: str
         metrics,
         candidate.customer_features,
         candidate.example_items,
+        candidate.artifacts,
     )
     decision = registry.promote_if_better(
-        settings, registered, candidate.metrics[f"model_{settings.promotion_metric}"], champion
+        settings,
+        registered,
+        candidate.metrics[f"model_{settings.promotion_metric}"],
+        champion,
+        note,
     )
     return {
         "version": registered.version,
@@ -55,8 +62,8 @@ def train(run_date: date, cfg: ModelConfig | None = None) -> dict:
     settings = get_settings()
     out = settings.data_dir / "training" / run_date.isoformat()
     candidate = train_and_evaluate(run_date, cfg or ModelConfig(), out)
-    champion_version, champion = score_champion(out / "test.parquet")
-    result = register(candidate, champion, champion_version)
+    champion_version, champion, note = score_champion(out / "test.parquet")
+    result = register(candidate, champion, champion_version, note)
     get_run_logger().info(
         "version %s %s: %s",
         result["version"],

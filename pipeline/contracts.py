@@ -246,6 +246,15 @@ def _parse(column: Column) -> pl.Expr:
     return raw.cast(pl.String).str.strip_chars().cast(column.dtype, strict=False)
 
 
+def size_value(size: pl.Expr) -> pl.Expr:
+    """A size label as a number on its own scale: letter sizes are their rank in :data:`SIZES`
+    (XS = 0), numeric labels (RentTheRunway's 0..58, ModCloth's 1..38) their value."""
+    letters = size.replace_strict(
+        {s: float(i) for i, s in enumerate(SIZES)}, default=None, return_dtype=pl.Float32
+    )
+    return pl.coalesce(letters, size.cast(pl.Float32, strict=False))
+
+
 def _fast_parse(column: Column) -> pl.Expr:
     if column.dtype == UTC_TS:
         return (

@@ -1,62 +1,246 @@
-"""Evaluation: next-item recall@k of the model and of baselines on the same test examples."""
+"""Evaluation: the model and the baselines on exactly the same test examples.
+
+Next-item metrics (recall@k, NDCG@k, HR@20, MRR@20, MAP@12) for the model and every
+baseline of :mod:`pipeline.baselines`; the same by segment (new vs returning customers, with
+vs without body data); fit AUC (mean one-vs-rest over small / fits / large, Misra et al.
+2018) and size accuracy for the fit head. Results are flat dicts ready for MLflow and a
+per-segment table; :func:`plots` draws the calibration of P(fits) and metrics by segment.
+"""
 
 from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 import polars as pl
 
-from pipeline.features import ITEM_ENTITY
+from pipeline.examples import Dataset
+from pipeline.features import CUSTOMER_ENTITY, ITEM_ENTITY
+from pipeline.metrics import fit_auc, ranking_metrics, size_accuracy, top_k_from_scores
+from pipeline.model import FIT_CLASSES, PAD
 from pipeline.scoring import Scorer
-from pipeline.train import popularity, query_arrays
+from pipeline.train import fit_feature_matrix, query_arrays
 
-KS = (10, 20, 50)
-
-
-def ranks_from_scores(scores: np.ndarray, targets: np.ndarray) -> np.ndarray:
-    """0-based rank of each row's target among all columns (ties count against the target)."""
-    target_scores = scores[np.arange(len(targets)), targets]
-    return (scores > target_scores[:, None]).sum(axis=1) + (
-        (scores == target_scores[:, None]).sum(axis=1) - 1
-    )
+K = 50
 
 
-def recall_at(ranks: np.ndarray, ks: tuple[int, ...] = KS) -> dict[str, float]:
-    """Share of examples whose target ranks in the top k (one target each: recall = HR)."""
-    out = {f"recall_at_{k}": float(np.mean(ranks < k)) if len(ranks) else 0.0 for k in ks}
-    out["mrr_at_20"] = float(np.mean(np.where(ranks < 20, 1.0 / (ranks + 1), 0.0)))
-    return out
+@dataclass
+class Evaluation:
+    """All numbers of one evaluation."""
+
+    metrics: dict[str, dict[str, float]]  # method -> metric -> value
+    segments: pl.DataFrame  # method, segment, metric, value
+    fit: dict[str, float] = field(default_factory=dict)
+    calibration: pl.DataFrame | None = None
+
+    def flat(self) -> dict[str, float]:
+        """``<method>_<metric>`` with ``@`` spelled ``_at_`` (MLflow metric names)."""
+        out = {
+            f"{method}_{name.replace('@', '_at_')}": value
+            for method, values in self.metrics.items()
+            for name, value in values.items()
+        }
+        out |= {f"model_{k}": v for k, v in self.fit.items()}
+        return out
 
 
-def model_ranks(scorer: Scorer, test: pl.DataFrame, batch: int = 2048) -> np.ndarray:
-    """Rank of each test target under the model."""
+def model_top_k(scorer: Scorer, test: pl.DataFrame, k: int = K, batch: int = 2048) -> np.ndarray:
+    """Indices (into the scorer's catalogue) of the model's top-k for each test example."""
     arrays = query_arrays(test)
-    targets = np.array([scorer.item_index[i] for i in test.get_column(ITEM_ENTITY).to_list()])
-    ranks = []
-    for start in range(0, len(test), batch):
+    out = []
+    for start in range(0, test.height, batch):
         end = start + batch
-        queries = scorer.encode(
+        _, scores = scorer.score(
             arrays["customer_id"][start:end],
             arrays["customer_features"][start:end],
             arrays["session_items"][start:end],
+            arrays["session_events"][start:end],
         )
-        ranks.append(ranks_from_scores(scorer.scores(queries), targets[start:end]))
-    return np.concatenate(ranks) if ranks else np.array([], dtype=int)
+        out.append(top_k_from_scores(scores, k))
+    return np.concatenate(out) if out else np.zeros((0, k), dtype=np.int64)
 
 
-def popularity_ranks(train: pl.DataFrame, test: pl.DataFrame, items: list[str]) -> np.ndarray:
-    """Rank of each test target when everyone gets the training popularity order."""
-    position = {item: i for i, item in enumerate(popularity(train))}
-    # Items never seen in training tie at the bottom (counted pessimistically).
-    return np.array([position.get(i, len(items) - 1) for i in test.get_column(ITEM_ENTITY)])
-
-
-def evaluate(scorer: Scorer, train: pl.DataFrame, test: pl.DataFrame) -> dict[str, float]:
-    """Model and popularity-baseline metrics, flat (``model_recall_at_20``, ...)."""
-    items = scorer.item_ids.tolist()
-    metrics = {f"model_{k}": v for k, v in recall_at(model_ranks(scorer, test)).items()}
-    metrics |= {
-        f"popularity_{k}": v for k, v in recall_at(popularity_ranks(train, test, items)).items()
+def _segments(data: Dataset) -> dict[str, np.ndarray]:
+    test = data.test
+    seen = set(data.train.get_column(CUSTOMER_ENTITY).to_list()) - {PAD}
+    customer = test.get_column(CUSTOMER_ENTITY)
+    returning = customer.is_in(list(seen)).to_numpy()
+    anonymous = (customer == PAD).to_numpy()
+    body = (test.get_column("has_body") > 0).to_numpy() if "has_body" in test.columns else None
+    segments = {
+        "all": np.ones(test.height, bool),
+        "returning": returning,
+        "new": ~returning & ~anonymous,
+        "anonymous": anonymous,
     }
-    metrics["test_examples"] = float(len(test))
-    metrics["train_examples"] = float(len(train))
-    return metrics
+    if body is not None:
+        segments |= {"with_body": body & ~anonymous, "without_body": ~body & ~anonymous}
+    return segments
+
+
+def evaluate(scorer: Scorer, data: Dataset, baselines: list | None = None) -> Evaluation:
+    """Model and baselines on ``data.test``; fit head on the test rows with a fit label."""
+    from pipeline.baselines import all_baselines
+
+    test = data.test
+    items = scorer.item_ids.tolist()
+    targets = np.array([scorer.item_index[i] for i in test.get_column(ITEM_ENTITY)])
+    ranked = {"model": model_top_k(scorer, test)}
+    train_steps = data.train.select("session_id", CUSTOMER_ENTITY, ITEM_ENTITY, "ts").with_columns(
+        pl.col(CUSTOMER_ENTITY).replace(PAD, None)
+    )
+    histories = [[x for x in h if x != PAD] for h in test.get_column("history").to_list()]
+    customers = [c or "" for c in test.get_column(CUSTOMER_ENTITY).to_list()]
+    for baseline in baselines if baselines is not None else all_baselines():
+        baseline.fit(train_steps, items)
+        ranked[baseline.name] = baseline.recommend(histories, customers, K)
+
+    metrics = {name: ranking_metrics(r, targets) for name, r in ranked.items()}
+    rows = []
+    for segment, mask in _segments(data).items():
+        if not mask.any():
+            continue
+        for name, r in ranked.items():
+            for metric, value in ranking_metrics(r[mask], targets[mask]).items():
+                rows.append((name, segment, int(mask.sum()), metric, value))
+    segments = pl.DataFrame(
+        rows, schema=["method", "segment", "examples", "metric", "value"], orient="row"
+    )
+    evaluation = Evaluation(metrics=metrics, segments=segments)
+    evaluation.fit, evaluation.calibration = evaluate_fit(scorer, test)
+    for name in metrics:
+        metrics[name]["test_examples"] = float(test.height)
+    return evaluation
+
+
+def fit_probabilities(scorer: Scorer, rows: pl.DataFrame, batch: int = 4096) -> np.ndarray:
+    """P(small, fits, large) of the fit head for labelled example rows."""
+    arrays = query_arrays(rows)
+    features = fit_feature_matrix(rows)
+    idx = [scorer.item_index[i] for i in rows.get_column(ITEM_ENTITY)]
+    out = []
+    for start in range(0, rows.height, batch):
+        end = start + batch
+        result = scorer._fit(
+            customer_id=_tensor(arrays["customer_id"][start:end], str),
+            customer_features=_tensor(arrays["customer_features"][start:end], float),
+            candidates=_tensor(scorer.raw_item_vectors[idx[start:end]], float),
+            fit_features=_tensor(features[start:end], float),
+        )
+        out.append(result["fit"].numpy())
+    return np.concatenate(out) if out else np.zeros((0, len(FIT_CLASSES)))
+
+
+def _tensor(values, kind):
+    from pipeline.tfenv import tf
+
+    return tf.constant(values, tf.string if kind is str else tf.float32)
+
+
+def evaluate_fit(
+    scorer: Scorer, test: pl.DataFrame
+) -> tuple[dict[str, float], pl.DataFrame | None]:
+    """Fit AUC and size accuracy on test rows that carry a fit label."""
+    labelled = test.filter(pl.col("fit_label") >= 0)
+    if labelled.height < 10 or labelled.get_column("fit_label").n_unique() < 2:
+        return {}, None
+    proba = fit_probabilities(scorer, labelled)
+    y = labelled.get_column("fit_label").to_numpy()
+    out = {"fit_auc": fit_auc(y, proba), "fit_examples": float(labelled.height)}
+    fits = FIT_CLASSES.index("fits")
+    bins = np.minimum((proba[:, fits] * 10).astype(int), 9)
+    calibration = (
+        pl.DataFrame({"bin": bins, "predicted": proba[:, fits], "observed": y == fits})
+        .group_by("bin")
+        .agg(pl.col("predicted").mean(), pl.col("observed").mean(), pl.len().alias("n"))
+        .sort("bin")
+    )
+    sized = labelled.filter(pl.col("fit_label") == fits)
+    if scorer.item_sizes is not None and sized.height:
+        accuracy = _size_accuracy(scorer, sized)
+        if accuracy is not None:
+            out["size_accuracy"] = accuracy
+    return out, calibration
+
+
+def _size_accuracy(scorer: Scorer, fitted: pl.DataFrame, limit: int = 2000) -> float | None:
+    """Share of "fits" rows whose size is the one the fit head recommends for that item."""
+    fitted = fitted.head(limit)
+    sizes = scorer.item_sizes.select(ITEM_ENTITY, "size", "size_rank")
+    candidates = (
+        fitted.with_row_index("__row")
+        .select(
+            "__row",
+            CUSTOMER_ENTITY,
+            ITEM_ENTITY,
+            pl.col("size").alias("true_size"),
+            *[c for c in fitted.columns if c in scorer.customer_features],
+        )
+        .join(sizes, on=ITEM_ENTITY, how="inner")
+    )
+    if candidates.is_empty():
+        return None
+    from pipeline.fit import fit_inputs
+
+    attributes = scorer.items.drop(
+        [c for c in scorer.customer_features if c in scorer.items.columns]
+    )
+    frame = candidates.join(attributes, on=ITEM_ENTITY, how="left", maintain_order="left")
+    features = fit_inputs(frame)
+    idx = [scorer.item_index[i] for i in frame.get_column(ITEM_ENTITY)]
+    result = scorer._fit(
+        customer_id=_tensor(frame.get_column(CUSTOMER_ENTITY).to_numpy().astype(object), str),
+        customer_features=_tensor(
+            frame.select(scorer.customer_features).to_numpy().astype(np.float32), float
+        ),
+        candidates=_tensor(scorer.raw_item_vectors[idx], float),
+        fit_features=_tensor(features, float),
+    )["fit"].numpy()
+    best = (
+        frame.select("__row", "size", "true_size", "size_rank")
+        .with_columns(pl.Series("p", result[:, FIT_CLASSES.index("fits")]))
+        .sort("p", descending=True)
+        .group_by("__row")
+        .first()
+    )
+    from pipeline.contracts import size_value
+
+    predicted = best.select(size_value(pl.col("size"))).to_series().to_numpy()
+    actual = best.select(size_value(pl.col("true_size"))).to_series().to_numpy()
+    return size_accuracy(predicted, actual)
+
+
+def plots(evaluation: Evaluation, out: Path) -> list[Path]:
+    """Calibration of P(fits) and recall@20 by segment, as PNG files."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    out.mkdir(parents=True, exist_ok=True)
+    paths = []
+    if evaluation.calibration is not None:
+        fig, ax = plt.subplots(figsize=(4, 4))
+        cal = evaluation.calibration
+        ax.plot([0, 1], [0, 1], "--", color="grey")
+        ax.plot(cal["predicted"], cal["observed"], "o-")
+        ax.set_xlabel("predicted P(fits)")
+        ax.set_ylabel("observed share that fits")
+        ax.set_title("fit head calibration")
+        path = out / "fit_calibration.png"
+        fig.savefig(path, bbox_inches="tight")
+        plt.close(fig)
+        paths.append(path)
+    table = evaluation.segments.filter(pl.col("metric") == "recall@20")
+    if not table.is_empty():
+        pivot = table.pivot(on="segment", index="method", values="value")
+        fig, ax = plt.subplots(figsize=(7, 3.5))
+        pivot.to_pandas().set_index("method").plot.bar(ax=ax)
+        ax.set_ylabel("recall@20")
+        ax.set_title("next-item recall@20 by segment")
+        path = out / "recall_by_segment.png"
+        fig.savefig(path, bbox_inches="tight")
+        plt.close(fig)
+        paths.append(path)
+    return paths

@@ -20,7 +20,7 @@ from typing import Final, Literal
 
 import polars as pl
 
-from pipeline.contracts import CATEGORIES, CHART_MEASURES, SIZES, STYLES
+from pipeline.contracts import CATEGORIES, CHART_MEASURES, STYLES, size_value
 from pipeline.ingest import current_dimension, scan_curated
 
 DType = Literal["float", "string", "string_list"]
@@ -76,9 +76,9 @@ CUSTOMER_FEATURES: Final = (
     ],
     Feature("shape_bust_hips", "float", "body shape: (bust - hips) / 10 cm"),
     Feature("shape_waist_hips", "float", "body shape: waist-to-hips ratio minus 0.72"),
-    Feature("fit_size_rank", "float", "size rank that fits, from kept buys and try-ons (-1)", -1.0),
+    Feature("fit_size_rank", "float", "size that fits, from kept buys and try-ons (-1)", -1.0),
     *[
-        Feature(f"fit_size_{c}", "float", f"size rank that fits in {c} (-1 unknown)", -1.0)
+        Feature(f"fit_size_{c}", "float", f"size that fits in {c} (-1 unknown)", -1.0)
         for c in APPAREL
     ],
     Feature("tryon_small_rate", "float", "smoothed share of try-ons felt too small"),
@@ -174,12 +174,6 @@ def _log1p(expr: pl.Expr) -> pl.Expr:
     return expr.fill_null(0).cast(pl.Float64).clip(lower_bound=0).log1p().cast(pl.Float32)
 
 
-def _size_rank(size: pl.Expr) -> pl.Expr:
-    return size.replace_strict(
-        {s: i for i, s in enumerate(SIZES)}, default=None, return_dtype=pl.Float32
-    )
-
-
 def body_scores(customers: pl.DataFrame) -> pl.DataFrame:
     """Coarse standard scores and shape descriptors; nulls for customers without consent."""
     consent = pl.col("body_data_consent").fill_null(False)
@@ -223,14 +217,14 @@ def _fit_evidence(try_ons: pl.LazyFrame, purchases: pl.LazyFrame) -> pl.LazyFram
         CUSTOMER_ENTITY,
         ITEM_ENTITY,
         (
-            _size_rank(pl.col("size")) + pl.col("fit_feedback").replace_strict(shift, default=None)
+            size_value(pl.col("size")) + pl.col("fit_feedback").replace_strict(shift, default=None)
         ).alias("fits_rank"),
     )
     bought = purchases.select(
         CUSTOMER_ENTITY,
         ITEM_ENTITY,
         (
-            _size_rank(pl.col("size"))
+            size_value(pl.col("size"))
             + pl.when(~pl.col("returned"))
             .then(0.0)
             .otherwise(pl.col("return_reason").replace_strict(shift, default=None))

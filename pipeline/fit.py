@@ -11,9 +11,10 @@ from __future__ import annotations
 import warnings
 
 import numpy as np
+import polars as pl
 
-from pipeline.contracts import CHART_MEASURES, SIZING_BIAS_CM
-from pipeline.features import BODY_REFERENCE
+from pipeline.contracts import CHART_MEASURES, SIZING_BIAS_CM, size_value
+from pipeline.features import APPAREL, BODY_REFERENCE
 
 BODY_COLUMNS = {"bust": "bust_z", "waist": "waist_z", "hips": "hips_z"}
 INPUTS = (
@@ -25,7 +26,11 @@ INPUTS = (
 
 
 def _column(columns, name: str, n: int) -> np.ndarray:
-    values = columns[name] if name in columns else [None] * n
+    if name not in columns:
+        return np.full(n, np.nan)
+    values = columns[name]
+    if isinstance(values, pl.Series):
+        return values.cast(pl.Float64).fill_null(np.nan).to_numpy()
     return np.asarray([np.nan if v is None else v for v in values], dtype=np.float64)
 
 
@@ -63,3 +68,56 @@ def fit_match(columns, n: int | None = None) -> dict[str, np.ndarray]:
         "recommended_size_rank": recommended.astype(np.float32),
         "fit_spread": spread.astype(np.float32),
     }
+
+
+# Inputs of the model's fit head for one (customer, item, size), shared by training and
+# serving so both compute them alike.
+FIT_INPUTS = (
+    "size_value",
+    "size_vs_history",
+    "has_history",
+    "size_vs_body",
+    "has_body_estimate",
+    "body_spread",
+    "sizing_bias",
+    "fit_skew",
+    "tryon_small_rate",
+    "tryon_large_rate",
+)
+
+
+def fit_inputs(frame: pl.DataFrame) -> np.ndarray:
+    """The fit head's inputs, one row per (customer, item, size) row of ``frame``.
+
+    ``frame`` holds ``size`` (a label), ``category``, the customer's features and the item's
+    features. "History" is the size that fitted the customer before in this category (else
+    overall); "body" is where her body meets this item's chart (:func:`fit_match`). Each
+    is given as the chosen size minus it, with a flag saying whether it is known.
+    """
+    n = frame.height
+    size = frame.select(size_value(pl.col("size"))).to_series().to_numpy().astype(np.float64)
+    overall = _column(frame, "fit_size_rank", n)
+    history = overall.copy()
+    if "category" in frame.columns:
+        categories = frame.get_column("category").to_numpy()
+        for category in set(categories.tolist()) & set(APPAREL):
+            rows = categories == category
+            own = _column(frame, f"fit_size_{category}", n)[rows]
+            history[rows] = np.where(own >= 0, own, overall[rows])
+    history = np.where(history >= 0, history, np.nan)
+    body = fit_match({c: frame.get_column(c) for c in INPUTS if c in frame.columns}, n)
+    estimate = body["fit_rank_estimate"].astype(np.float64)
+    columns = {
+        "size_value": size,
+        "size_vs_history": size - history,
+        "has_history": ~np.isnan(history),
+        "size_vs_body": size - estimate,
+        "has_body_estimate": ~np.isnan(estimate),
+        "body_spread": body["fit_spread"],
+        "sizing_bias": _column(frame, "sizing_bias", n),
+        "fit_skew": _column(frame, "fit_skew", n),
+        "tryon_small_rate": _column(frame, "tryon_small_rate", n),
+        "tryon_large_rate": _column(frame, "tryon_large_rate", n),
+    }
+    matrix = np.stack([np.asarray(columns[c], dtype=np.float32) for c in FIT_INPUTS], axis=1)
+    return np.nan_to_num(matrix, nan=0.0)

@@ -21,7 +21,7 @@ from mlflow.exceptions import MlflowException
 from mlflow.models import ModelSignature
 from mlflow.types.schema import Array, ColSpec, ParamSchema, ParamSpec, Schema
 
-from pipeline.config import CHAMPION, Settings
+from pipeline.config import CHALLENGER, CHAMPION, Settings
 
 log = logging.getLogger(__name__)
 
@@ -59,8 +59,13 @@ class FitrecPyfunc(mlflow.pyfunc.PythonModel):
             for record in model_input.to_dict("records")
         ]
         sessions = [_as_list(v) for v in model_input.get("session_items", [[]] * len(rows))]
+        events = (
+            [_as_list(v) for v in model_input["session_events"]]
+            if "session_events" in model_input
+            else None
+        )
         customers = [str(v or "") for v in model_input.get("customer_id", [""] * len(rows))]
-        scored = self.scorer.recommend(customers, rows, sessions, k=k)
+        scored = self.scorer.recommend(customers, rows, sessions, k=k, events=events)
         return pd.DataFrame(
             {"item_ids": [s.item_ids for s in scored], "scores": [s.scores for s in scored]}
         )
@@ -76,7 +81,11 @@ def _as_list(value: Any) -> list[str]:
 
 def input_example(customer_features: list[str], session_items: list[str]) -> pd.DataFrame:
     """A neutral example row: no real customer, default features."""
-    row: dict[str, Any] = {"customer_id": "", "session_items": [session_items]}
+    row: dict[str, Any] = {
+        "customer_id": "",
+        "session_items": [session_items],
+        "session_events": [["view"] * len(session_items)],
+    }
     row |= {name: [0.0] for name in customer_features}
     return pd.DataFrame(row)
 
@@ -88,6 +97,7 @@ def signature(customer_features: list[str]) -> ModelSignature:
         [
             ColSpec("string", "customer_id", required=False),
             ColSpec(Array("string"), "session_items", required=False),
+            ColSpec(Array("string"), "session_events", required=False),
             *[ColSpec("double", name, required=False) for name in customer_features],
         ]
     )
@@ -108,16 +118,17 @@ def log_and_register(
     metrics: dict[str, float],
     customer_features: list[str],
     example_items: list[str],
-    artifacts: dict[str, Path] | None = None,
+    artifacts: list[Path] | None = None,
 ) -> Registered:
-    """Log params, metrics and the pyfunc model in one run; register a new version."""
+    """Log params, metrics, artifacts and the pyfunc model in one run; register a new
+    version and give it the ``challenger`` alias."""
     configure(settings)
     example = input_example(customer_features, example_items[:3])
     with mlflow.start_run() as run:
         mlflow.log_params(params)
         mlflow.log_metrics(metrics)
-        for path in (artifacts or {}).values():
-            mlflow.log_artifact(str(path))
+        for path in artifacts or []:
+            mlflow.log_artifact(str(path), artifact_path="evaluation")
         info = mlflow.pyfunc.log_model(
             name="model",
             python_model=str(Path(__file__).with_name("mlflow_model.py")),
@@ -127,6 +138,8 @@ def log_and_register(
             registered_model_name=settings.model_name,
         )
     version = str(info.registered_model_version)
+    client = MlflowClient(settings.tracking_uri, settings.tracking_uri)
+    client.set_registered_model_alias(settings.model_name, CHALLENGER, version)
     log.info("registered %s version %s (run %s)", settings.model_name, version, run.info.run_id)
     return Registered(run_id=run.info.run_id, version=version)
 
@@ -169,15 +182,19 @@ def promote_if_better(
     registered: Registered,
     candidate_metric: float,
     champion_metric: float | None,
+    note: str = "",
 ) -> Decision:
-    """Move the ``champion`` alias when the rule allows; log the decision on the run."""
+    """Move ``champion`` to the new version when the rule allows; otherwise it stays the
+    ``challenger``. The decision and its reason are tagged on the run and the version."""
     client = configure(settings)
     before = champion_version(client, settings.model_name)
     promoted, reason = decide(
         candidate_metric, champion_metric, settings.promotion_tolerance, settings.promotion_metric
     )
+    if note:
+        reason = f"{reason} ({note})"
     if promoted:
-        client.set_registered_model_alias(settings.model_name, CHAMPION, registered.version)
+        set_champion(client, settings.model_name, registered.version, before)
     client.set_tag(registered.run_id, "promotion", "promoted" if promoted else "rejected")
     client.set_tag(registered.run_id, "promotion_reason", reason)
     client.set_model_version_tag(
@@ -185,3 +202,42 @@ def promote_if_better(
     )
     log.info("version %s: %s (%s)", registered.version, "champion" if promoted else "kept", reason)
     return Decision(promoted=promoted, reason=reason, champion_before=before)
+
+
+def set_champion(client: MlflowClient, name: str, version: str, previous: str | None) -> None:
+    """Point ``champion`` at ``version``, remembering the previous one for rollback."""
+    if previous and previous != version:
+        client.set_model_version_tag(name, version, "previous_champion", previous)
+    client.set_registered_model_alias(name, CHAMPION, version)
+    try:
+        if client.get_model_version_by_alias(name, CHALLENGER).version == version:
+            client.delete_registered_model_alias(name, CHALLENGER)
+    except MlflowException:
+        pass
+
+
+def promote(settings: Settings, version: str) -> str:
+    """By hand: make ``version`` the champion. Returns the version it replaced (or "none")."""
+    client = configure(settings)
+    client.get_model_version(settings.model_name, version)  # clear error if it does not exist
+    before = champion_version(client, settings.model_name)
+    set_champion(client, settings.model_name, version, before)
+    client.set_model_version_tag(
+        settings.model_name, version, "promotion_reason", "promoted by hand"
+    )
+    return before or "none"
+
+
+def rollback(settings: Settings) -> str:
+    """By hand: give ``champion`` back to the version it replaced. Returns that version."""
+    client = configure(settings)
+    current = champion_version(client, settings.model_name)
+    if current is None:
+        raise ValueError(f"{settings.model_name} has no champion to roll back")
+    previous = client.get_model_version(settings.model_name, current).tags.get("previous_champion")
+    if not previous:
+        raise ValueError(f"champion version {current} has no previous champion to roll back to")
+    client.set_registered_model_alias(settings.model_name, CHAMPION, previous)
+    client.set_registered_model_alias(settings.model_name, CHALLENGER, current)
+    client.set_model_version_tag(settings.model_name, current, "rolled_back", "true")
+    return previous

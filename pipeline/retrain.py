@@ -1,20 +1,26 @@
-"""One retraining: train a candidate, evaluate it and the champion on the same test set."""
+"""One retraining: train a candidate, evaluate it (and the champion) on the same test set."""
 
 from __future__ import annotations
 
 import json
 import logging
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
 
+import numpy as np
+import polars as pl
+
 from pipeline import registry
 from pipeline.config import Settings
-from pipeline.evaluate import evaluate, model_ranks, recall_at
+from pipeline.evaluate import evaluate, model_top_k, plots
+from pipeline.examples import build_dataset
+from pipeline.features import FEATURE_SERVICE, ITEM_ENTITY
+from pipeline.metrics import ranking_metrics
 from pipeline.model import ModelConfig
 from pipeline.scoring import Scorer
-from pipeline.train import build_dataset, export_bundle, fit
+from pipeline.train import export_bundle, fit
 
 log = logging.getLogger(__name__)
 
@@ -26,43 +32,71 @@ class Candidate:
     params: dict[str, object]
     example_items: list[str]
     customer_features: list[str]
+    artifacts: list[Path] = field(default_factory=list)
 
 
-def train_candidate(settings: Settings, run_date: date, cfg: ModelConfig, out: Path) -> Candidate:
+def train_candidate(
+    settings: Settings, run_date: date, cfg: ModelConfig, out: Path, baselines: list | None = None
+) -> Candidate:
     """Train on everything before ``run_date``, evaluate on ``run_date``, export the bundle."""
-    data = build_dataset(settings.curated_dir, settings.features_dir, run_date, cfg)
+    data = build_dataset(settings.curated_dir, settings.features_dir, run_date, cfg.session_len)
     model, losses = fit(data, cfg)
     bundle = export_bundle(model, data, cfg, out / "bundle")
     scorer = Scorer(bundle)
-    metrics = evaluate(scorer, data.train, data.test)
-    metrics["final_loss"] = losses[-1]
-    test_path = out / "test.parquet"
-    data.test.write_parquet(test_path)
-    (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
-    params = {**cfg.as_params(), "run_date": run_date.isoformat(), "items": len(data.items)}
-    example_items = scorer.popular[:3] or scorer.item_ids[:3].tolist()
+    evaluation = evaluate(scorer, data, baselines)
+    metrics = evaluation.flat()
+    metrics |= {
+        "final_loss": losses["loss"][-1],
+        "examples_per_s": losses["examples_per_s"][0],
+        "train_seconds": losses["train_seconds"][0],
+        "train_examples": float(data.train.height),
+        "test_examples": float(data.test.height),
+    }
+    data.test.write_parquet(out / "test.parquet")
+    table = out / "evaluation_by_segment.csv"
+    evaluation.segments.write_csv(table)
+    (out / "metrics.json").write_text(json.dumps(metrics, indent=2, sort_keys=True))
+    artifacts = [table, out / "metrics.json", *plots(evaluation, out / "plots")]
+    params = {
+        **cfg.as_params(),
+        "run_date": run_date.isoformat(),
+        "items": data.items.height,
+        "feature_service": FEATURE_SERVICE,
+        "full_softmax": model.full,
+    }
     return Candidate(
         bundle=bundle,
         metrics=metrics,
         params=params,
-        example_items=example_items,
+        example_items=scorer.popular[:3] or scorer.item_ids[:3].tolist(),
         customer_features=scorer.customer_features,
+        artifacts=artifacts,
     )
 
 
-def champion_metric(settings: Settings, test_path: Path) -> tuple[str | None, float | None]:
-    """The current champion's gate metric on this run's test set (None without a champion)."""
-    import polars as pl
+def score_bundle(bundle: Path, test: pl.DataFrame, metric: str) -> float:
+    """A bundle's gate metric on a test set; targets it has never heard of count as misses."""
+    scorer = Scorer(bundle)
+    known = test.filter(pl.col(ITEM_ENTITY).is_in(list(scorer.item_index)))
+    if known.is_empty():
+        return 0.0
+    targets = np.array([scorer.item_index[i] for i in known.get_column(ITEM_ENTITY)])
+    values = ranking_metrics(model_top_k(scorer, known), targets)
+    return values[metric.replace("_at_", "@")] * known.height / max(test.height, 1)
 
+
+def champion_metric(settings: Settings, test_path: Path) -> tuple[str | None, float | None, str]:
+    """The champion's gate metric on this run's test set, with a note of what happened."""
     client = registry.configure(settings)
     version = registry.champion_version(client, settings.model_name)
     if version is None:
-        return None, None
+        return None, None, ""
     with tempfile.TemporaryDirectory() as tmp:
-        scorer = Scorer(registry.download_bundle(settings, version, Path(tmp)))
-        test = pl.read_parquet(test_path)
-        known = test.filter(pl.col("item_id").is_in(list(scorer.item_index)))
-        ranks = model_ranks(scorer, known)
-    # Targets the old champion has never heard of count as misses.
-    hits = recall_at(ranks)[settings.promotion_metric] * len(ranks)
-    return version, hits / max(len(test), 1)
+        bundle = registry.download_bundle(settings, version, Path(tmp))
+        try:
+            value = score_bundle(bundle, pl.read_parquet(test_path), settings.promotion_metric)
+        except (KeyError, ValueError, TypeError) as exc:
+            # A champion from an older feature schema cannot score today's examples.
+            log.warning("champion %s cannot be scored on this test set: %s", version, exc)
+            return version, None, f"champion {version} incompatible with this test set ({exc})"
+    return version, value, f"champion {version} scored on this test set"

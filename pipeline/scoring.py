@@ -1,4 +1,5 @@
-"""Scoring with an exported bundle: query embedding, retrieval over the whole catalogue.
+"""Scoring with an exported bundle: query vectors, retrieval over the whole catalogue,
+ranking heads and size recommendation.
 
 Used by evaluation, by the MLflow pyfunc flavour and by serving, so all three score alike.
 """
@@ -14,7 +15,8 @@ import numpy as np
 import polars as pl
 
 from pipeline.features import ITEM_ENTITY
-from pipeline.model import PAD
+from pipeline.fit import fit_inputs
+from pipeline.model import FIT_CLASSES, PAD
 from pipeline.tfenv import tf
 
 
@@ -36,12 +38,20 @@ class Scorer:
         self.customer_features: list[str] = self.meta["customer_features"]
         self.defaults: dict[str, float] = self.meta["customer_defaults"]
         self.popular: list[str] = self.meta["popular_items"]
-        self._encoder = tf.saved_model.load(str(self.bundle / "query_encoder"))
-        self._encode = self._encoder.signatures["encode"]
+        module = tf.saved_model.load(str(self.bundle / "saved_model"))
+        self._module = module
+        self._encode = module.signatures["encode"]
+        self._score = module.signatures["score"]
+        self._rank = module.signatures["rank"]
+        self._fit = module.signatures["fit"]
         self.items = pl.read_parquet(self.bundle / "items.parquet")
+        sizes_path = self.bundle / "item_sizes.parquet"
+        self.item_sizes = pl.read_parquet(sizes_path) if sizes_path.exists() else None
         self.item_ids: np.ndarray = self.items.get_column(ITEM_ENTITY).to_numpy().astype(object)
         self.item_index = {item: i for i, item in enumerate(self.item_ids)}
-        self.item_embeddings: np.ndarray = np.load(self.bundle / "item_embeddings.npy")
+        self.raw_item_vectors = np.load(self.bundle / "item_vectors.npy")
+
+    # --- inputs -----------------------------------------------------------------------
 
     def feature_matrix(self, rows: list[dict[str, Any] | None]) -> np.ndarray:
         """Customer feature dicts (None or missing values -> defaults) as a float32 matrix."""
@@ -52,31 +62,62 @@ class Scorer:
                 matrix[i, j] = self.defaults[name] if value is None else value
         return matrix
 
-    def pad_sessions(self, sessions: list[list[str]]) -> np.ndarray:
-        """Keep the last ``session_len`` known items of each session, left-padded."""
-        out = np.full((len(sessions), self.session_len), PAD, dtype=object)
-        for i, items in enumerate(sessions):
-            known = [x for x in items if x in self.item_index][-self.session_len :]
-            if known:
-                out[i, -len(known) :] = known
-        return out
+    def pad_sessions(
+        self, sessions: list[list[str]], events: list[list[str]] | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Last ``session_len`` known items (and their event types), left-padded."""
+        items = np.full((len(sessions), self.session_len), PAD, dtype=object)
+        kinds = np.full((len(sessions), self.session_len), PAD, dtype=object)
+        for i, session in enumerate(sessions):
+            types = events[i] if events else ["view"] * len(session)
+            steps = [(x, t) for x, t in zip(session, types, strict=False) if x in self.item_index]
+            steps = steps[-self.session_len :]
+            if steps:
+                items[i, -len(steps) :] = [x for x, _ in steps]
+                kinds[i, -len(steps) :] = [t for _, t in steps]
+        return items, kinds
+
+    # --- retrieval --------------------------------------------------------------------
+
+    def _inputs(self, customer_ids, features, sessions, session_events) -> dict:
+        if session_events is None:
+            session_events = np.where(sessions == PAD, PAD, "view").astype(object)
+        return {
+            "customer_id": tf.constant(np.asarray(customer_ids, dtype=object), tf.string),
+            "customer_features": tf.constant(features, tf.float32),
+            "session_items": tf.constant(sessions, tf.string),
+            "session_events": tf.constant(session_events, tf.string),
+        }
 
     def encode(
-        self, customer_ids: list[str], features: np.ndarray, sessions: np.ndarray
+        self,
+        customer_ids: np.ndarray | list[str],
+        features: np.ndarray,
+        sessions: np.ndarray,
+        session_events: np.ndarray | None = None,
     ) -> np.ndarray:
-        result = self._encode(
-            customer_id=tf.constant(np.asarray(customer_ids, dtype=object), tf.string),
-            customer_features=tf.constant(features, tf.float32),
-            session_items=tf.constant(sessions, tf.string),
-        )
-        return result["query"].numpy()
+        """Query vectors (for the ranking heads)."""
+        inputs = self._inputs(customer_ids, features, sessions, session_events)
+        return self._encode(**inputs)["query"].numpy()
 
-    def scores(self, queries: np.ndarray) -> np.ndarray:
-        return queries @ self.item_embeddings.T
+    def score(
+        self,
+        customer_ids: np.ndarray | list[str],
+        features: np.ndarray,
+        sessions: np.ndarray,
+        session_events: np.ndarray | None = None,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Query vectors and the retrieval score of every catalogue item, in one call."""
+        inputs = self._inputs(customer_ids, features, sessions, session_events)
+        out = self._score(**inputs)
+        return out["query"].numpy(), out["scores"].numpy()
 
-    def top_k(self, queries: np.ndarray, k: int) -> list[Scored]:
-        """Exact top-k over the whole catalogue for each query vector."""
-        scores = self.scores(queries)
+    def top_k(self, scores: np.ndarray, k: int, exclude: list[list[int]] | None = None):
+        """Exact top-k over the whole catalogue for each row of scores."""
+        scores = scores.copy()
+        if exclude:
+            for row, banned in enumerate(exclude):
+                scores[row, banned] = -np.inf
         k = min(k, scores.shape[1])
         part = np.argpartition(-scores, k - 1, axis=1)[:, :k]
         out = []
@@ -91,8 +132,63 @@ class Scorer:
         features: list[dict[str, Any] | None],
         sessions: list[list[str]],
         k: int = 10,
+        events: list[list[str]] | None = None,
     ) -> list[Scored]:
-        queries = self.encode(
-            customer_ids, self.feature_matrix(features), self.pad_sessions(sessions)
+        items, kinds = self.pad_sessions(sessions, events)
+        _, scores = self.score(customer_ids, self.feature_matrix(features), items, kinds)
+        return self.top_k(scores, k)
+
+    # --- ranking and fit ----------------------------------------------------------------
+
+    def rank(self, query: np.ndarray, item_ids: list[str]) -> dict[str, np.ndarray]:
+        """Probability of purchase and of keeping, for candidates of one query."""
+        idx = [self.item_index[i] for i in item_ids]
+        candidates = self.raw_item_vectors[idx]
+        queries = np.repeat(query.reshape(1, -1), len(idx), axis=0)
+        out = self._rank(
+            query=tf.constant(queries, tf.float32), candidates=tf.constant(candidates, tf.float32)
         )
-        return self.top_k(queries, k)
+        return {k: v.numpy() for k, v in out.items()}
+
+    def fit_probabilities(
+        self, customer_id: str, features: dict[str, Any] | None, rows: pl.DataFrame
+    ) -> np.ndarray:
+        """P(too small, fits, too large) for each (item_id, size) row."""
+        ordered = rows.select(ITEM_ENTITY, "size").join(
+            self.items, on=ITEM_ENTITY, how="left", maintain_order="left"
+        )
+        customer = self.feature_matrix([features])[0]
+        frame = ordered.with_columns(
+            pl.lit(float(v)).alias(name)
+            for name, v in zip(self.customer_features, customer, strict=True)
+        )
+        matrix = fit_inputs(frame)
+        idx = [self.item_index[i] for i in ordered.get_column(ITEM_ENTITY)]
+        n = len(idx)
+        out = self._fit(
+            customer_id=tf.constant(np.array([customer_id] * n, dtype=object), tf.string),
+            customer_features=tf.constant(np.repeat(customer[None], n, 0), tf.float32),
+            candidates=tf.constant(self.raw_item_vectors[idx], tf.float32),
+            fit_features=tf.constant(matrix, tf.float32),
+        )
+        return out["fit"].numpy()
+
+    def best_sizes(
+        self, customer_id: str, features: dict[str, Any] | None, item_ids: list[str]
+    ) -> dict[str, tuple[str, float]]:
+        """For each item with a size chart, the size most likely to fit and that probability."""
+        if self.item_sizes is None or not item_ids:
+            return {}
+        rows = self.item_sizes.filter(pl.col(ITEM_ENTITY).is_in(item_ids)).select(
+            ITEM_ENTITY, "size"
+        )
+        if rows.is_empty():
+            return {}
+        fits = self.fit_probabilities(customer_id, features, rows)[:, FIT_CLASSES.index("fits")]
+        best = (
+            rows.with_columns(pl.Series("p_fit", fits))
+            .sort("p_fit", descending=True)
+            .group_by(ITEM_ENTITY, maintain_order=True)
+            .first()
+        )
+        return {r[ITEM_ENTITY]: (r["size"], float(r["p_fit"])) for r in best.iter_rows(named=True)}

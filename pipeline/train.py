@@ -1,9 +1,9 @@
-"""Training: leak-free session examples, tf.data input, fitting, and the exported bundle.
+"""Training: tf.data input, fitting, and the exported bundle serving loads.
 
-An example is "given this customer (features as of the day before) and the items of the
-session so far, the next distinct item is X". The split is by time: sessions of the last
-day are the test set; everything earlier trains. Item features for both come from the
-snapshot at the cut-off, so no test-day information reaches the model.
+The bundle is a directory: a SavedModel with three signatures (``encode`` a query, ``rank``
+candidates, ``fit`` sizes), the catalogue's candidate vectors and biases, the item table
+(features, size charts, stock) and ``meta.json`` (config, feature names and defaults,
+popular items). MLflow logs it as a pyfunc (:mod:`pipeline.registry`).
 """
 
 from __future__ import annotations
@@ -11,167 +11,25 @@ from __future__ import annotations
 import json
 import logging
 import shutil
-from dataclasses import dataclass
-from datetime import date, datetime, timedelta
+import time
 from pathlib import Path
 
 import numpy as np
 import polars as pl
+import scipy.sparse as sp
 
-from pipeline.contracts import CATEGORIES, STYLES
-from pipeline.features import (
-    CUSTOMER_ENTITY,
-    CUSTOMER_FEATURES,
-    CUSTOMER_VIEW,
-    ITEM_ENTITY,
-    ITEM_FEATURES,
-    ITEM_VIEW,
-    SNAPSHOT_TTL,
-    TIMESTAMP,
-    defaults,
-    feature_paths,
-    numeric,
-    snapshot_time,
-)
-from pipeline.ingest import scan_curated
-from pipeline.model import PAD, ModelConfig, RetrievalModel, build_model
+from pipeline.contracts import CATEGORIES, EVENT_TYPES, STYLES
+from pipeline.examples import CUSTOMER_NUMERIC, ITEM_NUMERIC, Dataset
+from pipeline.features import CUSTOMER_ENTITY, CUSTOMER_FEATURES, ITEM_ENTITY, TIMESTAMP, defaults
+from pipeline.fit import FIT_INPUTS
+from pipeline.model import PAD, ModelConfig, RecommenderModel, build_model
 from pipeline.tfenv import tf
 
 log = logging.getLogger(__name__)
 
-CUSTOMER_NUMERIC = numeric(CUSTOMER_FEATURES)
-ITEM_NUMERIC = numeric(ITEM_FEATURES)
-_DEFAULTS = {**defaults(CUSTOMER_FEATURES), **defaults(ITEM_FEATURES)}
 
-
-@dataclass
-class Dataset:
-    """Train and test examples plus the item table the candidates come from."""
-
-    train: pl.DataFrame
-    test: pl.DataFrame
-    items: pl.DataFrame
-    cutoff: datetime
-
-
-def session_examples(curated_dir: Path, up_to: date, session_len: int) -> pl.DataFrame:
-    """Next-item examples from curated session events up to the end of ``up_to``.
-
-    Consecutive events on the same item (view, try-on, cart) count as one step.
-    """
-    events = (
-        scan_curated(curated_dir, "session_events", up_to)
-        .filter(pl.col("ts") < snapshot_time(up_to))
-        .select("session_id", CUSTOMER_ENTITY, ITEM_ENTITY, "ts")
-        .sort("session_id", "ts")
-        .filter(
-            pl.col(ITEM_ENTITY) != pl.col(ITEM_ENTITY).shift(1).over("session_id").fill_null("")
-        )
-        .collect()
-    )
-    sessions = events.group_by("session_id", maintain_order=True).agg(
-        pl.col(CUSTOMER_ENTITY).first(),
-        pl.col(ITEM_ENTITY).alias("items"),
-        pl.col("ts").alias("times"),
-        pl.col("ts").min().alias("session_start"),
-    )
-    pad = pl.lit([PAD] * session_len, dtype=pl.List(pl.String))
-    return (
-        sessions.with_columns(pl.int_ranges(0, pl.col("items").list.len()).alias("position"))
-        .explode("position")
-        .with_columns(
-            pl.col("items").list.get(pl.col("position")).alias(ITEM_ENTITY),
-            pl.col("times").list.get(pl.col("position")).alias("ts"),
-            pl.concat_list(pad, pl.col("items").list.slice(0, pl.col("position")))
-            .list.tail(session_len)
-            .alias("history"),
-        )
-        .select(
-            "session_id",
-            pl.col(CUSTOMER_ENTITY).fill_null(PAD),
-            "history",
-            ITEM_ENTITY,
-            "ts",
-            "session_start",
-        )
-    )
-
-
-def point_in_time(examples: pl.DataFrame, snapshots: pl.DataFrame) -> pl.DataFrame:
-    """Point-in-time join: each example gets the latest snapshot taken at or before its ``ts``.
-
-    Snapshots older than :data:`SNAPSHOT_TTL` do not count, as in Feast's historical
-    retrieval of the same view (a test checks the two agree row by row). Missing stays null;
-    ``features_as_of`` says which snapshot was used.
-    """
-    snaps = snapshots.select(
-        CUSTOMER_ENTITY, pl.col(TIMESTAMP).alias("features_as_of"), *CUSTOMER_NUMERIC
-    ).sort("features_as_of")
-    return examples.sort("ts").join_asof(
-        snaps,
-        left_on="ts",
-        right_on="features_as_of",
-        by=CUSTOMER_ENTITY,
-        strategy="backward",
-        tolerance=SNAPSHOT_TTL,
-        check_sortedness=False,
-    )
-
-
-def attach_customer_features(examples: pl.DataFrame, snapshots: pl.DataFrame) -> pl.DataFrame:
-    """:func:`point_in_time`, with missing features filled by their declared defaults."""
-    return (
-        point_in_time(examples, snapshots)
-        .with_columns(pl.col(c).fill_null(_DEFAULTS[c]).cast(pl.Float32) for c in CUSTOMER_NUMERIC)
-        .drop("features_as_of")
-    )
-
-
-def item_table(snapshots: pl.DataFrame, as_of: datetime) -> pl.DataFrame:
-    """The latest item snapshot at or before ``as_of``, one row per item."""
-    items = (
-        snapshots.filter(pl.col(TIMESTAMP) <= as_of)
-        .sort(TIMESTAMP)
-        .group_by(ITEM_ENTITY, maintain_order=True)
-        .last()
-        .sort(ITEM_ENTITY)
-    )
-    if items.is_empty():
-        raise ValueError(f"no item feature snapshot at or before {as_of:%Y-%m-%d %H:%M}")
-    return items.with_columns(
-        pl.col(c).fill_null(_DEFAULTS[c]).cast(pl.Float32) for c in ITEM_NUMERIC
-    )
-
-
-def build_dataset(
-    curated_dir: Path, features_dir: Path, run_date: date, cfg: ModelConfig
-) -> Dataset:
-    """Examples up to ``run_date``; the last day's sessions are the test set."""
-    paths = feature_paths(features_dir)
-    cutoff = snapshot_time(run_date - timedelta(days=1))
-    examples = session_examples(curated_dir, run_date, cfg.session_len)
-    examples = attach_customer_features(examples, pl.read_parquet(paths[CUSTOMER_VIEW]))
-    items = item_table(pl.read_parquet(paths[ITEM_VIEW]), cutoff)
-    known = examples.get_column(ITEM_ENTITY).is_in(items.get_column(ITEM_ENTITY).implode())
-    examples = examples.filter(known)
-    train = examples.filter(pl.col("session_start") < cutoff)
-    test = examples.filter(pl.col("session_start") >= cutoff)
-    if train.is_empty() or test.is_empty():
-        raise ValueError(
-            f"need sessions before and on {run_date}: train={len(train)} test={len(test)}"
-        )
-    return Dataset(train=train, test=test, items=items, cutoff=cutoff)
-
-
-def query_arrays(frame: pl.DataFrame) -> dict[str, np.ndarray]:
-    return {
-        "customer_id": frame.get_column(CUSTOMER_ENTITY).to_numpy().astype(object),
-        "customer_features": frame.select(CUSTOMER_NUMERIC).to_numpy().astype(np.float32),
-        "session_items": np.array(frame.get_column("history").to_list(), dtype=object),
-    }
-
-
-def candidate_arrays(items: pl.DataFrame) -> dict[str, np.ndarray]:
+def catalogue_arrays(items: pl.DataFrame) -> dict[str, np.ndarray]:
+    """Candidate-tower inputs for every catalogue item."""
     return {
         "item_id": items.get_column(ITEM_ENTITY).to_numpy().astype(object),
         "category": items.get_column("category").fill_null(PAD).to_numpy().astype(object),
@@ -180,84 +38,259 @@ def candidate_arrays(items: pl.DataFrame) -> dict[str, np.ndarray]:
     }
 
 
-def to_tf_dataset(data: Dataset, cfg: ModelConfig) -> tf.data.Dataset:
-    """(query, candidate) pairs; customer ids dropped at random so the OOV row learns cold start."""
+def query_arrays(frame: pl.DataFrame) -> dict[str, np.ndarray]:
+    return {
+        "customer_id": frame.get_column(CUSTOMER_ENTITY).to_numpy().astype(object),
+        "customer_features": frame.select(CUSTOMER_NUMERIC).to_numpy().astype(np.float32),
+        "session_items": np.array(frame.get_column("history").to_list(), dtype=object),
+        "session_events": np.array(frame.get_column("history_events").to_list(), dtype=object),
+    }
+
+
+def fit_feature_matrix(frame: pl.DataFrame) -> np.ndarray:
+    return np.asarray(frame.get_column("fit_features").to_numpy(), dtype=np.float32).reshape(
+        frame.height, len(FIT_INPUTS)
+    )
+
+
+def _top_m(matrix: sp.csr_array, m: int) -> tuple[np.ndarray, np.ndarray, sp.csr_array]:
+    """Per row, the ``m`` largest entries as (index, log1p value) arrays with two leading
+    empty rows (padding and unknown ids), and the kept entries as a sparse matrix."""
+    n = matrix.shape[0]
+    index = np.zeros((n + 2, m), np.int32)
+    value = np.zeros((n + 2, m), np.float32)
+    rows, cols, counts = [], [], []
+    for row in range(n):
+        start, end = matrix.indptr[row], matrix.indptr[row + 1]
+        if start == end:
+            continue
+        c, v = matrix.indices[start:end], matrix.data[start:end]
+        top = np.argsort(-v, kind="stable")[:m]
+        index[row + 2, : len(top)] = c[top]
+        value[row + 2, : len(top)] = np.log1p(v[top])
+        rows.append(np.full(len(top), row))
+        cols.append(c[top])
+        counts.append(v[top])
+    kept = sp.csr_array(
+        (
+            np.concatenate(counts or [[]]),
+            (np.concatenate(rows or [[]]), np.concatenate(cols or [[]])),
+        ),
+        shape=matrix.shape,
+    )
+    return index, value, kept
+
+
+def transition_memory(
+    train: pl.DataFrame, items: np.ndarray, cfg: ModelConfig
+) -> tuple[dict[str, np.ndarray], np.ndarray, np.ndarray]:
+    """Successor and co-occurrence tables from training sessions, and each training example's
+    own share of them (to leave it out while training).
+
+    Returns the tables and, per example, ``log1p(c - 1) - log1p(c)`` at its target for the
+    successor count and (decayed over its history) for co-occurrence counts.
+    """
+    n = len(items)
+    position = {item: i for i, item in enumerate(items)}
+    target = np.array([position[i] for i in train.get_column(ITEM_ENTITY)], dtype=np.int64)
+    history = train.get_column("history").to_list()
+    coded = np.array(
+        [[position.get(x, -1) if x != PAD else -1 for x in h] for h in history], dtype=np.int64
+    ).reshape(train.height, cfg.session_len)
+    last = coded[:, -1]
+    has_last = last >= 0
+    successors = sp.csr_array(
+        (np.ones(int(has_last.sum())), (last[has_last], target[has_last])), shape=(n, n)
+    )
+    successors.sum_duplicates()
+    session = train.get_column("session_id").to_numpy()
+    _, session_code = np.unique(session, return_inverse=True)
+    members = sp.csr_array(
+        (np.ones(train.height), (session_code, target)), shape=(session_code.max() + 1, n)
+    )
+    members.data[:] = 1.0  # a session counts once per item
+    members.sum_duplicates()
+    members.data[:] = 1.0
+    together = sp.csr_array(members.T @ members)
+    together.setdiag(0)
+    together.eliminate_zeros()
+    m = cfg.memory_top_m
+    succ_index, succ_value, succ_kept = _top_m(successors, m)
+    nbr_index, nbr_value, nbr_kept = _top_m(together, m)
+    memory = {
+        "successor_index": succ_index,
+        "successor_value": succ_value,
+        "neighbour_index": nbr_index,
+        "neighbour_value": nbr_value,
+    }
+
+    def own(counts: np.ndarray) -> np.ndarray:
+        safe = np.maximum(counts, 1.0)
+        return np.where(counts > 0, np.log1p(safe - 1) - np.log1p(safe), 0.0)
+
+    own_successor = np.zeros(train.height, np.float32)
+    own_successor[has_last] = own(np.asarray(succ_kept[last[has_last], target[has_last]]))
+    own_neighbour = np.zeros(train.height, np.float32)
+    decay = cfg.memory_decay ** np.arange(cfg.session_len - 1, -1, -1, dtype=np.float64)
+    for column in range(cfg.session_len):
+        present = coded[:, column] >= 0
+        if present.any():
+            counts = np.asarray(nbr_kept[coded[present, column], target[present]])
+            own_neighbour[present] += (decay[column] * own(counts)).astype(np.float32)
+    return memory, own_successor, own_neighbour
+
+
+def to_tf_dataset(data: Dataset, cfg: ModelConfig, memory_shares=None) -> tf.data.Dataset:
+    """Training batches; customer ids dropped at random so the OOV row learns cold start."""
     rng = np.random.default_rng(cfg.seed)
-    query = query_arrays(data.train)
-    drop = rng.random(len(data.train)) < cfg.customer_dropout
+    train = data.train
+    query = query_arrays(train)
+    drop = rng.random(train.height) < cfg.customer_dropout
     query["customer_id"] = np.where(drop, PAD, query["customer_id"]).astype(object)
-    # Candidate attributes by position in the item table (customer and item views share
-    # some feature names, so the two must never meet in one frame).
-    position = {item: i for i, item in enumerate(data.items.get_column(ITEM_ENTITY))}
-    targets = np.array([position[i] for i in data.train.get_column(ITEM_ENTITY)])
-    candidate = {k: v[targets] for k, v in candidate_arrays(data.items).items()}
+    catalogue = catalogue_arrays(data.items)
+    position = {item: i for i, item in enumerate(catalogue["item_id"])}
+    targets = np.array([position[i] for i in train.get_column(ITEM_ENTITY)], dtype=np.int32)
     counts = np.bincount(targets, minlength=len(position))
-    sampling = (counts[targets] / len(targets)).astype(np.float32)
+    labels = {
+        "target_index": targets,
+        "sampling_probability": (counts[targets] / len(targets)).astype(np.float32),
+        "purchased": train.get_column("purchased").to_numpy().astype(np.float32),
+        "purchase_mask": np.ones(train.height, np.float32),
+        "kept": train.get_column("kept").to_numpy().astype(np.float32),
+        "keep_mask": train.get_column("keep_mask").to_numpy().astype(np.float32),
+        "fit_label": train.get_column("fit_label").to_numpy().astype(np.int32),
+        "own_successor": np.zeros(train.height, np.float32),
+        "own_neighbour": np.zeros(train.height, np.float32),
+    }
+    if memory_shares is not None:
+        labels["own_successor"], labels["own_neighbour"] = memory_shares
     ds = tf.data.Dataset.from_tensor_slices(
-        {"query": query, "candidate": candidate, "sampling_probability": sampling}
+        {
+            "query": query,
+            "candidate": {k: v[targets] for k, v in catalogue.items()},
+            "fit_features": fit_feature_matrix(train),
+            "labels": labels,
+        }
     )
-    return ds.shuffle(len(targets), seed=cfg.seed, reshuffle_each_iteration=True).batch(
-        cfg.batch_size
+    return (
+        ds.shuffle(min(train.height, 200_000), seed=cfg.seed, reshuffle_each_iteration=True)
+        .batch(cfg.batch_size)
+        .prefetch(tf.data.AUTOTUNE)
     )
 
 
-def fit(data: Dataset, cfg: ModelConfig) -> tuple[RetrievalModel, list[float]]:
-    """Train the two-tower model; returns it and the loss per epoch."""
-    customers = sorted(set(data.train.get_column(CUSTOMER_ENTITY).to_list()) - {PAD})
+def fit(data: Dataset, cfg: ModelConfig) -> tuple[RecommenderModel, dict[str, list[float]]]:
+    """Train the model; returns it and the per-task losses per epoch (and throughput)."""
+    # Only customers with enough history get their own vector: with a handful of examples
+    # an id embedding learns noise (cold-start vector instead; their features still count).
+    counts = data.train.get_column(CUSTOMER_ENTITY).value_counts()
+    customers = sorted(
+        set(counts.filter(pl.col("count") >= cfg.min_customer_examples)[CUSTOMER_ENTITY]) - {PAD}
+    )
+    catalogue = catalogue_arrays(data.items)
+    memory, own_successor, own_neighbour = transition_memory(data.train, catalogue["item_id"], cfg)
     model = build_model(
         cfg,
         customers=customers,
-        items=data.items.get_column(ITEM_ENTITY).to_list(),
+        catalogue=catalogue,
         categories=list(CATEGORIES),
-        styles=list(STYLES),
+        styles=sorted(set(STYLES) | set(data.items.get_column("style").drop_nulls())),
+        event_types=list(EVENT_TYPES),
         customer_feature_sample=data.train.select(CUSTOMER_NUMERIC).to_numpy(),
-        item_feature_sample=data.items.select(ITEM_NUMERIC).to_numpy(),
+        fit_feature_sample=fit_feature_matrix(data.train.filter(pl.col("fit_label") >= 0))
+        if (data.train.get_column("fit_label") >= 0).any()
+        else np.zeros((1, len(FIT_INPUTS)), np.float32),
+        memory=memory,
     )
     model.compile(optimizer=tf.keras.optimizers.Adam(learning_rate=cfg.learning_rate))
-    history = model.fit(to_tf_dataset(data, cfg), epochs=cfg.epochs, verbose=0)
-    losses = [float(v) for v in history.history["loss"]]
-    log.info("trained %d epochs on %d examples; loss %s", cfg.epochs, len(data.train), losses)
+    start = time.perf_counter()
+    dataset = to_tf_dataset(data, cfg, (own_successor, own_neighbour))
+    history = model.fit(dataset, epochs=cfg.epochs, verbose=0)
+    seconds = time.perf_counter() - start
+    losses = {k: [float(v) for v in values] for k, values in history.history.items()}
+    losses["examples_per_s"] = [data.train.height * cfg.epochs / seconds]
+    losses["train_seconds"] = [seconds]
+    log.info("trained %d epochs on %d examples in %.0fs", cfg.epochs, data.train.height, seconds)
     return model, losses
 
 
-class QueryEncoder(tf.Module):
-    """The query tower with a fixed serving signature (what the bundle exports)."""
+class ServingModule(tf.Module):
+    """What the bundle exports: query encoding, ranking heads and fit head, with fixed
+    signatures so serving needs neither the model code nor Keras."""
 
-    def __init__(self, model: RetrievalModel, cfg: ModelConfig):
+    def __init__(self, model: RecommenderModel):
         super().__init__()
-        self.tower = model.query
-        self.session_len = cfg.session_len
+        self.model = model
+        n_customer = len(CUSTOMER_NUMERIC)
+        n_fit = len(FIT_INPUTS)
+        d = model.cfg.embedding_dim
+        self.encode = tf.function(
+            self._encode,
+            input_signature=[
+                tf.TensorSpec([None], tf.string, name="customer_id"),
+                tf.TensorSpec([None, n_customer], tf.float32, name="customer_features"),
+                tf.TensorSpec([None, None], tf.string, name="session_items"),
+                tf.TensorSpec([None, None], tf.string, name="session_events"),
+            ],
+        )
+        self.score = tf.function(
+            self._score,
+            input_signature=[
+                tf.TensorSpec([None], tf.string, name="customer_id"),
+                tf.TensorSpec([None, n_customer], tf.float32, name="customer_features"),
+                tf.TensorSpec([None, None], tf.string, name="session_items"),
+                tf.TensorSpec([None, None], tf.string, name="session_events"),
+            ],
+        )
+        self.rank = tf.function(
+            self._rank,
+            input_signature=[
+                tf.TensorSpec([None, d], tf.float32, name="query"),
+                tf.TensorSpec([None, d], tf.float32, name="candidates"),
+            ],
+        )
+        self.fit = tf.function(
+            self._fit,
+            input_signature=[
+                tf.TensorSpec([None], tf.string, name="customer_id"),
+                tf.TensorSpec([None, n_customer], tf.float32, name="customer_features"),
+                tf.TensorSpec([None, d], tf.float32, name="candidates"),
+                tf.TensorSpec([None, n_fit], tf.float32, name="fit_features"),
+            ],
+        )
 
-    @tf.function(
-        input_signature=[
-            tf.TensorSpec([None], tf.string, name="customer_id"),
-            tf.TensorSpec([None, len(CUSTOMER_NUMERIC)], tf.float32, name="customer_features"),
-            tf.TensorSpec([None, None], tf.string, name="session_items"),
-        ]
-    )
-    def encode(self, customer_id, customer_features, session_items):
-        return {
-            "query": self.tower(
-                {
-                    "customer_id": customer_id,
-                    "customer_features": customer_features,
-                    "session_items": session_items,
-                }
-            )
-        }
+    def _encode(self, customer_id, customer_features, session_items, session_events):
+        query = self.model.query(
+            {
+                "customer_id": customer_id,
+                "customer_features": customer_features,
+                "session_items": session_items,
+                "session_events": session_events,
+            }
+        )
+        return {"query": query}
 
+    def _score(self, customer_id, customer_features, session_items, session_events):
+        query = self._encode(customer_id, customer_features, session_items, session_events)["query"]
+        if self.model.full:
+            scores = self.model.retrieval_logits(query, session_items)
+        else:
+            q = tf.math.l2_normalize(query, axis=1)
+            items = tf.math.l2_normalize(self.model.candidate(self.model.catalogue), axis=1)
+            scores = tf.matmul(q, items, transpose_b=True)
+        return {"query": query, "scores": scores}
 
-def item_embeddings(model: RetrievalModel, items: pl.DataFrame) -> np.ndarray:
-    arrays = candidate_arrays(items)
-    out = [
-        model.candidate(batch).numpy()
-        for batch in tf.data.Dataset.from_tensor_slices(arrays).batch(4096)
-    ]
-    return np.concatenate(out).astype(np.float32)
+    def _rank(self, query, candidates):
+        logits = self.model.ranking(query, candidates)
+        return {"purchase": tf.sigmoid(logits[:, 0]), "keep": tf.sigmoid(logits[:, 1])}
+
+    def _fit(self, customer_id, customer_features, candidates, fit_features):
+        who = self.model.query.customer_vector(customer_id, customer_features)
+        return {"fit": tf.nn.softmax(self.model.fit_head(who, candidates, fit_features))}
 
 
 def popularity(train: pl.DataFrame) -> list[str]:
-    """Items by number of training interactions, most first (the cold-start fallback)."""
+    """Items by number of training examples, most first (the cold-start fallback)."""
     return (
         train.group_by(ITEM_ENTITY)
         .len()
@@ -267,22 +300,41 @@ def popularity(train: pl.DataFrame) -> list[str]:
     )
 
 
-def export_bundle(model: RetrievalModel, data: Dataset, cfg: ModelConfig, out: Path) -> Path:
-    """Write what serving needs: the query encoder, item embeddings and item table, metadata."""
+def export_bundle(model: RecommenderModel, data: Dataset, cfg: ModelConfig, out: Path) -> Path:
+    """Write what serving needs: the SavedModel, candidate vectors and biases, item table."""
     if out.exists():
         shutil.rmtree(out)
     out.mkdir(parents=True)
-    encoder = QueryEncoder(model, cfg)
-    tf.saved_model.save(encoder, str(out / "query_encoder"), signatures={"encode": encoder.encode})
-    np.save(out / "item_embeddings.npy", item_embeddings(model, data.items))
-    data.items.drop(TIMESTAMP).write_parquet(out / "items.parquet")
+    module = ServingModule(model)
+    tf.saved_model.save(
+        module,
+        str(out / "saved_model"),
+        signatures={
+            "encode": module.encode,
+            "score": module.score,
+            "rank": module.rank,
+            "fit": module.fit,
+        },
+    )
+    catalogue = catalogue_arrays(data.items)
+    vectors = [
+        model.candidate({k: v[i : i + 8192] for k, v in catalogue.items()}).numpy()
+        for i in range(0, len(catalogue["item_id"]), 8192)
+    ]
+    np.save(out / "item_vectors.npy", np.concatenate(vectors).astype(np.float32))
+    data.items.drop(TIMESTAMP, strict=False).write_parquet(out / "items.parquet")
+    sizes = data.notes.get("item_sizes")
+    if isinstance(sizes, pl.DataFrame):
+        sizes.write_parquet(out / "item_sizes.parquet")
     meta = {
         "config": cfg.as_params(),
+        "full_softmax": model.full,
         "customer_features": CUSTOMER_NUMERIC,
-        "customer_defaults": {c: _DEFAULTS[c] for c in CUSTOMER_NUMERIC},
+        "customer_defaults": defaults(CUSTOMER_FEATURES),
         "item_features": ITEM_NUMERIC,
-        "popular_items": popularity(data.train)[:500],
-        "cutoff": data.cutoff.isoformat(),
+        "fit_inputs": list(FIT_INPUTS),
+        "popular_items": popularity(data.train)[:1000],
+        "cutoff": data.cutoff.isoformat() if data.cutoff else None,
     }
     (out / "meta.json").write_text(json.dumps(meta, indent=2))
     return out

@@ -10,6 +10,7 @@ import polars as pl
 import pytest
 
 from pipeline import store
+from pipeline.examples import CUSTOMER_NUMERIC, point_in_time, session_examples
 from pipeline.features import (
     CUSTOMER_ENTITY,
     CUSTOMER_VIEW,
@@ -19,7 +20,6 @@ from pipeline.features import (
     missing_snapshot_days,
 )
 from pipeline.ingest import drops_up_to, ingest_drop
-from pipeline.train import CUSTOMER_NUMERIC, point_in_time, session_examples
 from tests.conftest import Environment
 
 
