@@ -62,18 +62,22 @@ class Dataset:
     notes: dict[str, object] = field(default_factory=dict)
 
 
-def _steps(curated_dir: Path, up_to: date) -> pl.DataFrame:
-    """Session steps: consecutive events on one item merged; the session's purchases marked."""
+def _steps(curated_dir: Path, up_to: date, collapse_repeats: bool = True) -> pl.DataFrame:
+    """Session steps: consecutive events on one item merged (unless ``collapse_repeats`` is
+    off, as for click-stream benchmarks whose protocol predicts every click); the session's
+    purchases marked."""
     end = snapshot_time(up_to)
     events = scan_curated(curated_dir, "session_events", up_to).filter(pl.col("ts") < end)
     if events.select(pl.len()).collect().item() == 0:
         return _timeline_steps(curated_dir, up_to)
-    events = events.select("session_id", CUSTOMER_ENTITY, ITEM_ENTITY, "event_type", "ts").sort(
-        "session_id", "ts"
-    )
+    events = events.select(
+        "event_id", "session_id", CUSTOMER_ENTITY, ITEM_ENTITY, "event_type", "ts"
+    ).sort("session_id", "ts", maintain_order=True)
     new_step = (pl.col(ITEM_ENTITY) != pl.col(ITEM_ENTITY).shift(1).over("session_id")).fill_null(
         True
     )
+    if not collapse_repeats:
+        new_step = pl.col("ts").is_not_null() | pl.col("ts").is_null()  # every event a step
     strength = pl.col("event_type").replace_strict(_STRENGTH, return_dtype=pl.Int8)
     steps = (
         events.with_columns(
@@ -81,6 +85,7 @@ def _steps(curated_dir: Path, up_to: date) -> pl.DataFrame:
         )
         .group_by("session_id", "step", maintain_order=True)
         .agg(
+            pl.col("event_id").first(),
             pl.col(CUSTOMER_ENTITY).first(),
             pl.col(ITEM_ENTITY).first(),
             pl.col("ts").min(),
@@ -111,9 +116,10 @@ def _timeline_steps(curated_dir: Path, up_to: date) -> pl.DataFrame:
             "ts",
             pl.lit("try_on").alias("event_type"),
             pl.lit(False).alias("purchased"),
-            pl.col("event_id").alias("__try_on"),
+            pl.col("event_id"),
+            pl.lit(True).alias("timeline"),
         )
-        .sort("session_id", "ts", "__try_on")
+        .sort("session_id", "ts", "event_id")
         .with_columns(pl.int_range(pl.len()).over("session_id").alias("step"))
         .collect()
     )
@@ -156,12 +162,10 @@ def _labels(steps: pl.DataFrame, curated_dir: Path, up_to: date) -> pl.DataFrame
         )
         .collect()
     )
-    if "__try_on" in steps.columns:  # timeline steps are try-ons themselves
-        with_tries = steps.join(
-            tries.rename({"event_id": "__try_on"}).drop("session_id", ITEM_ENTITY),
-            on="__try_on",
-            how="left",
-        ).drop("__try_on")
+    if "timeline" in steps.columns:  # timeline steps are the try-ons themselves
+        with_tries = steps.drop("timeline").join(
+            tries.drop("session_id", ITEM_ENTITY), on="event_id", how="left"
+        )
     else:
         first_try = tries.sort("event_id").unique(["session_id", ITEM_ENTITY], keep="first")
         with_tries = steps.join(
@@ -253,9 +257,11 @@ def item_table(snapshots: pl.DataFrame, as_of: datetime | None) -> pl.DataFrame:
     return items.sort(ITEM_ENTITY).with_columns(pl.col(c).cast(pl.Float32) for c in ITEM_NUMERIC)
 
 
-def session_examples(curated_dir: Path, up_to: date, session_len: int) -> pl.DataFrame:
+def session_examples(
+    curated_dir: Path, up_to: date, session_len: int, collapse_repeats: bool = True
+) -> pl.DataFrame:
     """Every step up to the end of ``up_to`` as an example, with history and labels."""
-    steps = _labels(_steps(curated_dir, up_to), curated_dir, up_to)
+    steps = _labels(_steps(curated_dir, up_to, collapse_repeats), curated_dir, up_to)
     examples = _histories(steps, session_len)
     starts = examples.group_by("session_id").agg(pl.col("ts").min().alias("session_start"))
     return examples.join(starts, on="session_id", how="left").with_columns(

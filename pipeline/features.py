@@ -233,9 +233,10 @@ def _fit_evidence(try_ons: pl.LazyFrame, purchases: pl.LazyFrame) -> pl.LazyFram
     return pl.concat([tried, bought]).drop_nulls("fits_rank")
 
 
-def customer_features(curated_dir: Path, day: date) -> pl.DataFrame:
-    """One row per known customer summarising everything up to the end of ``day``."""
-    as_of = snapshot_time(day)
+def customer_features(curated_dir: Path, day: date, as_of: datetime | None = None) -> pl.DataFrame:
+    """One row per known customer summarising everything up to the end of ``day`` (or up to
+    ``as_of``, for snapshots at other times, e.g. monthly over years of public data)."""
+    as_of = as_of or snapshot_time(day)
     customers = current_dimension(curated_dir, "customers", day)
     items = pl.LazyFrame(
         current_dimension(curated_dir, "items", day).select(ITEM_ENTITY, "category", "style")
@@ -321,9 +322,10 @@ def chart_summary(sizes: pl.DataFrame) -> pl.DataFrame:
     return sizes.group_by(ITEM_ENTITY).agg(*exprs)
 
 
-def item_features(curated_dir: Path, day: date) -> pl.DataFrame:
-    """One row per catalogue item summarising everything up to the end of ``day``."""
-    as_of = snapshot_time(day)
+def item_features(curated_dir: Path, day: date, as_of: datetime | None = None) -> pl.DataFrame:
+    """One row per catalogue item summarising everything up to the end of ``day`` (or up to
+    ``as_of``)."""
+    as_of = as_of or snapshot_time(day)
     items = current_dimension(curated_dir, "items", day)
     sizes = current_dimension(curated_dir, "item_sizes", day)
     events = scan_curated(curated_dir, "session_events", day).filter(pl.col("ts") < as_of)

@@ -53,9 +53,14 @@ def fit_feature_matrix(frame: pl.DataFrame) -> np.ndarray:
     )
 
 
-def _top_m(matrix: sp.csr_array, m: int) -> tuple[np.ndarray, np.ndarray, sp.csr_array]:
-    """Per row, the ``m`` largest entries as (index, log1p value) arrays with two leading
-    empty rows (padding and unknown ids), and the kept entries as a sparse matrix."""
+def _top_m(
+    matrix: sp.csr_array, m: int, values: sp.csr_array | None = None
+) -> tuple[np.ndarray, np.ndarray, sp.csr_array]:
+    """Per row, the ``m`` entries with the largest counts as (index, value) arrays with two
+    leading empty rows (padding and unknown ids), and the kept counts as a sparse matrix.
+
+    Values are ``log1p(count)``, or taken from ``values`` (same sparsity) when given.
+    """
     n = matrix.shape[0]
     index = np.zeros((n + 2, m), np.int32)
     value = np.zeros((n + 2, m), np.float32)
@@ -67,7 +72,9 @@ def _top_m(matrix: sp.csr_array, m: int) -> tuple[np.ndarray, np.ndarray, sp.csr
         c, v = matrix.indices[start:end], matrix.data[start:end]
         top = np.argsort(-v, kind="stable")[:m]
         index[row + 2, : len(top)] = c[top]
-        value[row + 2, : len(top)] = np.log1p(v[top])
+        value[row + 2, : len(top)] = (
+            np.log1p(v[top]) if values is None else values.data[start:end][top]
+        )
         rows.append(np.full(len(top), row))
         cols.append(c[top])
         counts.append(v[top])
@@ -79,6 +86,19 @@ def _top_m(matrix: sp.csr_array, m: int) -> tuple[np.ndarray, np.ndarray, sp.csr
         shape=matrix.shape,
     )
     return index, value, kept
+
+
+def _values_at(matrix: sp.csr_array, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
+    """``matrix[rows[i], cols[i]]`` for each i (0 where absent), vectorised."""
+    coo = matrix.tocoo()
+    n = matrix.shape[1]
+    keys = coo.row.astype(np.int64) * n + coo.col
+    order = np.argsort(keys)
+    keys, data = keys[order], coo.data[order]
+    wanted = rows.astype(np.int64) * n + cols
+    at = np.minimum(np.searchsorted(keys, wanted), max(len(keys) - 1, 0))
+    found = (len(keys) > 0) & (keys[at] == wanted) if len(keys) else np.zeros(len(wanted), bool)
+    return np.where(found, data[at] if len(keys) else 0.0, 0.0)
 
 
 def transition_memory(
@@ -114,9 +134,17 @@ def transition_memory(
     together = sp.csr_array(members.T @ members)
     together.setdiag(0)
     together.eliminate_zeros()
+    together.sort_indices()
+    # Co-occurrence as cosine similarity of the items' session sets (item-KNN's measure):
+    # raw counts would favour popular items everywhere.
+    support = np.asarray(members.sum(axis=0)).ravel()
+    coo = together.tocoo()
+    norm = np.sqrt(support[coo.row] * support[coo.col])
+    cosine = sp.csr_array((coo.data / norm, (coo.row, coo.col)), shape=together.shape)
+    cosine.sort_indices()
     m = cfg.memory_top_m
     succ_index, succ_value, succ_kept = _top_m(successors, m)
-    nbr_index, nbr_value, nbr_kept = _top_m(together, m)
+    nbr_index, nbr_value, nbr_kept = _top_m(together, m, cosine)
     memory = {
         "successor_index": succ_index,
         "successor_value": succ_value,
@@ -129,38 +157,47 @@ def transition_memory(
         return np.where(counts > 0, np.log1p(safe - 1) - np.log1p(safe), 0.0)
 
     own_successor = np.zeros(train.height, np.float32)
-    own_successor[has_last] = own(np.asarray(succ_kept[last[has_last], target[has_last]]))
+    own_successor[has_last] = own(_values_at(succ_kept, last[has_last], target[has_last]))
     own_neighbour = np.zeros(train.height, np.float32)
     decay = cfg.memory_decay ** np.arange(cfg.session_len - 1, -1, -1, dtype=np.float64)
     for column in range(cfg.session_len):
         present = coded[:, column] >= 0
         if present.any():
-            counts = np.asarray(nbr_kept[coded[present, column], target[present]])
-            own_neighbour[present] += (decay[column] * own(counts)).astype(np.float32)
+            h, t = coded[present, column], target[present]
+            kept = _values_at(nbr_kept, h, t) > 0
+            # This session adds one to the intersection: cosine drops by 1/sqrt(|Sh| |St|).
+            share = np.where(kept, -1.0 / np.sqrt(np.maximum(support[h] * support[t], 1)), 0.0)
+            own_neighbour[present] += (decay[column] * share).astype(np.float32)
     return memory, own_successor, own_neighbour
 
 
-def to_tf_dataset(data: Dataset, cfg: ModelConfig, memory_shares=None) -> tf.data.Dataset:
-    """Training batches; customer ids dropped at random so the OOV row learns cold start."""
+def to_tf_dataset(
+    frame: pl.DataFrame,
+    items: pl.DataFrame,
+    cfg: ModelConfig,
+    memory_shares: tuple[np.ndarray, np.ndarray] | None = None,
+    shuffle: bool = True,
+) -> tf.data.Dataset:
+    """Batches of examples; customer ids dropped at random so the OOV row learns cold start."""
     rng = np.random.default_rng(cfg.seed)
-    train = data.train
-    query = query_arrays(train)
-    drop = rng.random(train.height) < cfg.customer_dropout
-    query["customer_id"] = np.where(drop, PAD, query["customer_id"]).astype(object)
-    catalogue = catalogue_arrays(data.items)
+    query = query_arrays(frame)
+    if shuffle:
+        drop = rng.random(frame.height) < cfg.customer_dropout
+        query["customer_id"] = np.where(drop, PAD, query["customer_id"]).astype(object)
+    catalogue = catalogue_arrays(items)
     position = {item: i for i, item in enumerate(catalogue["item_id"])}
-    targets = np.array([position[i] for i in train.get_column(ITEM_ENTITY)], dtype=np.int32)
+    targets = np.array([position[i] for i in frame.get_column(ITEM_ENTITY)], dtype=np.int32)
     counts = np.bincount(targets, minlength=len(position))
     labels = {
         "target_index": targets,
-        "sampling_probability": (counts[targets] / len(targets)).astype(np.float32),
-        "purchased": train.get_column("purchased").to_numpy().astype(np.float32),
-        "purchase_mask": np.ones(train.height, np.float32),
-        "kept": train.get_column("kept").to_numpy().astype(np.float32),
-        "keep_mask": train.get_column("keep_mask").to_numpy().astype(np.float32),
-        "fit_label": train.get_column("fit_label").to_numpy().astype(np.int32),
-        "own_successor": np.zeros(train.height, np.float32),
-        "own_neighbour": np.zeros(train.height, np.float32),
+        "sampling_probability": (counts[targets] / max(len(targets), 1)).astype(np.float32),
+        "purchased": frame.get_column("purchased").to_numpy().astype(np.float32),
+        "purchase_mask": np.ones(frame.height, np.float32),
+        "kept": frame.get_column("kept").to_numpy().astype(np.float32),
+        "keep_mask": frame.get_column("keep_mask").to_numpy().astype(np.float32),
+        "fit_label": frame.get_column("fit_label").to_numpy().astype(np.int32),
+        "own_successor": np.zeros(frame.height, np.float32),
+        "own_neighbour": np.zeros(frame.height, np.float32),
     }
     if memory_shares is not None:
         labels["own_successor"], labels["own_neighbour"] = memory_shares
@@ -168,19 +205,62 @@ def to_tf_dataset(data: Dataset, cfg: ModelConfig, memory_shares=None) -> tf.dat
         {
             "query": query,
             "candidate": {k: v[targets] for k, v in catalogue.items()},
-            "fit_features": fit_feature_matrix(train),
+            "fit_features": fit_feature_matrix(frame),
             "labels": labels,
         }
     )
-    return (
-        ds.shuffle(min(train.height, 200_000), seed=cfg.seed, reshuffle_each_iteration=True)
-        .batch(cfg.batch_size)
-        .prefetch(tf.data.AUTOTUNE)
-    )
+    if shuffle:
+        ds = ds.shuffle(min(frame.height, 200_000), seed=cfg.seed, reshuffle_each_iteration=True)
+    return ds.batch(cfg.batch_size).prefetch(tf.data.AUTOTUNE)
+
+
+def validation_split(train: pl.DataFrame, share: float) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """The latest ``share`` of training sessions (by start) for early stopping."""
+    if share <= 0:
+        return train, train.head(0)
+    cutoff = train.get_column("session_start").quantile(1 - share, interpolation="lower")
+    late = pl.col("session_start") > cutoff
+    fit_part, valid = train.filter(~late), train.filter(late)
+    if fit_part.is_empty() or valid.is_empty():
+        return train, train.head(0)
+    return fit_part, valid
+
+
+NEURAL_SCALES = (0.0, 0.1, 0.25, 0.5, 0.75, 1.0)
+
+
+def choose_neural_scale(
+    model: RecommenderModel, valid: pl.DataFrame, items: pl.DataFrame
+) -> dict[str, float]:
+    """Pick the weight of the neural score next to the memory on held-out sessions
+    (recall@20 + MRR@20), and set it on the model."""
+    from pipeline.metrics import ranking_metrics, top_k_from_scores
+
+    if not model.full:
+        return {}
+    arrays = query_arrays(valid)
+    position = {item: i for i, item in enumerate(items.get_column(ITEM_ENTITY))}
+    targets = np.array([position[i] for i in valid.get_column(ITEM_ENTITY)])
+    neural, memory = [], []
+    for start in range(0, valid.height, 2048):
+        batch = {k: tf.constant(v[start : start + 2048]) for k, v in arrays.items()}
+        neural.append(model.neural_logits(model.query(batch)).numpy())
+        memory.append(model.memory_scores(batch["session_items"]).numpy())
+    neural_scores, memory_scores = np.concatenate(neural), np.concatenate(memory)
+    results = {}
+    for scale in NEURAL_SCALES:
+        top = top_k_from_scores(scale * neural_scores + memory_scores, 20)
+        values = ranking_metrics(top, targets, ks=(20,))
+        results[scale] = values["recall@20"] + values["mrr@20"]
+    best = max(results, key=lambda s: (results[s], s))
+    model.neural_scale.assign(best)
+    log.info("neural scale %.2f chosen on %d validation examples: %s", best, valid.height, results)
+    return {"neural_scale": best, "validation_recall_plus_mrr": results[best]}
 
 
 def fit(data: Dataset, cfg: ModelConfig) -> tuple[RecommenderModel, dict[str, list[float]]]:
-    """Train the model; returns it and the per-task losses per epoch (and throughput)."""
+    """Train the model, stopping when the retrieval loss on the latest training sessions stops
+    improving (best weights kept); returns it and the per-task losses per epoch."""
     # Only customers with enough history get their own vector: with a handful of examples
     # an id embedding learns noise (cold-start vector instead; their features still count).
     counts = data.train.get_column(CUSTOMER_ENTITY).value_counts()
@@ -188,7 +268,8 @@ def fit(data: Dataset, cfg: ModelConfig) -> tuple[RecommenderModel, dict[str, li
         set(counts.filter(pl.col("count") >= cfg.min_customer_examples)[CUSTOMER_ENTITY]) - {PAD}
     )
     catalogue = catalogue_arrays(data.items)
-    memory, own_successor, own_neighbour = transition_memory(data.train, catalogue["item_id"], cfg)
+    fit_part, valid = validation_split(data.train, cfg.validation_share)
+    memory, own_successor, own_neighbour = transition_memory(fit_part, catalogue["item_id"], cfg)
     model = build_model(
         cfg,
         customers=customers,
@@ -204,13 +285,33 @@ def fit(data: Dataset, cfg: ModelConfig) -> tuple[RecommenderModel, dict[str, li
     )
     model.compile(optimizer=tf.keras.optimizers.Adam(learning_rate=cfg.learning_rate))
     start = time.perf_counter()
-    dataset = to_tf_dataset(data, cfg, (own_successor, own_neighbour))
-    history = model.fit(dataset, epochs=cfg.epochs, verbose=0)
+    dataset = to_tf_dataset(fit_part, data.items, cfg, (own_successor, own_neighbour))
+    callbacks, validation = [], None
+    if not valid.is_empty():
+        validation = to_tf_dataset(valid, data.items, cfg, shuffle=False)
+        callbacks.append(
+            tf.keras.callbacks.EarlyStopping(
+                monitor="val_retrieval_loss", patience=1, restore_best_weights=True
+            )
+        )
+    history = model.fit(
+        dataset, epochs=cfg.epochs, validation_data=validation, callbacks=callbacks, verbose=0
+    )
     seconds = time.perf_counter() - start
+    if not valid.is_empty():
+        losses_scale = choose_neural_scale(model, valid, data.items)
+        # The counts behind the memory may now include the validation sessions too.
+        full, _, _ = transition_memory(data.train, catalogue["item_id"], cfg)
+        model.memory = {k: tf.constant(v) for k, v in full.items()}
+    else:
+        losses_scale = {}
     losses = {k: [float(v) for v in values] for k, values in history.history.items()}
-    losses["examples_per_s"] = [data.train.height * cfg.epochs / seconds]
+    epochs = len(history.history["loss"])
+    losses["epochs"] = [float(epochs)]
+    losses["examples_per_s"] = [fit_part.height * epochs / seconds]
+    losses |= {k: [v] for k, v in losses_scale.items()}
     losses["train_seconds"] = [seconds]
-    log.info("trained %d epochs on %d examples in %.0fs", cfg.epochs, data.train.height, seconds)
+    log.info("trained %d epochs on %d examples in %.0fs", epochs, fit_part.height, seconds)
     return model, losses
 
 

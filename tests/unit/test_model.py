@@ -138,9 +138,10 @@ def test_memory_scores_add_successors_of_the_last_item_and_decayed_neighbours():
     }
     model, _ = _model(memory_top_m=2)
     model.memory = {k: tf.constant(v) for k, v in cfg_memory.items()}
-    model.memory_weights.assign([2.0, 10.0])
+    model.memory_weights.assign([2.0, 10.0, 100.0])
     scores = model.memory_scores(tf.constant([[PAD, "i1", "i2"]])).numpy()[0]
     # last item i2: successor i3 (index 2) with 3.0 -> 2 * 3 = 6 at index 2.
     # neighbours: i1 (one step back, decay 0.7): i3 with 1.0 -> 10 * 0.7 = 7 at index 2;
     #             i2 (last, decay 1): i1 (index 0) with 0.5 -> 10 * 0.5 = 5 at index 0.
-    np.testing.assert_allclose(scores, [5.0, 0.0, 6.0 + 7.0], rtol=1e-6)
+    # re-views: i1 (index 0) 100 * 0.7 = 70, i2 (index 1) 100 * 1 = 100.
+    np.testing.assert_allclose(scores, [5.0 + 70.0, 100.0, 6.0 + 7.0], rtol=1e-6)
