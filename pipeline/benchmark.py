@@ -239,7 +239,7 @@ def run(
         "test_examples": data.test.height,
         "items": data.items.height,
         "examples_per_s": round(losses["examples_per_s"][0], 1),
-        **{method: values for method, values in evaluation.metrics.items()},
+        **evaluation.metrics,
     }
     if evaluation.fit:
         result["model"] = {**result["model"], **evaluation.fit}  # type: ignore[dict-item]
