@@ -16,7 +16,9 @@ def apply_repo() -> None:
 @task(retries=3, retry_delay_seconds=[2, 10, 30])
 def materialize_online() -> dict[str, str]:
     settings = get_settings()
-    return store.materialize_new(store.feature_store(settings), settings.features_dir)
+    return store.materialize_new(
+        store.feature_store(settings), settings.features_dir, settings.feast_dir / "checkpoints"
+    )
 
 
 @flow(name="materialize")

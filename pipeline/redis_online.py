@@ -1290,7 +1290,9 @@ def _latest_per_entity(
     columns = [spec.join_key, EVENT_TIMESTAMP, *(f for f, _ in spec.features)]
     if created_timestamp_column and created_timestamp_column in frame.columns:
         columns.append(created_timestamp_column)
-    frame = frame.select(columns)
+    # A stream feature view lists its join key among its features too (Feast infers it from
+    # the batch source); it is written as a feature like Feast does, but selected once.
+    frame = frame.select(list(dict.fromkeys(columns)))
     if frame.get_column(spec.join_key).n_unique() == frame.height:
         return frame
     order = [EVENT_TIMESTAMP]

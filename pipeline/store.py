@@ -136,13 +136,22 @@ def apply(store: FeatureStore) -> None:
     store.apply(to_apply, objects_to_delete=to_delete, partial=False)
 
 
-def materialize_new(store: FeatureStore, features_dir: Path) -> dict[str, str]:
+def materialize_new(
+    store: FeatureStore, features_dir: Path, checkpoint_dir: Path | None = None
+) -> dict[str, str]:
     """Load feature rows newer than the last materialisation into the online store.
 
-    Like ``feast materialize-incremental``, but bounded by the data rather than by the clock:
-    Feast starts a zero-TTL view one year before *now*, which would skip older snapshots.
-    Returns the interval written per view (or ``"up to date"``).
+    Like ``feast materialize-incremental``, but bounded by the data rather than by the clock
+    (Feast starts from *now* minus the TTL, which would skip older snapshots). Into Redis it
+    writes with :mod:`pipeline.redis_online` (same bytes as Feast, 15-25x faster, resumable
+    from ``checkpoint_dir``); into SQLite with Feast's own materialisation. Returns what was
+    written per view.
     """
+    from feast.infra.online_stores.redis import RedisOnlineStoreConfig
+
+    from pipeline.redis_online import materialize_view
+
+    fast = isinstance(store.config.online_store, RedisOnlineStoreConfig)
     from pipeline.features import TIMESTAMP, feature_paths
 
     paths = feature_paths(features_dir)
@@ -159,8 +168,12 @@ def materialize_new(store: FeatureStore, features_dir: Path) -> dict[str, str]:
         if start >= end:
             done[view.name] = "up to date"
             continue
-        store.materialize(start_date=start, end_date=end, feature_views=[view.name])
-        done[view.name] = f"{start.isoformat()} .. {end.isoformat()}"
+        if fast:
+            rows = materialize_view(store, view.name, start, end, checkpoint_dir)
+            done[view.name] = f"{start.isoformat()} .. {end.isoformat()}: {rows} rows (fast)"
+        else:
+            store.materialize(start_date=start, end_date=end, feature_views=[view.name])
+            done[view.name] = f"{start.isoformat()} .. {end.isoformat()}"
     return done
 
 

@@ -14,7 +14,7 @@ from mlflow import MlflowClient
 
 from pipeline import store
 from pipeline.config import CHAMPION
-from pipeline.features import CUSTOMER_FEATURES, TIMESTAMP, feature_paths
+from pipeline.features import CUSTOMER_FEATURES, SESSION_FEATURES, TIMESTAMP, feature_paths
 from pipeline.ingest import drops_up_to
 from pipeline.model import ModelConfig
 from serving import NoChampionError, RecommendationRequest, Recommender
@@ -67,6 +67,22 @@ def test_online_features_equal_what_pipeline_computed(nightly_run):
                 assert got is None, feature.name
             else:
                 assert got == pytest.approx(expected, rel=1e-6), feature.name
+
+
+def test_live_session_features_are_online(nightly_run):
+    settings, _, _ = nightly_run
+    sessions = pl.read_parquet(feature_paths(settings.features_dir)["session_features"])
+    sample = sessions.sort("event_timestamp").tail(20)
+    fs = store.feature_store(settings)
+    names = [f.name for f in SESSION_FEATURES]
+    online = fs.get_online_features(
+        features=[f"session_features:{n}" for n in names],
+        entity_rows=[{"session_id": s} for s in sample["session_id"]],
+    ).to_dict()
+    for i, row in enumerate(sample.iter_rows(named=True)):
+        assert online["session_items"][i] == row["session_items"]
+        assert online["session_event_types"][i] == row["session_event_types"]
+        assert online["engagement"][i] == pytest.approx(row["engagement"], rel=1e-6)
 
 
 def test_raw_measurements_never_reach_the_online_store_or_mlflow(nightly_run):
