@@ -31,7 +31,11 @@ class Settings(BaseSettings):
     )
     redis_url: str | None = Field(
         default=None,
-        description="redis://host:port/db; when set, Feast's online store is Redis, else SQLite.",
+        description=(
+            "redis://[:password@]host:port[/db] (or rediss://), or "
+            "redis+cluster://host:port,host:port,... for a Redis Cluster; when set, Feast's "
+            "online store is Redis, else SQLite."
+        ),
     )
     mlflow_tracking_uri: str | None = Field(
         default=None, description="Defaults to sqlite:///<data_dir>/mlflow.db."
@@ -58,9 +62,16 @@ class Settings(BaseSettings):
     def _redis_scheme(cls, value: str | None) -> str | None:
         if value in (None, ""):
             return None
-        if urlparse(value).scheme not in {"redis", "rediss"}:
-            raise ValueError("FITREC_REDIS_URL must look like redis://host:port[/db]")
+        if urlparse(value).scheme not in {"redis", "rediss", "redis+cluster"}:
+            raise ValueError(
+                "FITREC_REDIS_URL must look like redis://host:port[/db] or "
+                "redis+cluster://host:port,host:port,..."
+            )
         return value
+
+    @property
+    def redis_cluster(self) -> bool:
+        return bool(self.redis_url and self.redis_url.startswith("redis+cluster://"))
 
     # Derived locations: one definition each.
     @property

@@ -50,6 +50,9 @@ def redis_connection_string(url: str) -> str:
 
 
 def online_store_config(settings: Settings) -> dict[str, Any]:
+    if settings.redis_cluster:
+        nodes = settings.redis_url.removeprefix("redis+cluster://").strip("/")  # type: ignore[union-attr]
+        return {"type": "redis", "redis_type": "redis_cluster", "connection_string": nodes}
     if settings.redis_url:
         return {"type": "redis", "connection_string": redis_connection_string(settings.redis_url)}
     return {"type": "sqlite", "path": str(settings.feast_dir / "online_store.db")}
