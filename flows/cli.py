@@ -236,6 +236,80 @@ def _sample_session(drop: Path) -> tuple[str, list[str]]:
     return row["customer_id"], row["item_id"][:3]
 
 
+benchmark_app = typer.Typer(help="Public benchmarks through the real pipeline; print JSON.")
+app.add_typer(benchmark_app, name="benchmark")
+
+
+def _benchmark(dataset: str, train: Path, test: Path | None, log_to_mlflow: bool) -> None:
+    import tempfile
+
+    from pipeline import benchmark
+
+    spec = benchmark.SPECS[dataset]
+    with tempfile.TemporaryDirectory(prefix=f"fitrec-{dataset}-") as workdir:
+        result = benchmark.run(
+            benchmark.load(dataset, train),
+            spec,
+            Path(workdir),
+            test_source=benchmark.load(dataset, test) if test else None,
+        )
+    if log_to_mlflow:
+        from pipeline.registry import log_benchmark
+
+        result["mlflow_run_id"] = log_benchmark(get_settings(), dataset, result)
+    typer.echo(json.dumps(result, indent=2, default=float))
+
+
+@benchmark_app.command("rtr")
+def benchmark_rtr(
+    train: Annotated[Path, typer.Option(help="RentTheRunway cleaned Parquet or raw JSON lines")],
+    test: Annotated[Path | None, typer.Option(help="a separate test file")] = None,
+    split: Annotated[str, typer.Option(help="time | random (80/10/10, Misra et al.)")] = "time",
+    mlflow: Annotated[bool, typer.Option(help="log to MLflow experiment 'benchmark-rtr'")] = True,
+) -> None:
+    """RentTheRunway: fit AUC of the fit head (and a GBDT), next-rental retrieval vs baselines."""
+    if split not in ("time", "random"):
+        raise typer.BadParameter("split must be time or random")
+    _benchmark("rtr" if split == "time" else "rtr-random", train, test, mlflow)
+
+
+@benchmark_app.command("sessions")
+def benchmark_sessions(
+    format: Annotated[str, typer.Option("--format", help="yoochoose | diginetica")],
+    train: Annotated[Path, typer.Option(help="click file")],
+    test: Annotated[Path | None, typer.Option(help="a separate test file")] = None,
+    mlflow: Annotated[
+        bool, typer.Option(help="log to MLflow experiment 'benchmark-<format>'")
+    ] = True,
+) -> None:
+    """Session click streams: HR@20, MRR@20, NDCG of the model and every baseline."""
+    if format not in ("yoochoose", "diginetica"):
+        raise typer.BadParameter("format must be yoochoose or diginetica")
+    _benchmark(format, train, test, mlflow)
+
+
+@app.command()
+def promote(version: Annotated[str, typer.Argument(help="model version to make champion")]) -> None:
+    """Make a registered version the champion by hand (the previous one is kept for rollback)."""
+    from pipeline.registry import promote as promote_version
+
+    before = promote_version(get_settings(), version)
+    typer.echo(f"champion: version {version} (was {before})")
+
+
+@app.command()
+def rollback() -> None:
+    """Give the champion alias back to the version the current champion replaced."""
+    from pipeline.registry import rollback as roll_back
+
+    try:
+        previous = roll_back(get_settings())
+    except ValueError as exc:
+        typer.echo(str(exc), err=True)
+        raise typer.Exit(1) from None
+    typer.echo(f"champion: version {previous} (rolled back)")
+
+
 @app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
 def feast(ctx: typer.Context) -> None:
     """Run the Feast CLI (e.g. `fitrec feast plan`) against this environment's config."""

@@ -241,3 +241,27 @@ def rollback(settings: Settings) -> str:
     client.set_registered_model_alias(settings.model_name, CHALLENGER, current)
     client.set_model_version_tag(settings.model_name, current, "rolled_back", "true")
     return previous
+
+
+def log_benchmark(settings: Settings, dataset: str, result: dict[str, Any]) -> str:
+    """Log a public benchmark's metrics to the experiment ``benchmark-<dataset>``."""
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    mlflow.set_tracking_uri(settings.tracking_uri)
+    name = f"benchmark-{dataset}"
+    client = MlflowClient(settings.tracking_uri)
+    if client.get_experiment_by_name(name) is None:
+        client.create_experiment(name, artifact_location=settings.artifact_root)
+    mlflow.set_experiment(name)
+    with mlflow.start_run() as run:
+        mlflow.log_params({k: v for k, v in result.items() if not isinstance(v, dict)})
+        for method, values in result.items():
+            if isinstance(values, dict):
+                mlflow.log_metrics(
+                    {
+                        f"{method}_{k.replace('@', '_at_')}": float(v)
+                        for k, v in values.items()
+                        if isinstance(v, int | float)
+                    }
+                )
+        mlflow.log_dict(result, "benchmark.json")
+    return run.info.run_id

@@ -158,3 +158,35 @@ def test_no_champion_is_a_clear_error(tmp_path):
     with Environment(tmp_path / "empty") as settings:
         with pytest.raises(NoChampionError, match="nightly"):
             Recommender.from_registry(settings)
+
+
+def test_a_worse_model_stays_challenger_and_rollback_works(nightly_run):
+    settings, first, run_date = nightly_run
+    if settings.redis_url:
+        pytest.skip("the gate does not depend on the online store; exercised once on SQLite")
+    from flows.train import train
+    from pipeline import registry
+    from pipeline.config import CHALLENGER
+
+    client = MlflowClient(settings.tracking_uri, settings.tracking_uri)
+    champion_before = client.get_model_version_by_alias(settings.model_name, CHAMPION).version
+    # Barely trained and blind to the transition memory: clearly worse.
+    worse = ModelConfig(epochs=1, learning_rate=1e-6, embedding_dim=4, memory_top_m=1)
+    result = train(run_date, worse)
+    assert not result["promoted"], result["reason"]
+    assert "<" in result["reason"]
+    assert client.get_model_version_by_alias(settings.model_name, CHAMPION).version == (
+        champion_before
+    )
+    assert str(client.get_model_version_by_alias(settings.model_name, CHALLENGER).version) == (
+        result["version"]
+    )
+    # By hand: promote the challenger, then roll back to the previous champion.
+    assert registry.promote(settings, result["version"]) == str(champion_before)
+    assert str(client.get_model_version_by_alias(settings.model_name, CHAMPION).version) == (
+        result["version"]
+    )
+    assert registry.rollback(settings) == str(champion_before)
+    assert client.get_model_version_by_alias(settings.model_name, CHAMPION).version == (
+        champion_before
+    )
