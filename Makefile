@@ -44,8 +44,12 @@ format: $(VENV)/.dev
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
 
+$(VENV)/.bench: $(VENV)/.dev
+	$(PIP) -e '.[dev,bench]'
+	@touch $@
+
 ## bench: every benchmarks/*.py; each prints its one-line summary last
-bench: $(VENV)/.dev
+bench: $(VENV)/.bench
 	@for b in benchmarks/*.py; do [ -e "$$b" ] || continue; echo "== $$b"; $(BIN)/python $$b || exit 1; done
 
 clean:

@@ -236,6 +236,25 @@ def _sample_session(drop: Path) -> tuple[str, list[str]]:
     return row["customer_id"], row["item_id"][:3]
 
 
+@app.command()
+def serve(
+    host: Annotated[str, typer.Option(help="interface to listen on")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="port")] = 8000,
+) -> None:
+    """Run the HTTP serving app (POST /recommendations, POST /events, GET /health, /metrics)."""
+    import uvicorn
+
+    from serving import NoChampionError
+    from serving.app import create_app
+
+    try:
+        app = create_app()
+        uvicorn.run(app, host=host, port=port, log_level="warning", access_log=False)
+    except NoChampionError as exc:
+        typer.echo(str(exc), err=True)
+        raise typer.Exit(1) from None
+
+
 benchmark_app = typer.Typer(help="Public benchmarks through the real pipeline; print JSON.")
 app.add_typer(benchmark_app, name="benchmark")
 

@@ -51,6 +51,26 @@ class Settings(BaseSettings):
     )
     promotion_metric: str = "recall_at_20"
     promotion_tolerance: float = Field(default=0.0, ge=0.0)
+    rules_path: Path | None = Field(
+        default=None, description="Retailer business rules (YAML or TOML); none: defaults."
+    )
+    serving_poll_seconds: float = Field(
+        default=10.0, gt=0, description="How often serving checks whether the champion moved."
+    )
+    serving_cache_seconds: float = Field(
+        default=30.0, ge=0, description="TTL of cached customer features and cold-start answers."
+    )
+    serving_candidates: int = Field(
+        default=200, ge=10, description="Candidates ranked and filtered per request."
+    )
+    serving_ranking_weight: float = Field(
+        default=0.2,
+        ge=0,
+        description="Weight of log P(purchase) + log P(keep) next to the retrieval score.",
+    )
+    redis_timeout_seconds: float = Field(
+        default=0.05, gt=0, description="Serving's Redis timeout: fail fast, answer degraded."
+    )
 
     @field_validator("data_dir")
     @classmethod
@@ -93,6 +113,11 @@ class Settings(BaseSettings):
     @property
     def feast_dir(self) -> Path:
         return self.data_dir / "feast"
+
+    @property
+    def events_dir(self) -> Path:
+        """Durable log of events accepted by serving (ingested by the nightly flow)."""
+        return self.data_dir / "events"
 
     @property
     def tracking_uri(self) -> str:

@@ -308,12 +308,19 @@ def build_dataset(
             f"need sessions before and on {run_date}: train={len(train)} test={len(test)}"
         )
     sizes = current_dimension(curated_dir, "item_sizes", run_date - timedelta(days=1))
+    catalogue = current_dimension(curated_dir, "items", run_date - timedelta(days=1)).select(
+        ITEM_ENTITY, "brand", "colour", "price"
+    )
     return Dataset(
         train=train,
         test=test,
         items=items,
         cutoff=cutoff,
-        notes={"unknown_item_examples_dropped": dropped, "item_sizes": sizes},
+        notes={
+            "unknown_item_examples_dropped": dropped,
+            "item_sizes": sizes,
+            "catalogue": catalogue,
+        },
     )
 
 

@@ -121,3 +121,67 @@ def fit_inputs(frame: pl.DataFrame) -> np.ndarray:
     }
     matrix = np.stack([np.asarray(columns[c], dtype=np.float32) for c in FIT_INPUTS], axis=1)
     return np.nan_to_num(matrix, nan=0.0)
+
+
+class FitTable:
+    """Fit-head inputs for every (item, size) of a catalogue, precomputed at load time so a
+    request only adds its customer's side (vectorised; equal to :func:`fit_inputs`)."""
+
+    def __init__(self, items: pl.DataFrame, sizes: pl.DataFrame, item_ids: list[str]):
+        position = {item: i for i, item in enumerate(item_ids)}
+        attributes = [c for c in INPUTS if c in items.columns and c not in BODY_COLUMNS.values()]
+        rows = sizes.select("item_id", "size").join(
+            items.select("item_id", "category", "fit_skew", *attributes),
+            on="item_id",
+            how="inner",
+            maintain_order="left",
+        )
+        self.item_index = np.array([position[i] for i in rows.get_column("item_id")], np.int64)
+        self.sizes = rows.get_column("size").to_numpy().astype(object)
+        self.size_value = rows.select(size_value(pl.col("size"))).to_series().to_numpy()
+        self.size_value = self.size_value.astype(np.float64)
+        self.category = rows.get_column("category").fill_null("").to_numpy().astype(object)
+        self.columns = {c: _column(rows, c, rows.height) for c in (*attributes, "fit_skew")}
+        order = np.argsort(self.item_index, kind="stable")
+        bounds = np.searchsorted(self.item_index[order], np.arange(len(item_ids) + 1))
+        self.rows_of = [order[bounds[i] : bounds[i + 1]] for i in range(len(item_ids))]
+
+    def rows(self, items: np.ndarray) -> np.ndarray:
+        """Row indices of every size of the given catalogue items."""
+        parts = [self.rows_of[i] for i in items]
+        return np.concatenate(parts) if parts else np.zeros(0, np.int64)
+
+    def inputs(self, customer: dict[str, float | None], rows: np.ndarray) -> np.ndarray:
+        """The fit head's inputs for one customer and the given rows."""
+        n = len(rows)
+
+        def value(name: str) -> float:
+            v = customer.get(name)
+            return np.nan if v is None else float(v)
+
+        size = self.size_value[rows]
+        overall = value("fit_size_rank")
+        history = np.full(n, overall if overall >= 0 else np.nan)
+        categories = self.category[rows]
+        for category in set(categories.tolist()) & set(APPAREL):
+            own = value(f"fit_size_{category}")
+            if own >= 0:
+                history[categories == category] = own
+        columns = {c: v[rows] for c, v in self.columns.items()}
+        columns |= {z: np.full(n, value(z)) for z in BODY_COLUMNS.values()}
+        body = fit_match(columns, n)
+        estimate = body["fit_rank_estimate"].astype(np.float64)
+        values = {
+            "size_value": size,
+            "size_vs_history": size - history,
+            "has_history": ~np.isnan(history),
+            "size_vs_body": size - estimate,
+            "has_body_estimate": ~np.isnan(estimate),
+            "body_spread": body["fit_spread"],
+            "sizing_bias": columns.get("sizing_bias", np.full(n, np.nan)),
+            "fit_skew": columns["fit_skew"],
+            "tryon_small_rate": np.full(n, value("tryon_small_rate")),
+            "tryon_large_rate": np.full(n, value("tryon_large_rate")),
+        }
+        matrix = np.stack([np.asarray(values[c], dtype=np.float32) for c in FIT_INPUTS], axis=1)
+        return np.nan_to_num(matrix, nan=0.0)

@@ -17,8 +17,10 @@ Planted structure a good model can find:
   bias (``SIZING_BIAS_CM`` per unit); a size fits when the body sits inside it, so fit feedback
   follows body vs. chart vs. bias, and customers who tried on correct their size;
 * **returns** are driven by misfit (60% of misfits are returned, 7% of fits);
-* **session order**: every item has three successors, and the next item in a session is one
-  of the previous item's successors half of the time.
+* **session order**: every item has three successors (two look-alikes of its style and
+  category, one complement), and the next item in a session is one of the previous item's
+  successors half of the time;
+* **session focus**: a session browses one category within its style (60% of fresh picks).
 
 ``dirty`` > 0 injects the faults ingest must catch (exact duplicates, unknown items,
 unparseable times), so quarantine is exercised on every run.
@@ -106,6 +108,7 @@ class World:
     chart: np.ndarray  # (n_items, n_sizes, 3 measures, 2 bounds) nominal chart
     bias: np.ndarray  # (n_items,)
     item_style: np.ndarray  # (n_items,) index into STYLES
+    item_category: np.ndarray  # (n_items,) index into CATEGORIES
     popularity: np.ndarray  # (n_items,)
     activity: np.ndarray  # (n_customers,) expected sessions per day
     signup_day: np.ndarray  # (n_customers,) window day index of sign-up (<0: before)
@@ -225,21 +228,27 @@ def _make_items(cfg: GeneratorConfig, rng: np.random.Generator):
         pl.concat_str(pl.lit("I"), "item_id").alias("item_id"),
         pl.concat_str(pl.lit("brand_"), "brand").alias("brand"),
     )
-    # Successors: same style twice, anything once (complements and look-alikes).
+    # Successors: two look-alikes (same style and category, else same style) and one
+    # complement from anywhere.
     successors = np.empty((n, 3), dtype=np.int64)
     for s in range(len(STYLES)):
-        members = np.flatnonzero(style == s)
-        if len(members):
-            successors[members, :2] = rng.choice(members, (len(members), 2))
+        in_style = np.flatnonzero(style == s)
+        if not len(in_style):
+            continue
+        successors[in_style, :2] = rng.choice(in_style, (len(in_style), 2))
+        for c in range(len(CATEGORY_WEIGHTS)):
+            members = in_style[category[in_style] == c]
+            if len(members) > 1:
+                successors[members, :2] = rng.choice(members, (len(members), 2))
     successors[:, 2] = rng.integers(0, n, n)
-    return frame, chart, bias, style, popularity, successors, launch_day
+    return frame, chart, bias, style, popularity, successors, launch_day, category
 
 
 def build_world(cfg: GeneratorConfig) -> World:
     """Draw customers, items and their latent structure."""
     rng = np.random.default_rng(cfg.seed)
     customers, style_pref, body, activity, signup_day = _make_customers(cfg, rng)
-    items, chart, bias, style, popularity, successors, launch_day = _make_items(cfg, rng)
+    items, chart, bias, style, popularity, successors, launch_day, category = _make_items(cfg, rng)
     return World(
         customers=customers,
         items=items,
@@ -249,6 +258,7 @@ def build_world(cfg: GeneratorConfig) -> World:
         chart=chart,
         bias=bias,
         item_style=style,
+        item_category=category,
         popularity=popularity,
         activity=activity,
         signup_day=signup_day,
@@ -282,10 +292,11 @@ def nominal_size(body: np.ndarray, chart: np.ndarray) -> np.ndarray:
     return np.abs(body[:, None, :] - centre).mean(axis=2).argmin(axis=1)
 
 
-def _pick_by_style(
+def _pick_in_group(
     rng: np.random.Generator, styles: np.ndarray, item_style: np.ndarray, weights: np.ndarray
 ) -> np.ndarray:
-    """Draw one item per row from the given style, proportionally to ``weights``."""
+    """Draw one item per row from its group (a style, or a style and category), in proportion
+    to ``weights``; a row whose group has no items gets one from the next group."""
     order = np.lexsort((np.arange(len(item_style)), item_style))
     sorted_style, w_sorted = item_style[order], weights[order]
     cum = np.zeros(len(order))
@@ -311,6 +322,11 @@ def simulate_day(cfg: GeneratorConfig, world: World, d: int) -> dict[str, pl.Dat
     cum_pref = np.cumsum(world.style_pref[customer], axis=1)
     session_style = (rng.random(n_s)[:, None] > cum_pref).sum(axis=1).clip(0, len(STYLES) - 1)
     length = np.minimum(rng.geometric(0.27, n_s), 15)
+    # Shoppers browse a category (dresses, tops, ...) within their style most of the time.
+    n_cat = len(CATEGORY_WEIGHTS)
+    session_category = rng.choice(n_cat, n_s, p=CATEGORY_WEIGHTS / CATEGORY_WEIGHTS.sum())
+    session_group = session_style * n_cat + session_category
+    item_group = world.item_style * n_cat + world.item_category
     start_s = rng.uniform(0, 86_000 - STEP_SECONDS * 15 - 200, n_s)
 
     items, sessions, positions = [], [], []
@@ -318,7 +334,9 @@ def simulate_day(cfg: GeneratorConfig, world: World, d: int) -> dict[str, pl.Dat
     for t in range(int(length.max()) if n_s else 0):
         active = np.flatnonzero(length > t)
         u = rng.random(len(active))
-        fresh = _pick_by_style(rng, session_style[active], world.item_style, weights)
+        in_style = _pick_in_group(rng, session_style[active], world.item_style, weights)
+        in_group = _pick_in_group(rng, session_group[active], item_group, weights)
+        fresh = np.where(rng.random(len(active)) < 0.6, in_group, in_style)
         anywhere = rng.choice(n_i, len(active), p=weights / weights.sum())
         item = np.where(u < 0.85, fresh, anywhere)
         if t > 0:

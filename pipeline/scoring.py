@@ -15,7 +15,7 @@ import numpy as np
 import polars as pl
 
 from pipeline.features import ITEM_ENTITY
-from pipeline.fit import fit_inputs
+from pipeline.fit import FitTable, fit_inputs
 from pipeline.model import FIT_CLASSES, PAD
 from pipeline.tfenv import tf
 
@@ -50,6 +50,11 @@ class Scorer:
         self.item_ids: np.ndarray = self.items.get_column(ITEM_ENTITY).to_numpy().astype(object)
         self.item_index = {item: i for i, item in enumerate(self.item_ids)}
         self.raw_item_vectors = np.load(self.bundle / "item_vectors.npy")
+        self.fit_table = (
+            FitTable(self.items, self.item_sizes, self.item_ids.tolist())
+            if self.item_sizes is not None and not self.item_sizes.is_empty()
+            else None
+        )
 
     # --- inputs -----------------------------------------------------------------------
 
@@ -76,6 +81,27 @@ class Scorer:
                 items[i, -len(steps) :] = [x for x, _ in steps]
                 kinds[i, -len(steps) :] = [t for _, t in steps]
         return items, kinds
+
+    def catalogue_attributes(self) -> pl.DataFrame:
+        """What business rules look at, one row per catalogue item: category, brand, style,
+        colour, price and the sizes in stock."""
+        frame = self.items.select(ITEM_ENTITY, "category", "style")
+        path = self.bundle / "catalogue.parquet"
+        extra = pl.read_parquet(path) if path.exists() else pl.DataFrame({ITEM_ENTITY: []})
+        frame = frame.join(extra, on=ITEM_ENTITY, how="left", maintain_order="left")
+        for column, dtype in (("brand", pl.String), ("colour", pl.String), ("price", pl.Float64)):
+            if column not in frame.columns:
+                frame = frame.with_columns(pl.lit(None, dtype).alias(column))
+        if self.item_sizes is not None:
+            stock = self.item_sizes.group_by(ITEM_ENTITY).agg(
+                pl.col("size").filter(pl.col("stock").fill_null(1) > 0).alias("sizes_in_stock")
+            )
+            frame = frame.join(stock, on=ITEM_ENTITY, how="left", maintain_order="left")
+        else:
+            frame = frame.with_columns(pl.lit(None, pl.List(pl.String)).alias("sizes_in_stock"))
+        return frame.with_columns(
+            pl.col("sizes_in_stock").fill_null(pl.lit([], pl.List(pl.String)))
+        )
 
     # --- retrieval --------------------------------------------------------------------
 
@@ -177,18 +203,25 @@ class Scorer:
         self, customer_id: str, features: dict[str, Any] | None, item_ids: list[str]
     ) -> dict[str, tuple[str, float]]:
         """For each item with a size chart, the size most likely to fit and that probability."""
-        if self.item_sizes is None or not item_ids:
+        if self.fit_table is None or not item_ids:
             return {}
-        rows = self.item_sizes.filter(pl.col(ITEM_ENTITY).is_in(item_ids)).select(
-            ITEM_ENTITY, "size"
-        )
-        if rows.is_empty():
+        items = np.array([self.item_index[i] for i in item_ids], np.int64)
+        rows = self.fit_table.rows(items)
+        if len(rows) == 0:
             return {}
-        fits = self.fit_probabilities(customer_id, features, rows)[:, FIT_CLASSES.index("fits")]
-        best = (
-            rows.with_columns(pl.Series("p_fit", fits))
-            .sort("p_fit", descending=True)
-            .group_by(ITEM_ENTITY, maintain_order=True)
-            .first()
+        customer = self.feature_matrix([features])[0]
+        by_name = dict(zip(self.customer_features, customer.tolist(), strict=True))
+        n = len(rows)
+        out = self._fit(
+            customer_id=tf.constant(np.array([customer_id] * n, dtype=object), tf.string),
+            customer_features=tf.constant(np.repeat(customer[None], n, 0), tf.float32),
+            candidates=tf.constant(self.raw_item_vectors[self.fit_table.item_index[rows]]),
+            fit_features=tf.constant(self.fit_table.inputs(by_name, rows), tf.float32),
         )
-        return {r[ITEM_ENTITY]: (r["size"], float(r["p_fit"])) for r in best.iter_rows(named=True)}
+        fits = out["fit"].numpy()[:, FIT_CLASSES.index("fits")]
+        best: dict[str, tuple[str, float]] = {}
+        for row, p in zip(rows.tolist(), fits.tolist(), strict=True):
+            item = self.item_ids[self.fit_table.item_index[row]]
+            if item not in best or p > best[item][1]:
+                best[item] = (str(self.fit_table.sizes[row]), float(p))
+        return best

@@ -286,8 +286,14 @@ def fit(data: Dataset, cfg: ModelConfig) -> tuple[RecommenderModel, dict[str, li
     model.compile(optimizer=tf.keras.optimizers.Adam(learning_rate=cfg.learning_rate))
     start = time.perf_counter()
     dataset = to_tf_dataset(fit_part, data.items, cfg, (own_successor, own_neighbour))
+    steps = None
+    if fit_part.height > cfg.max_examples_per_epoch:
+        dataset = dataset.repeat()
+        steps = cfg.max_examples_per_epoch // cfg.batch_size
     callbacks, validation = [], None
     if not valid.is_empty():
+        if valid.height > cfg.max_validation_examples:
+            valid = valid.sample(cfg.max_validation_examples, seed=cfg.seed)
         validation = to_tf_dataset(valid, data.items, cfg, shuffle=False)
         callbacks.append(
             tf.keras.callbacks.EarlyStopping(
@@ -295,7 +301,12 @@ def fit(data: Dataset, cfg: ModelConfig) -> tuple[RecommenderModel, dict[str, li
             )
         )
     history = model.fit(
-        dataset, epochs=cfg.epochs, validation_data=validation, callbacks=callbacks, verbose=0
+        dataset,
+        epochs=cfg.epochs,
+        steps_per_epoch=steps,
+        validation_data=validation,
+        callbacks=callbacks,
+        verbose=0,
     )
     seconds = time.perf_counter() - start
     if not valid.is_empty():
@@ -308,7 +319,8 @@ def fit(data: Dataset, cfg: ModelConfig) -> tuple[RecommenderModel, dict[str, li
     losses = {k: [float(v) for v in values] for k, values in history.history.items()}
     epochs = len(history.history["loss"])
     losses["epochs"] = [float(epochs)]
-    losses["examples_per_s"] = [fit_part.height * epochs / seconds]
+    seen = min(fit_part.height, steps * cfg.batch_size if steps else fit_part.height)
+    losses["examples_per_s"] = [seen * epochs / seconds]
     losses |= {k: [v] for k, v in losses_scale.items()}
     losses["train_seconds"] = [seconds]
     log.info("trained %d epochs on %d examples in %.0fs", epochs, fit_part.height, seconds)
@@ -322,6 +334,17 @@ class ServingModule(tf.Module):
     def __init__(self, model: RecommenderModel):
         super().__init__()
         self.model = model
+        # Candidate vectors and biases are fixed once trained: computed here, not per call.
+        catalogue = model.catalogue
+        vectors = model.candidate(catalogue)
+        if not model.full:
+            vectors = tf.math.l2_normalize(vectors, axis=1)
+        self.item_matrix = tf.constant(vectors.numpy())
+        self.item_bias = tf.constant(
+            model.candidate.item_bias(catalogue["item_id"]).numpy()
+            if model.full
+            else np.zeros(model.n_items, np.float32)
+        )
         n_customer = len(CUSTOMER_NUMERIC)
         n_fit = len(FIT_INPUTS)
         d = model.cfg.embedding_dim
@@ -374,11 +397,11 @@ class ServingModule(tf.Module):
     def _score(self, customer_id, customer_features, session_items, session_events):
         query = self._encode(customer_id, customer_features, session_items, session_events)["query"]
         if self.model.full:
-            scores = self.model.retrieval_logits(query, session_items)
+            neural = tf.matmul(query, self.item_matrix, transpose_b=True) + self.item_bias
+            scores = self.model.neural_scale * neural + self.model.memory_scores(session_items)
         else:
             q = tf.math.l2_normalize(query, axis=1)
-            items = tf.math.l2_normalize(self.model.candidate(self.model.catalogue), axis=1)
-            scores = tf.matmul(q, items, transpose_b=True)
+            scores = tf.matmul(q, self.item_matrix, transpose_b=True)
         return {"query": query, "scores": scores}
 
     def _rank(self, query, candidates):
@@ -427,6 +450,9 @@ def export_bundle(model: RecommenderModel, data: Dataset, cfg: ModelConfig, out:
     sizes = data.notes.get("item_sizes")
     if isinstance(sizes, pl.DataFrame):
         sizes.write_parquet(out / "item_sizes.parquet")
+    catalogue = data.notes.get("catalogue")
+    if isinstance(catalogue, pl.DataFrame):
+        catalogue.write_parquet(out / "catalogue.parquet")
     meta = {
         "config": cfg.as_params(),
         "full_softmax": model.full,

@@ -1,4 +1,4 @@
-"""Serving: load the champion once, fetch online features, score, return top-k."""
+"""Serving: load the champion once, fetch online features, score, apply rules, return top-k."""
 
 from serving.recommender import (
     NoChampionError,

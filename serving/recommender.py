@@ -1,24 +1,38 @@
 """The recommender the API layer calls on every page view.
 
-It loads ``models:/fitrec-recommender@champion`` once, reads the customer's online features
-from Feast, and scores the live session against the whole catalogue. Unknown customers and
-empty sessions get cold-start answers; unknown item ids are reported, not fatal.
+Load the champion once (by alias) and keep it in memory; swap in a new champion atomically
+when the alias moves (polled in the background; requests in flight finish on the model they
+started with). Per request: customer features (online store, cached briefly), the live
+session, one model call scoring the whole catalogue, ranking heads and the fit head for the
+best candidates, the retailer's rules (:mod:`pipeline.rules`), top-k with sizes and reasons.
+When Redis is unreachable it answers from cache or the popularity fallback, flagged
+``degraded``; it never raises on a valid request.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import threading
+from dataclasses import dataclass, field
 from typing import Annotated
 
 import mlflow
+import numpy as np
+import polars as pl
+import redis
+from cachetools import TTLCache
 from mlflow.exceptions import MlflowException
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
 from pipeline import store
 from pipeline.config import CHAMPION, Settings, get_settings
+from pipeline.features import CUSTOMER_VIEW, ITEM_ENTITY
 from pipeline.privacy import pseudonymise
 from pipeline.registry import configure
+from pipeline.rules import Context, Rules, apply_rules, load_rules
 from pipeline.scoring import Scorer
+from serving.events import SessionStore
 
 log = logging.getLogger(__name__)
 
@@ -30,18 +44,26 @@ class NoChampionError(RuntimeError):
 
 
 class RecommendationRequest(BaseModel):
-    """One page view: who (optional) and what they have looked at in this session."""
+    """One page view: who (optional), which session, and what they looked at."""
 
     model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
 
     customer_id: Annotated[str, StringConstraints(min_length=1, max_length=128)] | None = None
-    session_items: list[ItemId] = Field(default_factory=list, max_length=200)
+    session_id: ItemId | None = None
+    session_items: list[ItemId] = Field(
+        default_factory=list,
+        max_length=200,
+        description="Items seen in this session, oldest first (added to the stored session).",
+    )
     k: int = Field(default=10, ge=1, le=100)
 
 
 class ScoredItem(BaseModel):
     item_id: str
     score: float
+    recommended_size: str | None = None
+    fit_confidence: float | None = None
+    reasons: list[str] = Field(default_factory=list)
 
 
 class Recommendation(BaseModel):
@@ -49,51 +71,281 @@ class Recommendation(BaseModel):
     model_version: str
     known_customer: bool
     cold_start: bool
-    ignored_items: list[str]
+    degraded: bool = False
+    ignored_items: list[str] = Field(default_factory=list)
 
 
-class Recommender:
-    """Champion model + online features; construct once per process."""
+@dataclass
+class LoadedModel:
+    """Everything a request needs from one model version (swapped as one object)."""
 
-    def __init__(self, settings: Settings, scorer: Scorer, version: str):
-        self.settings = settings
-        self.scorer = scorer
-        self.version = version
-        self.features = store.feature_store(settings)
-        self._key = settings.pseudonym_key.get_secret_value()
+    version: str
+    scorer: Scorer
+    attributes: pl.DataFrame  # item_id, category, brand, style, colour, price, sizes_in_stock
+    popular: np.ndarray  # catalogue indices, most popular first
 
     @classmethod
-    def from_registry(cls, settings: Settings | None = None, alias: str = CHAMPION) -> Recommender:
-        settings = settings or get_settings()
+    def load(cls, settings: Settings, alias: str = CHAMPION) -> LoadedModel:
         client = configure(settings)
         try:
-            version = client.get_model_version_by_alias(settings.model_name, alias).version
+            version = str(client.get_model_version_by_alias(settings.model_name, alias).version)
         except MlflowException as exc:
             raise NoChampionError(
                 f"no version of {settings.model_name!r} has alias {alias!r}: "
                 "run the nightly flow (fitrec run nightly) or `fitrec demo` first"
             ) from exc
-        model = mlflow.pyfunc.load_model(f"models:/{settings.model_name}@{alias}")
-        scorer = model.unwrap_python_model().scorer
-        log.info("loaded %s version %s (%s)", settings.model_name, version, alias)
-        return cls(settings, scorer, str(version))
+        model = mlflow.pyfunc.load_model(f"models:/{settings.model_name}/{version}")
+        scorer: Scorer = model.unwrap_python_model().scorer
+        attributes = scorer.catalogue_attributes()
+        popular = np.array(
+            [scorer.item_index[i] for i in scorer.popular if i in scorer.item_index], np.int64
+        )
+        log.info("loaded %s version %s", settings.model_name, version)
+        return cls(version=version, scorer=scorer, attributes=attributes, popular=popular)
+
+
+@dataclass
+class Counters:
+    """What serving counts (exported as Prometheus metrics by the HTTP app)."""
+
+    requests: int = 0
+    degraded: int = 0
+    fallback: int = 0
+    errors: int = 0
+    swaps: int = 0
+    feature_hits: int = 0
+    feature_misses: int = 0
+    answer_hits: int = 0
+    answer_misses: int = 0
+    extra: dict[str, int] = field(default_factory=dict)
+
+
+class CustomerFeatures:
+    """Online customer features: one pipelined Redis read (Feast's layout) or Feast's SDK."""
+
+    def __init__(self, settings: Settings):
+        self.fs = store.feature_store(settings)
+        self.reader = None
+        self._lock = threading.Lock()
+        if settings.redis_url:
+            from pipeline.redis_online import RedisFeatureReader
+
+            self.reader = RedisFeatureReader.from_store(
+                self.fs, [CUSTOMER_VIEW], socket_timeout=settings.redis_timeout_seconds
+            )
+
+    def read(self, pseudonym: str) -> dict:
+        if self.reader is None:
+            return store.read_customer_features(self.fs, [pseudonym])[0]
+        with self._lock:  # one socket per node: one request at a time
+            row = self.reader.read_pairs([(CUSTOMER_VIEW, pseudonym)])[0]
+        row.pop("event_timestamp", None)
+        return row
+
+
+class Recommender:
+    """Champion model + online features + rules; construct once per process."""
+
+    def __init__(self, settings: Settings, model: LoadedModel, rules: Rules | None = None):
+        self.settings = settings
+        self._model = model  # replaced as a whole on swap: readers see old or new, never half
+        self.rules = rules or (load_rules(settings.rules_path) if settings.rules_path else Rules())
+        self.features = CustomerFeatures(settings)
+        self.sessions = SessionStore(settings)
+        self.counters = Counters()
+        ttl = settings.serving_cache_seconds
+        self._feature_cache: TTLCache = TTLCache(maxsize=100_000, ttl=max(ttl, 0.001))
+        self._answer_cache: TTLCache = TTLCache(maxsize=1_000, ttl=max(ttl, 0.001))
+        self._key = settings.pseudonym_key.get_secret_value()
+        self._stop = threading.Event()
+        self._watcher: threading.Thread | None = None
+
+    @classmethod
+    def from_registry(cls, settings: Settings | None = None, rules: Rules | None = None):
+        settings = settings or get_settings()
+        return cls(settings, LoadedModel.load(settings), rules)
+
+    @property
+    def version(self) -> str:
+        return self._model.version
+
+    # --- hot swap ---------------------------------------------------------------------
+
+    def refresh(self) -> bool:
+        """Load the champion if the alias moved; swap atomically. Returns True on a swap."""
+        client = configure(self.settings)
+        try:
+            current = str(
+                client.get_model_version_by_alias(self.settings.model_name, CHAMPION).version
+            )
+        except MlflowException:
+            return False
+        if current == self._model.version:
+            return False
+        model = LoadedModel.load(self.settings)  # loaded aside; requests keep the old one
+        self._model = model
+        self._answer_cache.clear()
+        self.counters.swaps += 1
+        return True
+
+    def watch(self, interval: float | None = None) -> None:
+        """Poll the registry in the background and swap when the champion moves."""
+        interval = interval or self.settings.serving_poll_seconds
+
+        def loop() -> None:
+            while not self._stop.wait(interval):
+                try:
+                    self.refresh()
+                except Exception as exc:  # noqa: BLE001 - a registry hiccup must not kill it
+                    log.warning("champion refresh failed: %s", exc)
+
+        self._watcher = threading.Thread(target=loop, name="champion-watch", daemon=True)
+        self._watcher.start()
+
+    def close(self) -> None:
+        self._stop.set()
+
+    # --- a page view --------------------------------------------------------------------
+
+    async def arecommend(self, request: RecommendationRequest) -> Recommendation:
+        """Async entry point (the work is CPU-bound and short: it runs in a worker thread)."""
+        return await asyncio.to_thread(self.recommend, request)
 
     def recommend(self, request: RecommendationRequest) -> Recommendation:
+        self.counters.requests += 1
+        model = self._model  # one version for the whole request, whatever swaps meanwhile
+        scorer = model.scorer
+        degraded = False
         pseudonym = pseudonymise(request.customer_id, self._key) if request.customer_id else ""
-        features = store.read_customer_features(self.features, [pseudonym])[0] if pseudonym else {}
-        known_customer = any(v is not None for v in features.values())
-        ignored = [i for i in request.session_items if i not in self.scorer.item_index]
-        session = [i for i in request.session_items if i in self.scorer.item_index]
-        scored = self.scorer.recommend(
-            [pseudonym if known_customer else ""], [features], [session], k=request.k
-        )[0]
-        return Recommendation(
-            items=[
-                ScoredItem(item_id=i, score=round(s, 6))
-                for i, s in zip(scored.item_ids, scored.scores, strict=True)
-            ],
-            model_version=self.version,
-            known_customer=known_customer,
-            cold_start=not known_customer and not session,
+
+        features, known, feature_degraded = self._customer_features(pseudonym)
+        degraded |= feature_degraded
+        session_items, purchased = list(request.session_items), []
+        if request.session_id:
+            try:
+                state = self.sessions.get(request.session_id)
+            except (redis.RedisError, OSError):
+                state, degraded = None, True
+            if state is not None:
+                session_items = [*state.items, *request.session_items]
+                purchased = state.purchased
+        ignored = [i for i in request.session_items if i not in scorer.item_index]
+        session = [i for i in session_items if i in scorer.item_index]
+        cold = not known and not session
+        if cold and not degraded:
+            cached = self._answer_cache.get((request.k, model.version))
+            if cached is not None:
+                self.counters.answer_hits += 1
+                return cached.model_copy(update={"ignored_items": ignored})
+            self.counters.answer_misses += 1
+
+        try:
+            items = self._rank(
+                model, pseudonym if known else "", features, session, request.k, purchased
+            )
+        except Exception as exc:  # noqa: BLE001 - never fail a page view: popular instead
+            log.warning("model failed, popularity fallback: %s", exc)
+            self.counters.fallback += 1
+            self.counters.errors += 1
+            items, degraded = self._popular(model, request.k), True
+        if degraded:
+            self.counters.degraded += 1
+        answer = Recommendation(
+            items=items,
+            model_version=model.version,
+            known_customer=known,
+            cold_start=cold,
+            degraded=degraded,
             ignored_items=ignored,
         )
+        if cold and not degraded:
+            self._answer_cache[(request.k, model.version)] = answer
+        return answer
+
+    def _customer_features(self, pseudonym: str) -> tuple[dict, bool, bool]:
+        """(features, known customer, degraded)."""
+        if not pseudonym:
+            return {}, False, False
+        cached = self._feature_cache.get(pseudonym)
+        if cached is not None:
+            self.counters.feature_hits += 1
+            return cached, any(v is not None for v in cached.values()), False
+        self.counters.feature_misses += 1
+        try:
+            features = self.features.read(pseudonym)
+        except Exception as exc:  # noqa: BLE001 - Redis down, timeouts: serve without them
+            log.warning("customer features unavailable: %s", exc)
+            return {}, False, True
+        self._feature_cache[pseudonym] = features
+        return features, any(v is not None for v in features.values()), False
+
+    def _rank(
+        self,
+        model: LoadedModel,
+        customer: str,
+        features: dict,
+        session: list[str],
+        k: int,
+        purchased: list[str],
+    ) -> list[ScoredItem]:
+        scorer = model.scorer
+        items, kinds = scorer.pad_sessions([session])
+        query, scores = scorer.score([customer], scorer.feature_matrix([features]), items, kinds)
+        n = min(self.settings.serving_candidates, scores.shape[1])
+        top = np.argpartition(-scores[0], n - 1)[:n]
+        top = top[np.argsort(-scores[0][top], kind="stable")]
+        ids = scorer.item_ids[top].tolist()
+        heads = scorer.rank(query[0], ids)
+        # Relevance first, nudged by how likely the item is bought and kept (returns cost the
+        # retailer twice); a full weight let purchase propensity override the session's
+        # intent (share of dresses after a dress session: 0.5 -> 0.3).
+        final = scores[0][top] + self.settings.serving_ranking_weight * (
+            np.log(heads["purchase"] + 1e-6) + np.log(heads["keep"] + 1e-6)
+        )
+        sizes = scorer.best_sizes(customer, features, ids[: max(3 * k, 30)])
+        candidates = model.attributes.join(
+            pl.DataFrame(
+                {
+                    ITEM_ENTITY: ids,
+                    "score": final.astype(np.float64),
+                    "recommended_size": [sizes.get(i, (None, None))[0] for i in ids],
+                    "__order": np.arange(len(ids)),
+                }
+            ),
+            on=ITEM_ENTITY,
+            how="inner",
+        ).sort("__order")
+        ranked = apply_rules(
+            candidates.drop("__order"),
+            self.rules,
+            Context(purchased=frozenset(purchased), returned=frozenset()),
+            k,
+            scorer.raw_item_vectors[
+                [scorer.item_index[i] for i in candidates.get_column(ITEM_ENTITY)]
+            ],
+        )
+        out = []
+        for row in ranked.iter_rows(named=True):
+            size, confidence = sizes.get(row[ITEM_ENTITY], (None, None))
+            reasons = list(row.get("reasons") or [])
+            if session:
+                reasons.insert(0, "goes with what you are looking at")
+            if size is not None:
+                reasons.append(f"fits you in {size} ({confidence:.0%})")
+            out.append(
+                ScoredItem(
+                    item_id=row[ITEM_ENTITY],
+                    score=round(float(row["score"]), 6),
+                    recommended_size=size,
+                    fit_confidence=None if confidence is None else round(confidence, 4),
+                    reasons=reasons,
+                )
+            )
+        return out
+
+    def _popular(self, model: LoadedModel, k: int) -> list[ScoredItem]:
+        ids = model.scorer.item_ids[model.popular[:k]].tolist()
+        return [
+            ScoredItem(item_id=i, score=float(k - r), reasons=["popular now"])
+            for r, i in enumerate(ids)
+        ]

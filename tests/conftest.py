@@ -12,6 +12,7 @@ from pipeline.config import Settings, get_settings
 from tests.servers import redis_server
 
 os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 
 SMALL = {"customers": 1000, "days": 7, "seed": 11, "dirty": 0.01}
 

@@ -31,8 +31,11 @@ def cluster_env(raw_drops, tmp_path_factory):
             drops = drops_up_to(settings.raw_dir, date.max)
             for day, folder in drops:
                 ingest_drop(folder, day, settings)
-            for day in missing_snapshot_days(settings.curated_dir, settings.features_dir, day):
-                build_features(settings.curated_dir, settings.features_dir, day)
+            last = drops[-1][0]
+            for snapshot in missing_snapshot_days(
+                settings.curated_dir, settings.features_dir, last
+            ):
+                build_features(settings.curated_dir, settings.features_dir, snapshot)
             yield settings
 
 

@@ -178,13 +178,15 @@ def test_a_worse_model_stays_challenger_and_rollback_works(nightly_run):
     assert client.get_model_version_by_alias(settings.model_name, CHAMPION).version == (
         champion_before
     )
-    assert str(client.get_model_version_by_alias(settings.model_name, CHALLENGER).version) == (
-        result["version"]
+    assert (
+        str(client.get_model_version_by_alias(settings.model_name, CHALLENGER).version)
+        == (result["version"])
     )
     # By hand: promote the challenger, then roll back to the previous champion.
     assert registry.promote(settings, result["version"]) == str(champion_before)
-    assert str(client.get_model_version_by_alias(settings.model_name, CHAMPION).version) == (
-        result["version"]
+    assert (
+        str(client.get_model_version_by_alias(settings.model_name, CHAMPION).version)
+        == (result["version"])
     )
     assert registry.rollback(settings) == str(champion_before)
     assert client.get_model_version_by_alias(settings.model_name, CHAMPION).version == (

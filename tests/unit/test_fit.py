@@ -57,3 +57,44 @@ def test_unknowns():
     assert no_chart["recommended_size_rank"] == -1.0
     partial = _one(waist_z=None, hips_z=None)  # one measure still gives an answer
     assert partial["fit_rank_estimate"] == 2.0 and partial["fit_spread"] == 0.0
+
+
+def test_fit_table_equals_fit_inputs():
+    import polars as pl
+
+    from pipeline.fit import FitTable, fit_inputs
+
+    rng = np.random.default_rng(0)
+    items = pl.DataFrame(
+        {
+            "item_id": ["a", "b", "c"],
+            "category": ["dress", "top", "other"],
+            "fit_skew": [0.1, -0.2, None],
+            "sizing_bias": [0.0, -0.5, 0.3],
+            "n_sizes": [3.0, 2.0, None],
+            **{
+                f"chart_{m}_{p}": rng.uniform(5, 90, 3).tolist()
+                for m in ("bust", "waist", "hips")
+                for p in ("lo", "step")
+            },
+        }
+    )
+    sizes = pl.DataFrame(
+        {"item_id": ["a", "a", "a", "b", "b", "c"], "size": ["S", "M", "L", "XS", "S", "38"]}
+    )
+    customer = {
+        "fit_size_rank": 2.0,
+        "fit_size_dress": 1.0,
+        "fit_size_top": -1.0,
+        "bust_z": 0.5,
+        "waist_z": None,
+        "hips_z": -0.25,
+        "tryon_small_rate": 0.2,
+        "tryon_large_rate": 0.1,
+    }
+    table = FitTable(items, sizes, ["a", "b", "c"])
+    rows = table.rows(np.array([0, 1, 2]))
+    frame = sizes.join(items, on="item_id", how="left", maintain_order="left").with_columns(
+        pl.lit(v, pl.Float64).alias(k) for k, v in customer.items()
+    )
+    np.testing.assert_allclose(table.inputs(customer, rows), fit_inputs(frame), rtol=1e-6)

@@ -1,0 +1,153 @@
+"""HTTP adapter: a thin FastAPI app around the recommender and the event processor.
+
+``POST /recommendations``, ``POST /events``, ``GET /health`` and ``GET /metrics``
+(Prometheus). Its OpenAPI spec (``/openapi.json``) is the contract with the API layer; a
+request with bad fields gets a 422 naming them.
+"""
+
+from __future__ import annotations
+
+import time
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI, Response
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+)
+from pydantic import BaseModel
+
+from pipeline.config import Settings, get_settings
+from serving.events import EventProcessor, FeastPusher, SessionEventRequest
+from serving.recommender import Recommendation, RecommendationRequest, Recommender
+
+BUCKETS = (0.0005, 0.001, 0.002, 0.003, 0.005, 0.0075, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0)
+
+
+class EventResponse(BaseModel):
+    accepted: bool
+    degraded: bool
+    session_events: float | None = None
+    engagement: float | None = None
+
+
+class Health(BaseModel):
+    status: str
+    model_version: str
+    online_store: str
+
+
+class Metrics:
+    """Prometheus metrics of one app (own registry: several apps can live in one process)."""
+
+    def __init__(self, recommender: Recommender, processor: EventProcessor):
+        self.registry = CollectorRegistry()
+        self.latency = Histogram(
+            "fitrec_request_seconds",
+            "Request latency by endpoint",
+            ["endpoint"],
+            buckets=BUCKETS,
+            registry=self.registry,
+        )
+        self.errors = Counter(
+            "fitrec_errors_total", "Requests that failed", ["endpoint"], registry=self.registry
+        )
+        counters = recommender.counters
+        gauges = {
+            "fitrec_degraded_answers_total": lambda: counters.degraded,
+            "fitrec_fallback_answers_total": lambda: counters.fallback,
+            "fitrec_model_swaps_total": lambda: counters.swaps,
+            "fitrec_feature_cache_hit_ratio": lambda: (
+                counters.feature_hits / max(counters.feature_hits + counters.feature_misses, 1)
+            ),
+            "fitrec_answer_cache_hit_ratio": lambda: (
+                counters.answer_hits / max(counters.answer_hits + counters.answer_misses, 1)
+            ),
+            "fitrec_events_accepted_total": lambda: processor.accepted,
+            "fitrec_events_degraded_total": lambda: processor.degraded,
+        }
+        for name, read in gauges.items():
+            Gauge(name, name.replace("_", " "), registry=self.registry).set_function(read)
+
+
+def create_app(
+    settings: Settings | None = None,
+    recommender: Recommender | None = None,
+    processor: EventProcessor | None = None,
+    watch: bool = True,
+) -> FastAPI:
+    """The app; without a recommender it loads the champion at start-up (or refuses to start
+    with a clear error when there is none)."""
+    settings = settings or get_settings()
+    parts: dict[str, object] = {}
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        rec = recommender or Recommender.from_registry(settings)
+        pusher = FeastPusher(rec.features.fs) if settings.redis_url else None
+        proc = processor or EventProcessor(settings, rec.sessions, pusher)
+        if watch:
+            rec.watch()
+        parts.update(recommender=rec, processor=proc, metrics=Metrics(rec, proc))
+        yield
+        rec.close()
+        proc.log.close()
+
+    app = FastAPI(
+        title="fitrec serving",
+        version="1",
+        description="Fit-aware, session-aware recommendations for every page view.",
+        lifespan=lifespan,
+    )
+
+    def observe(endpoint: str, start: float) -> None:
+        parts["metrics"].latency.labels(endpoint).observe(time.perf_counter() - start)  # type: ignore[attr-defined]
+
+    @app.post("/recommendations", response_model=Recommendation)
+    def recommendations(request: RecommendationRequest) -> Recommendation:
+        start = time.perf_counter()
+        try:
+            return parts["recommender"].recommend(request)  # type: ignore[attr-defined]
+        except Exception:
+            parts["metrics"].errors.labels("recommendations").inc()  # type: ignore[attr-defined]
+            raise
+        finally:
+            observe("recommendations", start)
+
+    @app.post("/events", response_model=EventResponse)
+    def events(event: SessionEventRequest) -> EventResponse:
+        start = time.perf_counter()
+        try:
+            state, degraded = parts["processor"].process(event)  # type: ignore[attr-defined]
+        except Exception:
+            parts["metrics"].errors.labels("events").inc()  # type: ignore[attr-defined]
+            raise
+        finally:
+            observe("events", start)
+        features = state.features() if state else {}
+        return EventResponse(
+            accepted=True,
+            degraded=degraded,
+            session_events=features.get("session_events"),
+            engagement=features.get("engagement"),
+        )
+
+    @app.get("/health", response_model=Health)
+    def health() -> Health:
+        rec = parts["recommender"]
+        return Health(
+            status="ok",
+            model_version=rec.version,  # type: ignore[attr-defined]
+            online_store=settings.online_store,
+        )
+
+    @app.get("/metrics")
+    def metrics() -> Response:
+        body = generate_latest(parts["metrics"].registry)  # type: ignore[attr-defined]
+        return Response(body, media_type=CONTENT_TYPE_LATEST)
+
+    return app
