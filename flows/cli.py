@@ -166,7 +166,7 @@ def recommend(
     session: Annotated[str, typer.Option(help="comma-separated item ids, oldest first")] = "",
     k: Annotated[int, typer.Option(min=1, max=100)] = 10,
 ) -> None:
-    """Print the top-k for a customer and session from the champion model."""
+    """Print the top-k for a customer and session from the champion model, with sizes."""
     from pydantic import ValidationError
 
     from serving import NoChampionError, RecommendationRequest, Recommender
@@ -195,8 +195,17 @@ def _print(result, request) -> None:
     typer.echo(f"session: {', '.join(request.session_items) or '(empty)'}")
     if result.ignored_items:
         typer.echo(f"ignored unknown items: {', '.join(result.ignored_items)}")
+    if result.degraded:
+        typer.echo("(degraded: answered without the online store)")
     for rank, item in enumerate(result.items, 1):
-        typer.echo(f"{rank:>3}. {item.item_id}  {item.score:.4f}")
+        size = (
+            f"  size {item.recommended_size} ({item.fit_confidence:.0%})"
+            if item.recommended_size
+            else ""
+        )
+        typer.echo(
+            f"{rank:>3}. {item.item_id}  {item.score:8.4f}{size}  - {'; '.join(item.reasons)}"
+        )
 
 
 @app.command()
