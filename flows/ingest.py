@@ -1,4 +1,4 @@
-"""Flow ``ingest``: validate every raw drop up to the run date into curated Parquet."""
+"""Flow ``ingest``: validate every raw drop (and serving's event log) up to the run date."""
 
 from __future__ import annotations
 
@@ -8,26 +8,34 @@ from pathlib import Path
 from prefect import flow, get_run_logger, task
 
 from pipeline.config import get_settings
-from pipeline.ingest import drop_fingerprint, drops_up_to, ingest_drop, previous_report
+from pipeline.ingest import (
+    days_to_ingest,
+    drop_fingerprint,
+    ingest_drop,
+    previous_report,
+    serving_logs,
+)
 
 
 @task(retries=2, retry_delay_seconds=[2, 10])
 def ingest_day(drop: Path, day: date) -> dict:
-    """Ingest one drop, unless exactly this drop was ingested already."""
+    """Ingest one day's drop and serving log, unless exactly these files were ingested."""
     settings = get_settings()
+    extra = serving_logs(settings.events_dir, day)
     previous = previous_report(settings.curated_dir, day)
-    if previous and previous.get("fingerprint") == drop_fingerprint(drop):
+    if previous and previous.get("fingerprint") == drop_fingerprint(drop, extra):
         get_run_logger().info("%s: unchanged since last ingest, skipped", day)
         return previous
-    report = ingest_drop(drop, day, settings).as_dict()
+    report = ingest_drop(drop, day, settings, extra).as_dict()
     for table, counts in report["tables"].items():
         get_run_logger().info(
-            "%s %s: raw=%d curated=%d quarantined=%d %s",
+            "%s %s: raw=%d curated=%d quarantined=%d duplicates=%d %s",
             day,
             table,
             counts["raw"],
             counts["curated"],
             counts["quarantined"],
+            counts["exact_duplicates"],
             counts["reasons"] or "",
         )
     return report
@@ -35,9 +43,9 @@ def ingest_day(drop: Path, day: date) -> dict:
 
 @flow(name="ingest")
 def ingest(run_date: date) -> list[dict]:
-    """Ingest all raw drops dated on or before ``run_date`` (oldest first; idempotent)."""
+    """Ingest all raw drops and serving logs dated on or before ``run_date`` (idempotent)."""
     settings = get_settings()
-    drops = drops_up_to(settings.raw_dir, run_date)
-    if not drops:
+    days = days_to_ingest(settings.raw_dir, settings.events_dir, run_date)
+    if not days:
         raise FileNotFoundError(f"no raw drops on or before {run_date} in {settings.raw_dir}")
-    return [ingest_day(folder, day) for day, folder in drops]
+    return [ingest_day(folder, day) for day, folder in days]

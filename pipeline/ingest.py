@@ -46,7 +46,7 @@ DIMENSIONS = ("customers", "items")
 FUTURE_GRACE = timedelta(hours=1)
 # An event key seen on one of this many earlier days is a duplicate (a re-sent event).
 DUPLICATE_LOOKBACK_DAYS = 7
-SOURCE, LINE = "__source", "__line"
+SOURCE, LINE, FILE = "__source", "__line", "__file"
 
 
 @dataclass
@@ -79,17 +79,37 @@ class IngestReport:
         }
 
 
-def drop_fingerprint(drop: Path) -> str:
-    """Content hash of a raw drop folder: a changed drop is ingested again, an unchanged one not."""
+def drop_fingerprint(drop: Path, extra: dict[str, list[Path]] | None = None) -> str:
+    """Content hash of a raw drop folder (and extra sources): a changed drop is ingested
+    again, an unchanged one not."""
     digest = hashlib.sha256()
-    for name in sorted(RAW_FILES.values()):
-        path = drop / name
-        digest.update(name.encode())
+    paths = [drop / name for name in sorted(RAW_FILES.values())]
+    paths += [p for table in sorted(extra or {}) for p in sorted(extra[table])]
+    for path in paths:
+        digest.update(str(path.relative_to(path.parent.parent)).encode())
         if path.exists():
             with path.open("rb") as handle:
                 for chunk in iter(lambda: handle.read(1 << 20), b""):
                     digest.update(chunk)
     return digest.hexdigest()
+
+
+def serving_logs(events_dir: Path, day: date) -> dict[str, list[Path]]:
+    """Session events accepted by serving on ``day`` (its durable log), as extra sources."""
+    return {"session_events": sorted((events_dir / day.isoformat()).glob("*.jsonl"))}
+
+
+def days_to_ingest(raw_dir: Path, events_dir: Path, up_to: date) -> list[tuple[date, Path]]:
+    """Days with a raw drop or a serving log, on or before ``up_to``; oldest first."""
+    days = {d: folder for d, folder in drops_up_to(raw_dir, up_to)}
+    for folder in events_dir.glob("????-??-??") if events_dir.exists() else []:
+        try:
+            day = date.fromisoformat(folder.name)
+        except ValueError:
+            continue
+        if day <= up_to and any(folder.glob("*.jsonl")):
+            days.setdefault(day, raw_dir / day.isoformat())
+    return sorted(days.items())
 
 
 def report_path(curated_dir: Path, day: date) -> Path:
@@ -321,16 +341,21 @@ def _quality(good: pl.DataFrame, contract: Contract) -> tuple[dict, dict]:
 # --- the drop -----------------------------------------------------------------------------
 
 
-def ingest_drop(drop: Path, day: date, settings: Settings) -> IngestReport:
-    """Ingest one day's raw drop folder; byte-identical output for the same inputs."""
-    report = IngestReport(day=day.isoformat(), fingerprint=drop_fingerprint(drop))
+def ingest_drop(
+    drop: Path, day: date, settings: Settings, extra: dict[str, list[Path]] | None = None
+) -> IngestReport:
+    """Ingest one day's raw drop folder, plus ``extra`` source files per table (serving's
+    event log); byte-identical output for the same inputs."""
+    extra = extra or {}
+    report = IngestReport(day=day.isoformat(), fingerprint=drop_fingerprint(drop, extra))
     key = settings.pseudonym_key.get_secret_value()
     cutoff = datetime(day.year, day.month, day.day, tzinfo=UTC) + timedelta(days=1) + FUTURE_GRACE
     curated_here: dict[str, pl.DataFrame] = {}
     references: dict[str, pl.DataFrame] = {}
     for table, filename in RAW_FILES.items():
+        paths = [drop / filename, *extra.get(table, [])]
         good, bad, table_report = _ingest_table(
-            drop / filename, table, day, settings, key, cutoff, curated_here, references
+            paths, table, day, settings, key, cutoff, curated_here, references
         )
         curated_here[table] = good
         report.tables[table] = table_report
@@ -350,7 +375,7 @@ def ingest_drop(drop: Path, day: date, settings: Settings) -> IngestReport:
 
 
 def _ingest_table(
-    path: Path,
+    paths: list[Path],
     table: str,
     day: date,
     settings: Settings,
@@ -360,13 +385,23 @@ def _ingest_table(
     references: dict[str, pl.DataFrame],
 ) -> tuple[pl.DataFrame, pl.DataFrame, TableReport]:
     contract = CONTRACTS[table]
-    raw = read_raw(path, contract)
+    raw = pl.concat(
+        [
+            read_raw(path, contract).with_columns(
+                pl.lit(f"{path.parent.name}/{path.name}").alias(FILE)
+            )
+            for path in paths
+        ],
+        how="diagonal_relaxed",
+    )
+    if "__bad_json" in raw.columns:
+        raw = raw.with_columns(pl.col("__bad_json").fill_null(False))
     rows_in = raw.height
     # Exact duplicates (the same row sent twice) are dropped and counted, not quarantined.
     raw = raw.filter(pl.col(SOURCE).is_first_distinct())
     exact_duplicates = rows_in - raw.height
 
-    frame = pl.concat([conform(raw, contract), raw.select(SOURCE, LINE)], how="horizontal")
+    frame = pl.concat([conform(raw, contract), raw.select(SOURCE, LINE, FILE)], how="horizontal")
     checks: list[tuple[pl.Expr, str]] = []
     if "__bad_json" in raw.columns:
         frame = frame.with_columns(raw.get_column("__bad_json"))
@@ -420,7 +455,7 @@ def _ingest_table(
     frame = add_reasons(frame, [(valid & ~first, "duplicate_key")])
 
     good = frame.filter(pl.col("reason").is_null()).select(contract.names)
-    bad = _quarantine_rows(frame.filter(pl.col("reason").is_not_null()), path, day)
+    bad = _quarantine_rows(frame.filter(pl.col("reason").is_not_null()), day)
     report = TableReport(
         raw=rows_in, curated=good.height, quarantined=bad.height, exact_duplicates=exact_duplicates
     )
@@ -438,7 +473,7 @@ def _ingest_table(
     return good, bad, report
 
 
-def _quarantine_rows(bad: pl.DataFrame, path: Path, day: date) -> pl.DataFrame:
+def _quarantine_rows(bad: pl.DataFrame, day: date) -> pl.DataFrame:
     """Rejected rows as they arrived, with where they came from and every reason.
 
     The one change to the original text: a customer id is replaced by its pseudonym, and
@@ -460,7 +495,7 @@ def _quarantine_rows(bad: pl.DataFrame, path: Path, day: date) -> pl.DataFrame:
         ]
     return pl.DataFrame(
         {
-            "source_file": f"{path.parent.name}/{path.name}",
+            "source_file": bad.get_column(FILE),
             "line": bad.get_column(LINE),
             "reason": bad.get_column("reason"),
             "raw": pl.Series(source, dtype=pl.String),

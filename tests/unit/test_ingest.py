@@ -118,3 +118,24 @@ def test_bad_json_and_future_events(tmp_path, raw_drops, settings):
     assert counts.reasons.get("future_timestamp") == 1
     raw = read_raw(drop / "session_events.jsonl", SESSION_EVENTS)
     assert counts.raw == raw.height == counts.curated + counts.quarantined + counts.exact_duplicates
+
+
+def test_serving_event_log_is_ingested_with_the_day(tmp_path, raw_drops, settings):
+    from pipeline.ingest import days_to_ingest, serving_logs
+
+    day, folder = drops_up_to(raw_drops, date.max)[0]
+    logs = settings.events_dir / day.isoformat()
+    logs.mkdir(parents=True)
+    first = json.loads((folder / "session_events.jsonl").read_text().splitlines()[0])
+    served = [dict(first, event_id=f"srv-{n}", customer_id=first["customer_id"]) for n in range(3)]
+    (logs / "serving-host-1.jsonl").write_text("".join(json.dumps(e) + "\n" for e in served))
+    (logs / "serving-host-2.jsonl").write_text('{"event_id": "srv-bad"}\n')
+    assert days_to_ingest(raw_drops, settings.events_dir, day) == [(day, folder)]
+    report = ingest_drop(folder, day, settings, serving_logs(settings.events_dir, day))
+    counts = report.tables["session_events"]
+    curated = pl.read_parquet(partition(settings.curated_dir, "session_events", day))
+    assert {"srv-0", "srv-1", "srv-2"} <= set(curated["event_id"])
+    quarantine = pl.read_parquet(partition(settings.quarantine_dir, "session_events", day))
+    bad = quarantine.filter(pl.col("source_file").str.ends_with("serving-host-2.jsonl"))
+    assert bad.height == 1 and "missing:session_id" in bad["reason"][0]
+    assert counts.raw == counts.curated + counts.quarantined + counts.exact_duplicates
