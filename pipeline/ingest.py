@@ -101,7 +101,7 @@ def serving_logs(events_dir: Path, day: date) -> dict[str, list[Path]]:
 
 def days_to_ingest(raw_dir: Path, events_dir: Path, up_to: date) -> list[tuple[date, Path]]:
     """Days with a raw drop or a serving log, on or before ``up_to``; oldest first."""
-    days = {d: folder for d, folder in drops_up_to(raw_dir, up_to)}
+    days = dict(drops_up_to(raw_dir, up_to))
     for folder in events_dir.glob("????-??-??") if events_dir.exists() else []:
         try:
             day = date.fromisoformat(folder.name)
