@@ -16,7 +16,15 @@ from pipeline.config import get_settings
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
 
-FLOWS = ("ingest", "build_features", "materialize", "train", "nightly")
+FLOWS = (
+    "ingest",
+    "build_features",
+    "materialize",
+    "train",
+    "evaluate_and_promote",
+    "nightly",
+    "backfill",
+)
 
 
 def _latest_drop(raw_dir: Path) -> date:
@@ -138,26 +146,57 @@ def run(
     run_date: Annotated[
         str | None, typer.Option("--date", help="YYYY-MM-DD (default: latest drop)")
     ] = None,
+    start: Annotated[str | None, typer.Option(help="backfill: first day, YYYY-MM-DD")] = None,
 ) -> None:
     """Run one flow now (through Prefect) for a date."""
     if flow_name not in FLOWS:
         raise typer.BadParameter(f"unknown flow {flow_name!r}; choose from {', '.join(FLOWS)}")
+    _apply_profile()
     day = date.fromisoformat(run_date) if run_date else _latest_drop(get_settings().raw_dir)
-    result = _run_flow(flow_name, day)
+    first = date.fromisoformat(start) if start else None
+    result = _run_flow(flow_name, day, first)
     typer.echo(json.dumps(result, default=str, indent=2))
 
 
-def _run_flow(flow_name: str, day: date) -> object:
+def _apply_profile() -> None:
+    """In the production profile, Prefect talks to the team's server."""
+    import os
+
+    settings = get_settings()
+    if settings.profile == "production":
+        os.environ.setdefault("PREFECT_API_URL", settings.prefect_api_url)
+
+
+def _run_flow(flow_name: str, day: date, start: date | None = None) -> object:
+    from dataclasses import asdict
+
+    from flows.backfill import backfill
     from flows.features import build_features
     from flows.ingest import ingest
     from flows.materialize import materialize
     from flows.nightly import nightly
+    from flows.promote import evaluate_and_promote
     from flows.train import train
 
     if flow_name == "materialize":
         return materialize()
-    flow = {"ingest": ingest, "build_features": build_features, "train": train, "nightly": nightly}
+    if flow_name == "backfill":
+        return backfill(start or day, day)
+    if flow_name == "train":
+        return asdict(train(day))
+    if flow_name == "evaluate_and_promote":
+        return evaluate_and_promote(train(day))
+    flow = {"ingest": ingest, "build_features": build_features, "nightly": nightly}
     return flow[flow_name](day)
+
+
+@app.command("serve-flows")
+def serve_flows() -> None:
+    """Serve every flow as a Prefect deployment (nightly on its cron schedule) until stopped."""
+    _apply_profile()
+    from flows.deployments import serve_all
+
+    serve_all()
 
 
 @app.command()

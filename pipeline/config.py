@@ -8,9 +8,10 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
+from typing import Literal
 from urllib.parse import urlparse
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -21,9 +22,27 @@ CHALLENGER = "challenger"
 
 
 class Settings(BaseSettings):
-    """Runtime configuration; defaults are the embedded laptop profile."""
+    """Runtime configuration; defaults are the embedded laptop profile.
+
+    ``FITREC_PROFILE=production`` is the one switch to a team's services: a Prefect server, an
+    MLflow tracking server (both on PostgreSQL) and Redis, at the ``*_url`` settings below
+    unless given explicitly.
+    """
 
     model_config = SettingsConfigDict(env_prefix="FITREC_", env_file=".env", extra="ignore")
+
+    profile: Literal["embedded", "production"] = "embedded"
+    prefect_api_url: str = Field(
+        default="http://127.0.0.1:4200/api", description="Prefect server (production profile)."
+    )
+    mlflow_server_url: str = Field(
+        default="http://127.0.0.1:5000", description="MLflow tracking server (production)."
+    )
+    production_redis_url: str = Field(
+        default="redis://127.0.0.1:6379/0", description="Online store in the production profile."
+    )
+    schedule_cron: str = Field(default="0 2 * * *", description="Nightly retrain schedule.")
+    schedule_timezone: str = Field(default="UTC", description="Time zone of the schedule.")
 
     data_dir: Path = Field(
         default=PROJECT_ROOT / "var",
@@ -89,6 +108,12 @@ class Settings(BaseSettings):
             )
         return value
 
+    @model_validator(mode="after")
+    def _production_defaults(self) -> Settings:
+        if self.profile == "production" and not self.redis_url:
+            self.redis_url = self.production_redis_url
+        return self
+
     @property
     def redis_cluster(self) -> bool:
         return bool(self.redis_url and self.redis_url.startswith("redis+cluster://"))
@@ -121,7 +146,11 @@ class Settings(BaseSettings):
 
     @property
     def tracking_uri(self) -> str:
-        return self.mlflow_tracking_uri or f"sqlite:///{self.data_dir / 'mlflow.db'}"
+        if self.mlflow_tracking_uri:
+            return self.mlflow_tracking_uri
+        if self.profile == "production":
+            return self.mlflow_server_url
+        return f"sqlite:///{self.data_dir / 'mlflow.db'}"
 
     @property
     def artifact_root(self) -> str:

@@ -458,6 +458,15 @@ def feature_paths(features_dir: Path) -> dict[str, Path]:
     }
 
 
+def snapshot_exists(features_dir: Path, day: date) -> bool:
+    """Whether the customer table holds ``day``'s snapshot."""
+    path = feature_paths(features_dir)[CUSTOMER_VIEW]
+    if not path.exists():
+        return False
+    stamps = pl.read_parquet(path, columns=[TIMESTAMP]).get_column(TIMESTAMP)
+    return bool((stamps == snapshot_time(day)).any())
+
+
 def missing_snapshot_days(curated_dir: Path, features_dir: Path, run_date: date) -> list[date]:
     """Ingested days up to ``run_date`` without a snapshot yet, plus ``run_date`` itself."""
     path = feature_paths(features_dir)[CUSTOMER_VIEW]

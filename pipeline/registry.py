@@ -33,7 +33,10 @@ def configure(settings: Settings) -> MlflowClient:
     mlflow.set_registry_uri(settings.tracking_uri)
     client = MlflowClient(settings.tracking_uri, settings.tracking_uri)
     if client.get_experiment_by_name(settings.experiment_name) is None:
-        client.create_experiment(settings.experiment_name, artifact_location=settings.artifact_root)
+        # A tracking server decides where artifacts go (it proxies them) unless told otherwise.
+        remote = settings.tracking_uri.startswith(("http://", "https://"))
+        location = None if remote and not settings.mlflow_artifact_root else settings.artifact_root
+        client.create_experiment(settings.experiment_name, artifact_location=location)
     mlflow.set_experiment(settings.experiment_name)
     return client
 
@@ -140,6 +143,10 @@ def log_and_register(
     version = str(info.registered_model_version)
     client = MlflowClient(settings.tracking_uri, settings.tracking_uri)
     client.set_registered_model_alias(settings.model_name, CHALLENGER, version)
+    if params.get("candidate_key"):
+        client.set_model_version_tag(
+            settings.model_name, version, "candidate_key", str(params["candidate_key"])
+        )
     log.info("registered %s version %s (run %s)", settings.model_name, version, run.info.run_id)
     return Registered(run_id=run.info.run_id, version=version)
 
@@ -265,3 +272,30 @@ def log_benchmark(settings: Settings, dataset: str, result: dict[str, Any]) -> s
                 )
         mlflow.log_dict(result, "benchmark.json")
     return run.info.run_id
+
+
+def find_candidate(settings: Settings, key: str) -> dict[str, Any] | None:
+    """The version registered from candidate ``key``, with its recorded decision, if any."""
+    if not key or key == "None":
+        return None
+    client = configure(settings)
+    found = client.search_model_versions(
+        f"name='{settings.model_name}' and tags.candidate_key='{key}'"
+    )
+    if not found:
+        return None
+    version = max(found, key=lambda v: int(v.version))
+    run = client.get_run(version.run_id)
+    return {
+        "version": str(version.version),
+        "run_id": version.run_id,
+        "promoted": run.data.tags.get("promotion") == "promoted",
+        "reason": f"already registered: {run.data.tags.get('promotion_reason', '')}",
+        "metrics": dict(run.data.metrics),
+    }
+
+
+def log_report(settings: Settings, run_id: str, text: str) -> None:
+    """Attach a run report (markdown) to an MLflow run."""
+    configure(settings)
+    MlflowClient(settings.tracking_uri).log_text(run_id, text, "nightly_report.md")

@@ -146,12 +146,14 @@ def test_rerun_same_date_is_idempotent_and_gates_promotion(nightly_run):
     curated = {p: p.read_bytes() for p in settings.curated_dir.rglob("*.parquet")}
     from flows.nightly import nightly
 
+    client = MlflowClient(settings.tracking_uri, settings.tracking_uri)
+    versions = len(client.search_model_versions(f"name='{settings.model_name}'"))
     second = nightly(run_date, FAST)
     assert {p: p.read_bytes() for p in curated} == curated
-    assert second["version"] != first["version"]
-    # Same data, same seed: not worse than the champion, so it is promoted with a reason.
-    assert second["promoted"], second["reason"]
-    assert "champion" in second["reason"]
+    # A finished date: training comes from cache, the candidate is not registered again.
+    assert second["version"] == first["version"]
+    assert second["reason"].startswith("already registered")
+    assert len(client.search_model_versions(f"name='{settings.model_name}'")) == versions
 
 
 def test_no_champion_is_a_clear_error(tmp_path):
@@ -164,6 +166,7 @@ def test_a_worse_model_stays_challenger_and_rollback_works(nightly_run):
     settings, first, run_date = nightly_run
     if settings.redis_url:
         pytest.skip("the gate does not depend on the online store; exercised once on SQLite")
+    from flows.promote import evaluate_and_promote
     from flows.train import train
     from pipeline import registry
     from pipeline.config import CHALLENGER
@@ -172,7 +175,7 @@ def test_a_worse_model_stays_challenger_and_rollback_works(nightly_run):
     champion_before = client.get_model_version_by_alias(settings.model_name, CHAMPION).version
     # Barely trained and blind to the transition memory: clearly worse.
     worse = ModelConfig(epochs=1, learning_rate=1e-6, embedding_dim=4, memory_top_m=1)
-    result = train(run_date, worse)
+    result = evaluate_and_promote(train(run_date, worse))
     assert not result["promoted"], result["reason"]
     assert "<" in result["reason"]
     assert client.get_model_version_by_alias(settings.model_name, CHAMPION).version == (

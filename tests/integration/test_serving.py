@@ -224,11 +224,12 @@ def test_rules_hold_on_every_response(recommender, rules, picks, k):
 
 def test_hot_swap_under_concurrent_requests_loses_none(recommender, served):
     settings, run_date, _ = served
+    from flows.promote import evaluate_and_promote
     from flows.train import train
     from pipeline import registry
 
     before = recommender.version
-    new = train(run_date, ModelConfig(epochs=2, embedding_dim=8, seed=3))
+    new = evaluate_and_promote(train(run_date, ModelConfig(epochs=2, embedding_dim=8, seed=3)))
     results, failures = [], []
     stop = threading.Event()
 

@@ -1,0 +1,72 @@
+"""Flow ``evaluate_and_promote``: score the champion on the candidate's test set, register the
+candidate (alias ``challenger``) and make it ``champion`` only if it is not worse."""
+
+from __future__ import annotations
+
+from prefect import flow, get_run_logger, task
+
+from pipeline import registry
+from pipeline.config import get_settings
+from pipeline.retrain import Candidate, champion_metric
+
+
+@task(retries=2, retry_delay_seconds=[2, 10])
+def already_registered(candidate: Candidate) -> dict | None:
+    """A version registered earlier from exactly this candidate (same data and config)."""
+    return registry.find_candidate(get_settings(), str(candidate.params.get("candidate_key")))
+
+
+@task(retries=2, retry_delay_seconds=[2, 10])
+def score_champion(candidate: Candidate) -> tuple[str | None, float | None, str]:
+    return champion_metric(get_settings(), candidate.bundle.parent / "test.parquet")
+
+
+@task(retries=2, retry_delay_seconds=[2, 10])
+def register_and_decide(
+    candidate: Candidate, champion: float | None, champion_version: str | None, note: str
+) -> dict:
+    settings = get_settings()
+    metrics = dict(candidate.metrics)
+    if champion is not None:
+        metrics[f"champion_{settings.promotion_metric}"] = champion
+    registered = registry.log_and_register(
+        settings,
+        candidate.bundle,
+        {**candidate.params, "champion_version": champion_version or "none"},
+        metrics,
+        candidate.customer_features,
+        candidate.example_items,
+        candidate.artifacts,
+    )
+    decision = registry.promote_if_better(
+        settings,
+        registered,
+        candidate.metrics[f"model_{settings.promotion_metric}"],
+        champion,
+        note,
+    )
+    return {
+        "version": registered.version,
+        "run_id": registered.run_id,
+        "promoted": decision.promoted,
+        "reason": decision.reason,
+        "metrics": metrics,
+    }
+
+
+@flow(name="evaluate_and_promote")
+def evaluate_and_promote(candidate: Candidate) -> dict:
+    """Register and gate a candidate; a candidate already registered is not registered again."""
+    existing = already_registered(candidate)
+    if existing is not None:
+        get_run_logger().info("candidate already registered as version %s", existing["version"])
+        return existing
+    champion_version, champion, note = score_champion(candidate)
+    result = register_and_decide(candidate, champion, champion_version, note)
+    get_run_logger().info(
+        "version %s %s: %s",
+        result["version"],
+        "promoted" if result["promoted"] else "not promoted",
+        result["reason"],
+    )
+    return result
