@@ -296,7 +296,12 @@ def build_dataset(
     cutoff = snapshot_time(run_date - timedelta(days=1))
     examples = session_examples(curated_dir, run_date, session_len)
     examples = attach_customer_features(examples, pl.read_parquet(paths[CUSTOMER_VIEW]))
-    items = item_table(pl.read_parquet(paths[ITEM_VIEW]), cutoff)
+    try:
+        items = item_table(pl.read_parquet(paths[ITEM_VIEW]), cutoff)
+    except ValueError as exc:
+        raise ValueError(
+            f"cannot train for {run_date}: {exc} (no data before the run date)"
+        ) from exc
     known = examples.get_column(ITEM_ENTITY).is_in(items.get_column(ITEM_ENTITY).implode())
     dropped = int((~known).sum())
     # Joins do not promise an order; a fixed one keeps training reproducible.
@@ -305,7 +310,8 @@ def build_dataset(
     test = examples.filter(pl.col("session_start") >= cutoff)
     if train.is_empty() or test.is_empty():
         raise ValueError(
-            f"need sessions before and on {run_date}: train={len(train)} test={len(test)}"
+            f"cannot train for {run_date}: need sessions before and on it "
+            f"(train={len(train)} test={len(test)})"
         )
     sizes = current_dimension(curated_dir, "item_sizes", run_date - timedelta(days=1))
     catalogue = current_dimension(curated_dir, "items", run_date - timedelta(days=1)).select(

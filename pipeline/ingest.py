@@ -87,7 +87,7 @@ def drop_fingerprint(drop: Path, extra: dict[str, list[Path]] | None = None) -> 
     paths += [p for table in sorted(extra or {}) for p in sorted(extra[table])]
     for path in paths:
         digest.update(str(path.relative_to(path.parent.parent)).encode())
-        if path.exists():
+        if path.is_file():
             with path.open("rb") as handle:
                 for chunk in iter(lambda: handle.read(1 << 20), b""):
                     digest.update(chunk)

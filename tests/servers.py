@@ -183,3 +183,106 @@ def redis_cluster(workdir: Path, nodes: int = 3, binary: str | None = None) -> I
                 process.wait(timeout=10)
             except subprocess.TimeoutExpired:
                 process.kill()
+
+
+class RestartableRedis:
+    """A redis-server on a fixed port that keeps its data across a kill and restart."""
+
+    def __init__(self, workdir: Path):
+        self.port = free_port()
+        self.workdir = workdir
+        self.process: subprocess.Popen | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self) -> None:
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self.process = subprocess.Popen(
+            [
+                redis_server_binary(),
+                "--port",
+                str(self.port),
+                "--bind",
+                "127.0.0.1",
+                "--dir",
+                str(self.workdir),
+                "--appendonly",
+                "yes",
+                "--save",
+                "",
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.STDOUT,
+        )
+        client = redis.Redis.from_url(self.url)
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                client.ping()
+                return
+            except redis.ConnectionError:
+                if time.monotonic() > deadline:
+                    raise RuntimeError("redis did not start") from None
+                time.sleep(0.05)
+
+    def kill(self) -> None:
+        if self.process:
+            self.process.kill()
+            self.process.wait(timeout=10)
+            self.process = None
+
+
+def _tcp_open(host: str, port: int) -> bool:
+    with socket.socket() as sock:
+        sock.settimeout(0.5)
+        return sock.connect_ex((host, port)) == 0
+
+
+@contextmanager
+def postgres(workdir: Path) -> Iterator[str]:
+    """A real PostgreSQL; yields the URL of its ``postgres`` database.
+
+    The machine's server on 127.0.0.1:5432 when one answers (each test creates its own
+    databases), else a throwaway cluster from the binaries bundled in the ``pgserver`` wheel
+    (it runs postgres as an unprivileged user when the tests run as root).
+    """
+    import psycopg2
+
+    if _tcp_open("127.0.0.1", 5432):
+        try:
+            psycopg2.connect(
+                host="127.0.0.1", port=5432, user="postgres", dbname="postgres"
+            ).close()
+            yield "postgresql://postgres@127.0.0.1:5432/postgres"
+            return
+        except psycopg2.OperationalError:
+            pass
+    import pgserver
+
+    server = pgserver.get_server(workdir, cleanup_mode="stop")
+    try:
+        yield server.get_uri()  # postgresql://postgres:@/postgres?host=<socket dir>
+    finally:
+        server.cleanup()
+
+
+def create_database(server_url: str, name: str) -> str:
+    """Create an empty database on the server of ``server_url``; returns its URL."""
+    import psycopg2
+    from sqlalchemy.engine import make_url
+
+    url = make_url(server_url)
+    connection = psycopg2.connect(
+        host=url.query.get("host") or url.host,
+        port=url.port or 5432,
+        user=url.username,
+        dbname="postgres",
+    )
+    connection.autocommit = True
+    with connection.cursor() as cursor:
+        cursor.execute(f'DROP DATABASE IF EXISTS "{name}"')
+        cursor.execute(f'CREATE DATABASE "{name}"')
+    connection.close()
+    return url.set(database=name).render_as_string(hide_password=False)

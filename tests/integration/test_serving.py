@@ -5,16 +5,13 @@ from __future__ import annotations
 
 import json
 import shutil
-import subprocess
 import threading
 import time
 from collections import Counter as Tally
 from datetime import date
-from pathlib import Path
 
 import polars as pl
 import pytest
-import redis
 from fastapi.testclient import TestClient
 from hypothesis import HealthCheck, given
 from hypothesis import settings as hsettings
@@ -27,59 +24,10 @@ from serving.app import create_app
 from serving.events import EventProcessor, SessionEventRequest
 from serving.recommender import LoadedModel, RecommendationRequest, Recommender
 from tests.conftest import Environment
-from tests.servers import free_port, redis_server_binary
+from tests.servers import RestartableRedis
 
 pytestmark = pytest.mark.slow
 FAST = ModelConfig(epochs=3, embedding_dim=16)
-
-
-class RestartableRedis:
-    """A redis-server on a fixed port that keeps its data across a kill and restart."""
-
-    def __init__(self, workdir: Path):
-        self.port = free_port()
-        self.workdir = workdir
-        self.process: subprocess.Popen | None = None
-
-    @property
-    def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
-
-    def start(self) -> None:
-        self.workdir.mkdir(parents=True, exist_ok=True)
-        self.process = subprocess.Popen(
-            [
-                redis_server_binary(),
-                "--port",
-                str(self.port),
-                "--bind",
-                "127.0.0.1",
-                "--dir",
-                str(self.workdir),
-                "--appendonly",
-                "yes",
-                "--save",
-                "",
-            ],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.STDOUT,
-        )
-        client = redis.Redis.from_url(self.url)
-        deadline = time.monotonic() + 20
-        while True:
-            try:
-                client.ping()
-                return
-            except redis.ConnectionError:
-                if time.monotonic() > deadline:
-                    raise RuntimeError("redis did not start") from None
-                time.sleep(0.05)
-
-    def kill(self) -> None:
-        if self.process:
-            self.process.kill()
-            self.process.wait(timeout=10)
-            self.process = None
 
 
 @pytest.fixture(scope="module")

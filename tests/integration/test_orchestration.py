@@ -1,0 +1,259 @@
+"""Orchestration as the people who run it see it: failures at 2 a.m. and the production
+profile (PostgreSQL, a Prefect server, an MLflow server, Redis - all real processes)."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from datetime import date
+from pathlib import Path
+
+import httpx
+import polars as pl
+import pytest
+from mlflow import MlflowClient
+
+from pipeline import store
+from pipeline.config import CHAMPION, Settings
+from pipeline.features import build_features, missing_snapshot_days
+from pipeline.ingest import drops_up_to, ingest_drop, partition
+from pipeline.model import ModelConfig
+from tests.conftest import Environment
+from tests.servers import RestartableRedis, create_database, free_port, postgres, redis_server
+
+pytestmark = pytest.mark.slow
+ROOT = Path(__file__).parents[2]
+SMALL = ModelConfig(epochs=2, embedding_dim=8)
+
+
+def _prepare(settings: Settings, raw_drops: Path) -> date:
+    shutil.copytree(raw_drops, settings.raw_dir)
+    drops = drops_up_to(settings.raw_dir, date.max)
+    for day, folder in drops:
+        ingest_drop(folder, day, settings)
+    last = drops[-1][0]
+    for day in missing_snapshot_days(settings.curated_dir, settings.features_dir, last):
+        build_features(settings.curated_dir, settings.features_dir, day)
+    return last
+
+
+def test_materialize_retries_while_redis_is_down_and_succeeds_when_it_returns(
+    raw_drops, prefect_harness, tmp_path
+):
+    server = RestartableRedis(tmp_path / "redis")
+    server.start()
+    try:
+        with Environment(tmp_path / "data", server.url) as settings:
+            _prepare(settings, raw_drops)
+            store.apply(store.feature_store(settings))
+            server.kill()
+            threading.Timer(1.0, server.start).start()  # back before the second retry
+            from flows.materialize import materialize
+
+            written = materialize()
+            assert set(written) == {"customer_features", "item_features", "session_features"}
+            customers = pl.read_parquet(settings.features_dir / "customer_features.parquet")
+            online = store.read_customer_features(
+                store.feature_store(settings), customers["customer_id"].head(5).to_list()
+            )
+            assert all(row["has_body"] is not None for row in online)
+    finally:
+        server.kill()
+
+
+def test_a_failing_training_leaves_the_champion_and_says_why(raw_drops, prefect_harness, tmp_path):
+    with Environment(tmp_path / "data") as settings:
+        last = _prepare(settings, raw_drops)
+        from flows.nightly import nightly
+
+        good = nightly(last, SMALL)
+        first_day = drops_up_to(settings.raw_dir, date.max)[0][0]
+        with pytest.raises(ValueError, match="cannot train for"):
+            nightly(first_day, SMALL)  # nothing to train on before the first day
+        client = MlflowClient(settings.tracking_uri, settings.tracking_uri)
+        champion = client.get_model_version_by_alias(settings.model_name, CHAMPION)
+        assert str(champion.version) == good["version"]
+
+
+def test_a_crash_mid_ingest_then_a_rerun_leaves_no_duplicates(raw_drops, tmp_path):
+    with Environment(tmp_path / "data") as settings:
+        day, folder = drops_up_to(raw_drops, date.max)[0]
+        drop = tmp_path / "drop"
+        shutil.copytree(folder, drop)
+        purchases = drop / "purchases.jsonl"
+        saved = purchases.read_bytes()
+        purchases.unlink()
+        purchases.mkdir()  # unreadable: ingest dies after customers, items and events
+        with pytest.raises(IsADirectoryError):
+            ingest_drop(drop, day, settings)
+        assert partition(settings.curated_dir, "session_events", day).exists()
+        purchases.rmdir()
+        purchases.write_bytes(saved)
+        report = ingest_drop(drop, day, settings)
+        for table, counts in report.tables.items():
+            curated = pl.read_parquet(settings.curated_dir / table / "*" / "*.parquet")
+            key = {"customers": "customer_id", "items": "item_id"}.get(table)
+            key = key or ("order_line_id" if table == "purchases" else "event_id")
+            assert curated[key].is_unique().all(), table
+            assert curated.height == counts.curated
+
+
+def _wait_http(url: str, timeout: float = 180) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(url, timeout=2).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.5)
+    raise RuntimeError(f"{url} did not come up")
+
+
+def _process(args: list[str], env: dict[str, str], log: Path) -> subprocess.Popen:
+    return subprocess.Popen(
+        args, env=env, cwd=ROOT, stdout=log.open("wb"), stderr=subprocess.STDOUT
+    )
+
+
+def test_production_profile_runs_nightly_through_the_deployment(raw_drops, tmp_path):
+    """PostgreSQL, a Prefect server and an MLflow server on it, Redis; `fitrec serve-flows`
+    registers the scheduled deployment; a run triggered through the Prefect API completes,
+    registers a champion in the MLflow server and fills the online store."""
+    processes: list[subprocess.Popen] = []
+    suffix = uuid.uuid4().hex[:8]
+    with postgres(tmp_path / "pg") as pg, redis_server(tmp_path / "redis") as redis_url:
+        prefect_db = create_database(pg, f"fitrec_prefect_{suffix}")
+        mlflow_db = create_database(pg, f"fitrec_mlflow_{suffix}")
+        prefect_port, mlflow_port = free_port(), free_port()
+        api = f"http://127.0.0.1:{prefect_port}/api"
+        base = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "FITREC_"))}
+        try:
+            processes.append(
+                _process(
+                    [
+                        sys.executable,
+                        "-m",
+                        "prefect",
+                        "server",
+                        "start",
+                        "--host",
+                        "127.0.0.1",
+                        "--port",
+                        str(prefect_port),
+                    ],
+                    {
+                        **base,
+                        "PREFECT_HOME": str(tmp_path / "prefect-server"),
+                        "PREFECT_SERVER_DATABASE_CONNECTION_URL": prefect_db.replace(
+                            "postgresql://", "postgresql+asyncpg://"
+                        ),
+                        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+                        "PREFECT_UI_ENABLED": "false",
+                    },
+                    tmp_path / "prefect-server.log",
+                )
+            )
+            processes.append(
+                _process(
+                    [
+                        sys.executable,
+                        "-m",
+                        "mlflow",
+                        "server",
+                        "--host",
+                        "127.0.0.1",
+                        "--port",
+                        str(mlflow_port),
+                        "--workers",
+                        "1",
+                        "--backend-store-uri",
+                        mlflow_db.replace("postgresql://", "postgresql+psycopg2://"),
+                        "--artifacts-destination",
+                        (tmp_path / "artifacts").as_uri(),
+                    ],
+                    base,
+                    tmp_path / "mlflow-server.log",
+                )
+            )
+            _wait_http(f"{api}/health")
+            _wait_http(f"http://127.0.0.1:{mlflow_port}/health")
+            data = tmp_path / "data"
+            shutil.copytree(raw_drops, data / "raw")
+            env = {
+                **base,
+                "FITREC_PROFILE": "production",
+                "FITREC_DATA_DIR": str(data),
+                "FITREC_PREFECT_API_URL": api,
+                "FITREC_MLFLOW_SERVER_URL": f"http://127.0.0.1:{mlflow_port}",
+                "FITREC_PRODUCTION_REDIS_URL": redis_url,
+                "FITREC_SCHEDULE_TIMEZONE": "Europe/Paris",
+                "PREFECT_HOME": str(tmp_path / "prefect-client"),
+                "PREFECT_API_URL": api,
+                "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false",
+            }
+            processes.append(
+                _process(
+                    [sys.executable, "-m", "flows.cli", "serve-flows"],
+                    env,
+                    tmp_path / "serve-flows.log",
+                )
+            )
+            run_date = drops_up_to(data / "raw", date.max)[-1][0]
+            state, deployment = asyncio.run(_trigger_nightly(api, run_date))
+            log = (tmp_path / "serve-flows.log").read_text(errors="replace")
+            assert state == "COMPLETED", log[-3000:]
+            assert deployment["cron"] == "0 2 * * *"
+            assert deployment["timezone"] == "Europe/Paris"
+            # The model is in the MLflow server (on PostgreSQL), the features in Redis.
+            client = MlflowClient(f"http://127.0.0.1:{mlflow_port}")
+            model = client.get_registered_model("fitrec-recommender")
+            assert CHAMPION in model.aliases
+            with Environment(data, redis_url) as local:
+                customers = pl.read_parquet(data / "features" / "customer_features.parquet")
+                online = store.read_customer_features(
+                    store.feature_store(local), customers["customer_id"].head(5).to_list()
+                )
+                assert all(row["has_body"] is not None for row in online)
+        finally:
+            for process in processes:
+                process.terminate()
+            for process in processes:
+                try:
+                    process.wait(timeout=30)
+                except subprocess.TimeoutExpired:
+                    process.kill()
+
+
+async def _trigger_nightly(api: str, run_date: date) -> tuple[str, dict]:
+    from prefect.client.orchestration import PrefectClient
+
+    async with PrefectClient(api=api) as client:
+        deadline = time.monotonic() + 240
+        deployment = None
+        while deployment is None and time.monotonic() < deadline:
+            try:
+                deployment = await client.read_deployment_by_name("nightly/nightly")
+            except Exception:  # noqa: BLE001 - not registered yet
+                await asyncio.sleep(1)
+        assert deployment is not None, "serve-flows did not register the nightly deployment"
+        schedule = deployment.schedules[0].schedule
+        run = await client.create_flow_run_from_deployment(
+            deployment.id,
+            parameters={
+                "run_date": run_date.isoformat(),
+                "cfg": {"epochs": 2, "embedding_dim": 8},
+            },
+        )
+        while time.monotonic() < deadline + 600:
+            run = await client.read_flow_run(run.id)
+            if run.state is not None and run.state.is_final():
+                break
+            await asyncio.sleep(2)
+        return run.state.type.value, {"cron": schedule.cron, "timezone": schedule.timezone}
