@@ -42,6 +42,7 @@ class Scorer:
         self._module = module
         self._encode = module.signatures["encode"]
         self._score = module.signatures["score"]
+        self._serve = module.signatures.get("serve")
         self._rank = module.signatures["rank"]
         self._fit = module.signatures["fit"]
         self.items = pl.read_parquet(self.bundle / "items.parquet")
@@ -137,6 +138,26 @@ class Scorer:
         inputs = self._inputs(customer_ids, features, sessions, session_events)
         out = self._score(**inputs)
         return out["query"].numpy(), out["scores"].numpy()
+
+    def serve(
+        self,
+        customer_id: str,
+        features: np.ndarray,
+        sessions: np.ndarray,
+        session_events: np.ndarray,
+        candidates: int,
+    ) -> dict[str, np.ndarray]:
+        """One model call for a page view: query vector, the best ``candidates`` catalogue
+        indices with their retrieval scores, and P(purchase), P(keep) for each."""
+        n = min(candidates, len(self.item_ids))
+        if self._serve is None:  # bundles from before the serve signature
+            query, scores = self.score([customer_id], features, sessions, session_events)
+            top = np.argsort(-scores[0], kind="stable")[:n]
+            heads = self.rank(query[0], self.item_ids[top].tolist())
+            return {"query": query, "indices": top, "scores": scores[0][top], **heads}
+        inputs = self._inputs([customer_id], features, sessions, session_events)
+        out = self._serve(**inputs, candidates=tf.constant(n, tf.int32))
+        return {k: v.numpy() for k, v in out.items()}
 
     def top_k(self, scores: np.ndarray, k: int, exclude: list[list[int]] | None = None):
         """Exact top-k over the whole catalogue for each row of scores."""

@@ -340,6 +340,7 @@ class ServingModule(tf.Module):
         if not model.full:
             vectors = tf.math.l2_normalize(vectors, axis=1)
         self.item_matrix = tf.constant(vectors.numpy())
+        self.item_raw = tf.constant(model.candidate(catalogue).numpy())
         self.item_bias = tf.constant(
             model.candidate.item_bias(catalogue["item_id"]).numpy()
             if model.full
@@ -364,6 +365,16 @@ class ServingModule(tf.Module):
                 tf.TensorSpec([None, n_customer], tf.float32, name="customer_features"),
                 tf.TensorSpec([None, None], tf.string, name="session_items"),
                 tf.TensorSpec([None, None], tf.string, name="session_events"),
+            ],
+        )
+        self.serve = tf.function(
+            self._serve,
+            input_signature=[
+                tf.TensorSpec([None], tf.string, name="customer_id"),
+                tf.TensorSpec([None, n_customer], tf.float32, name="customer_features"),
+                tf.TensorSpec([None, None], tf.string, name="session_items"),
+                tf.TensorSpec([None, None], tf.string, name="session_events"),
+                tf.TensorSpec([], tf.int32, name="candidates"),
             ],
         )
         self.rank = tf.function(
@@ -404,6 +415,22 @@ class ServingModule(tf.Module):
             scores = tf.matmul(q, self.item_matrix, transpose_b=True)
         return {"query": query, "scores": scores}
 
+    def _serve(self, customer_id, customer_features, session_items, session_events, candidates):
+        """One call per page view: scores of the whole catalogue, the best ``candidates`` of
+        them, and the ranking heads on those (first row of the batch)."""
+        out = self._score(customer_id, customer_features, session_items, session_events)
+        top = tf.math.top_k(out["scores"][0], k=candidates)
+        vectors = tf.gather(self.item_raw, top.indices)
+        query = tf.repeat(out["query"][:1], tf.shape(vectors)[0], axis=0)
+        logits = self.model.ranking(query, vectors)
+        return {
+            "query": out["query"],
+            "indices": top.indices,
+            "scores": top.values,
+            "purchase": tf.sigmoid(logits[:, 0]),
+            "keep": tf.sigmoid(logits[:, 1]),
+        }
+
     def _rank(self, query, candidates):
         logits = self.model.ranking(query, candidates)
         return {"purchase": tf.sigmoid(logits[:, 0]), "keep": tf.sigmoid(logits[:, 1])}
@@ -436,6 +463,7 @@ def export_bundle(model: RecommenderModel, data: Dataset, cfg: ModelConfig, out:
         signatures={
             "encode": module.encode,
             "score": module.score,
+            "serve": module.serve,
             "rank": module.rank,
             "fit": module.fit,
         },

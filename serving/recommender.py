@@ -83,6 +83,7 @@ class LoadedModel:
     scorer: Scorer
     attributes: pl.DataFrame  # item_id, category, brand, style, colour, price, sizes_in_stock
     popular: np.ndarray  # catalogue indices, most popular first
+    columns: dict[str, np.ndarray] = field(default_factory=dict)  # attributes by catalogue index
 
     @classmethod
     def load(cls, settings: Settings, alias: str = CHAMPION) -> LoadedModel:
@@ -101,7 +102,20 @@ class LoadedModel:
             [scorer.item_index[i] for i in scorer.popular if i in scorer.item_index], np.int64
         )
         log.info("loaded %s version %s", settings.model_name, version)
-        return cls(version=version, scorer=scorer, attributes=attributes, popular=popular)
+        ordered = pl.DataFrame({ITEM_ENTITY: scorer.item_ids.tolist()}).join(
+            attributes, on=ITEM_ENTITY, how="left", maintain_order="left"
+        )
+        columns = {c: ordered.get_column(c).to_numpy() for c in ordered.columns}
+        columns["sizes_in_stock"] = np.array(
+            ordered.get_column("sizes_in_stock").to_list(), dtype=object
+        )
+        return cls(
+            version=version,
+            scorer=scorer,
+            attributes=attributes,
+            popular=popular,
+            columns=columns,
+        )
 
 
 @dataclass
@@ -149,7 +163,7 @@ class Recommender:
     def __init__(self, settings: Settings, model: LoadedModel, rules: Rules | None = None):
         self.settings = settings
         self._model = model  # replaced as a whole on swap: readers see old or new, never half
-        self.rules = rules or (load_rules(settings.rules_path) if settings.rules_path else Rules())
+        self._rules = rules or (load_rules(settings.rules_path) if settings.rules_path else Rules())
         self.features = CustomerFeatures(settings)
         self.sessions = SessionStore(settings)
         self.counters = Counters()
@@ -168,6 +182,16 @@ class Recommender:
     @property
     def version(self) -> str:
         return self._model.version
+
+    @property
+    def rules(self) -> Rules:
+        return self._rules
+
+    @rules.setter
+    def rules(self, rules: Rules) -> None:
+        """New rules: cached answers were made under the old ones."""
+        self._rules = rules
+        self._answer_cache.clear()
 
     # --- hot swap ---------------------------------------------------------------------
 
@@ -290,39 +314,39 @@ class Recommender:
     ) -> list[ScoredItem]:
         scorer = model.scorer
         items, kinds = scorer.pad_sessions([session])
-        query, scores = scorer.score([customer], scorer.feature_matrix([features]), items, kinds)
-        n = min(self.settings.serving_candidates, scores.shape[1])
-        top = np.argpartition(-scores[0], n - 1)[:n]
-        top = top[np.argsort(-scores[0][top], kind="stable")]
+        out = scorer.serve(
+            customer,
+            scorer.feature_matrix([features]),
+            items,
+            kinds,
+            self.settings.serving_candidates,
+        )
+        top = out["indices"]
         ids = scorer.item_ids[top].tolist()
-        heads = scorer.rank(query[0], ids)
         # Relevance first, nudged by how likely the item is bought and kept (returns cost the
         # retailer twice); a full weight let purchase propensity override the session's
         # intent (share of dresses after a dress session: 0.5 -> 0.3).
-        final = scores[0][top] + self.settings.serving_ranking_weight * (
-            np.log(heads["purchase"] + 1e-6) + np.log(heads["keep"] + 1e-6)
+        final = out["scores"] + self.settings.serving_ranking_weight * (
+            np.log(out["purchase"] + 1e-6) + np.log(out["keep"] + 1e-6)
         )
         sizes = scorer.best_sizes(customer, features, ids[: max(3 * k, 30)])
-        candidates = model.attributes.join(
-            pl.DataFrame(
-                {
-                    ITEM_ENTITY: ids,
-                    "score": final.astype(np.float64),
-                    "recommended_size": [sizes.get(i, (None, None))[0] for i in ids],
-                    "__order": np.arange(len(ids)),
-                }
-            ),
-            on=ITEM_ENTITY,
-            how="inner",
-        ).sort("__order")
+        columns = {name: values[top] for name, values in model.columns.items()}
+        candidates = pl.DataFrame(
+            {
+                **{n: v for n, v in columns.items() if n != "sizes_in_stock"},
+                "sizes_in_stock": pl.Series(
+                    columns["sizes_in_stock"].tolist(), dtype=pl.List(pl.String)
+                ),
+                "score": final.astype(np.float64),
+                "recommended_size": [sizes.get(i, (None, None))[0] for i in ids],
+            }
+        )
         ranked = apply_rules(
-            candidates.drop("__order"),
+            candidates,
             self.rules,
             Context(purchased=frozenset(purchased), returned=frozenset()),
             k,
-            scorer.raw_item_vectors[
-                [scorer.item_index[i] for i in candidates.get_column(ITEM_ENTITY)]
-            ],
+            scorer.raw_item_vectors[top],
         )
         out = []
         for row in ranked.iter_rows(named=True):
