@@ -106,6 +106,27 @@ def fit_inputs(frame: pl.DataFrame) -> np.ndarray:
             history[rows] = np.where(own >= 0, own, overall[rows])
     history = np.where(history >= 0, history, np.nan)
     body = fit_match({c: frame.get_column(c) for c in INPUTS if c in frame.columns}, n)
+    return _assemble(
+        size,
+        history,
+        body,
+        _column(frame, "sizing_bias", n),
+        _column(frame, "fit_skew", n),
+        _column(frame, "tryon_small_rate", n),
+        _column(frame, "tryon_large_rate", n),
+    )
+
+
+def _assemble(
+    size: np.ndarray,
+    history: np.ndarray,
+    body: dict[str, np.ndarray],
+    sizing_bias: np.ndarray,
+    fit_skew: np.ndarray,
+    small_rate: np.ndarray,
+    large_rate: np.ndarray,
+) -> np.ndarray:
+    """The fit head's input matrix, in :data:`FIT_INPUTS` order (NaN -> 0, flags say known)."""
     estimate = body["fit_rank_estimate"].astype(np.float64)
     columns = {
         "size_value": size,
@@ -114,10 +135,10 @@ def fit_inputs(frame: pl.DataFrame) -> np.ndarray:
         "size_vs_body": size - estimate,
         "has_body_estimate": ~np.isnan(estimate),
         "body_spread": body["fit_spread"],
-        "sizing_bias": _column(frame, "sizing_bias", n),
-        "fit_skew": _column(frame, "fit_skew", n),
-        "tryon_small_rate": _column(frame, "tryon_small_rate", n),
-        "tryon_large_rate": _column(frame, "tryon_large_rate", n),
+        "sizing_bias": sizing_bias,
+        "fit_skew": fit_skew,
+        "tryon_small_rate": small_rate,
+        "tryon_large_rate": large_rate,
     }
     matrix = np.stack([np.asarray(columns[c], dtype=np.float32) for c in FIT_INPUTS], axis=1)
     return np.nan_to_num(matrix, nan=0.0)
@@ -169,19 +190,12 @@ class FitTable:
                 history[categories == category] = own
         columns = {c: v[rows] for c, v in self.columns.items()}
         columns |= {z: np.full(n, value(z)) for z in BODY_COLUMNS.values()}
-        body = fit_match(columns, n)
-        estimate = body["fit_rank_estimate"].astype(np.float64)
-        values = {
-            "size_value": size,
-            "size_vs_history": size - history,
-            "has_history": ~np.isnan(history),
-            "size_vs_body": size - estimate,
-            "has_body_estimate": ~np.isnan(estimate),
-            "body_spread": body["fit_spread"],
-            "sizing_bias": columns.get("sizing_bias", np.full(n, np.nan)),
-            "fit_skew": columns["fit_skew"],
-            "tryon_small_rate": np.full(n, value("tryon_small_rate")),
-            "tryon_large_rate": np.full(n, value("tryon_large_rate")),
-        }
-        matrix = np.stack([np.asarray(values[c], dtype=np.float32) for c in FIT_INPUTS], axis=1)
-        return np.nan_to_num(matrix, nan=0.0)
+        return _assemble(
+            size,
+            history,
+            fit_match(columns, n),
+            columns.get("sizing_bias", np.full(n, np.nan)),
+            columns["fit_skew"],
+            np.full(n, value("tryon_small_rate")),
+            np.full(n, value("tryon_large_rate")),
+        )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
+from datetime import date
 from pathlib import Path
 
 import pytest
@@ -82,3 +83,21 @@ def settings(tmp_path: Path) -> Iterator[Settings]:
     """Settings for a fresh data dir (SQLite online store)."""
     with Environment(tmp_path / "var") as s:
         yield s
+
+
+def prepare_days(settings: Settings, raw_drops: Path) -> date:
+    """Copy the raw drops into ``settings``' data dir, ingest them all and build every day's
+    features; returns the last day."""
+    import shutil
+
+    from pipeline.features import build_features, missing_snapshot_days
+    from pipeline.ingest import drops_up_to, ingest_drop
+
+    shutil.copytree(raw_drops, settings.raw_dir)
+    drops = drops_up_to(settings.raw_dir, date.max)
+    for day, folder in drops:
+        ingest_drop(folder, day, settings)
+    last = drops[-1][0]
+    for day in missing_snapshot_days(settings.curated_dir, settings.features_dir, last):
+        build_features(settings.curated_dir, settings.features_dir, day)
+    return last

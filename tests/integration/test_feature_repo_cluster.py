@@ -3,9 +3,6 @@ and read back what pipeline.features computed, through Feast."""
 
 from __future__ import annotations
 
-import shutil
-from datetime import date
-
 import polars as pl
 import pytest
 
@@ -13,12 +10,9 @@ from pipeline import store
 from pipeline.features import (
     CUSTOMER_FEATURES,
     TIMESTAMP,
-    build_features,
     feature_paths,
-    missing_snapshot_days,
 )
-from pipeline.ingest import drops_up_to, ingest_drop
-from tests.conftest import Environment
+from tests.conftest import Environment, prepare_days
 from tests.servers import redis_cluster
 
 
@@ -27,15 +21,7 @@ def cluster_env(raw_drops, tmp_path_factory):
     with redis_cluster(tmp_path_factory.mktemp("cluster")) as nodes:
         data = tmp_path_factory.mktemp("cluster-data")
         with Environment(data, f"redis+cluster://{nodes}") as settings:
-            shutil.copytree(raw_drops, settings.raw_dir)
-            drops = drops_up_to(settings.raw_dir, date.max)
-            for day, folder in drops:
-                ingest_drop(folder, day, settings)
-            last = drops[-1][0]
-            for snapshot in missing_snapshot_days(
-                settings.curated_dir, settings.features_dir, last
-            ):
-                build_features(settings.curated_dir, settings.features_dir, snapshot)
+            prepare_days(settings, raw_drops)
             yield settings
 
 

@@ -20,27 +20,15 @@ import pytest
 from mlflow import MlflowClient
 
 from pipeline import store
-from pipeline.config import CHAMPION, Settings
-from pipeline.features import build_features, missing_snapshot_days
+from pipeline.config import CHAMPION
 from pipeline.ingest import drops_up_to, ingest_drop, partition
 from pipeline.model import ModelConfig
-from tests.conftest import Environment
+from tests.conftest import Environment, prepare_days
 from tests.servers import RestartableRedis, create_database, free_port, postgres, redis_server
 
 pytestmark = pytest.mark.slow
 ROOT = Path(__file__).parents[2]
 SMALL = ModelConfig(epochs=2, embedding_dim=8)
-
-
-def _prepare(settings: Settings, raw_drops: Path) -> date:
-    shutil.copytree(raw_drops, settings.raw_dir)
-    drops = drops_up_to(settings.raw_dir, date.max)
-    for day, folder in drops:
-        ingest_drop(folder, day, settings)
-    last = drops[-1][0]
-    for day in missing_snapshot_days(settings.curated_dir, settings.features_dir, last):
-        build_features(settings.curated_dir, settings.features_dir, day)
-    return last
 
 
 def test_materialize_retries_while_redis_is_down_and_succeeds_when_it_returns(
@@ -50,7 +38,7 @@ def test_materialize_retries_while_redis_is_down_and_succeeds_when_it_returns(
     server.start()
     try:
         with Environment(tmp_path / "data", server.url) as settings:
-            _prepare(settings, raw_drops)
+            prepare_days(settings, raw_drops)
             store.apply(store.feature_store(settings))
             server.kill()
             threading.Timer(1.0, server.start).start()  # back before the second retry
@@ -69,7 +57,7 @@ def test_materialize_retries_while_redis_is_down_and_succeeds_when_it_returns(
 
 def test_a_failing_training_leaves_the_champion_and_says_why(raw_drops, prefect_harness, tmp_path):
     with Environment(tmp_path / "data") as settings:
-        last = _prepare(settings, raw_drops)
+        last = prepare_days(settings, raw_drops)
         from flows.nightly import nightly
 
         good = nightly(last, SMALL)

@@ -3,8 +3,7 @@ retrieval row by row, and rows from the future never leak."""
 
 from __future__ import annotations
 
-import shutil
-from datetime import date, timedelta
+from datetime import timedelta
 
 import polars as pl
 import pytest
@@ -15,25 +14,15 @@ from pipeline.features import (
     CUSTOMER_ENTITY,
     CUSTOMER_VIEW,
     TIMESTAMP,
-    build_features,
     feature_paths,
-    missing_snapshot_days,
 )
-from pipeline.ingest import drops_up_to, ingest_drop
-from tests.conftest import Environment
+from tests.conftest import Environment, prepare_days
 
 
 @pytest.fixture(scope="module")
 def prepared(raw_drops, tmp_path_factory):
     with Environment(tmp_path_factory.mktemp("pit")) as settings:
-        shutil.copytree(raw_drops, settings.raw_dir)
-        drops = drops_up_to(settings.raw_dir, date.max)
-        for day, folder in drops:
-            ingest_drop(folder, day, settings)
-        last = drops[-1][0]
-        for day in missing_snapshot_days(settings.curated_dir, settings.features_dir, last):
-            build_features(settings.curated_dir, settings.features_dir, day)
-        yield settings, last
+        yield settings, prepare_days(settings, raw_drops)
 
 
 def _feast_join(settings, entity_df: pl.DataFrame) -> pl.DataFrame:
