@@ -83,7 +83,7 @@ class LoadedModel:
     scorer: Scorer
     attributes: pl.DataFrame  # item_id, category, brand, style, colour, price, sizes_in_stock
     popular: np.ndarray  # catalogue indices, most popular first
-    columns: dict[str, np.ndarray] = field(default_factory=dict)  # attributes by catalogue index
+    ordered: pl.DataFrame | None = None  # attributes in catalogue-index order
 
     @classmethod
     def load(cls, settings: Settings, alias: str = CHAMPION) -> LoadedModel:
@@ -105,16 +105,8 @@ class LoadedModel:
         ordered = pl.DataFrame({ITEM_ENTITY: scorer.item_ids.tolist()}).join(
             attributes, on=ITEM_ENTITY, how="left", maintain_order="left"
         )
-        columns = {c: ordered.get_column(c).to_numpy() for c in ordered.columns}
-        columns["sizes_in_stock"] = np.array(
-            ordered.get_column("sizes_in_stock").to_list(), dtype=object
-        )
         return cls(
-            version=version,
-            scorer=scorer,
-            attributes=attributes,
-            popular=popular,
-            columns=columns,
+            version=version, scorer=scorer, attributes=attributes, popular=popular, ordered=ordered
         )
 
 
@@ -330,16 +322,9 @@ class Recommender:
             np.log(out["purchase"] + 1e-6) + np.log(out["keep"] + 1e-6)
         )
         sizes = scorer.best_sizes(customer, features, ids[: max(3 * k, 30)])
-        columns = {name: values[top] for name, values in model.columns.items()}
-        candidates = pl.DataFrame(
-            {
-                **{n: v for n, v in columns.items() if n != "sizes_in_stock"},
-                "sizes_in_stock": pl.Series(
-                    columns["sizes_in_stock"].tolist(), dtype=pl.List(pl.String)
-                ),
-                "score": final.astype(np.float64),
-                "recommended_size": [sizes.get(i, (None, None))[0] for i in ids],
-            }
+        candidates = model.ordered[top.tolist()].with_columns(  # type: ignore[index]
+            pl.Series("score", final.astype(np.float64)),
+            pl.Series("recommended_size", [sizes.get(i, (None,))[0] for i in ids], pl.String),
         )
         ranked = apply_rules(
             candidates,
