@@ -188,7 +188,7 @@ class Shopper(FastHttpUser):
 
 
 def over_http(seconds: int, users: int) -> dict[str, float]:
-    """uvicorn + the app in a subprocess; locust headless for ``seconds``."""
+    """uvicorn (two workers) + the app in a subprocess; locust headless for ``seconds``."""
     from pipeline.config import get_settings
     from tests.servers import free_port
 
@@ -196,7 +196,7 @@ def over_http(seconds: int, users: int) -> dict[str, float]:
     port = free_port()
     env = {**os.environ}
     server = subprocess.Popen(
-        [sys.executable, "-m", "flows.cli", "serve", "--port", str(port)],
+        [sys.executable, "-m", "flows.cli", "serve", "--port", str(port), "--workers", "2"],
         cwd=ROOT,
         env=env,
         stdout=subprocess.DEVNULL,

@@ -288,16 +288,23 @@ def _sample_session(drop: Path) -> tuple[str, list[str]]:
 def serve(
     host: Annotated[str, typer.Option(help="interface to listen on")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="port")] = 8000,
+    workers: Annotated[int, typer.Option(min=1, help="processes (each loads the model)")] = 1,
 ) -> None:
     """Run the HTTP serving app (POST /recommendations, POST /events, GET /health, /metrics)."""
     import uvicorn
 
     from serving import NoChampionError
-    from serving.app import create_app
 
     try:
-        app = create_app()
-        uvicorn.run(app, host=host, port=port, log_level="warning", access_log=False)
+        uvicorn.run(
+            "serving.app:create_app",
+            factory=True,
+            host=host,
+            port=port,
+            workers=workers,
+            log_level="warning",
+            access_log=False,
+        )
     except NoChampionError as exc:
         typer.echo(str(exc), err=True)
         raise typer.Exit(1) from None
