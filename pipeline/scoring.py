@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 import polars as pl
 
+from pipeline import fastpath
 from pipeline.features import ITEM_ENTITY
 from pipeline.fit import FitTable, fit_inputs
 from pipeline.model import FIT_CLASSES, PAD
@@ -29,9 +30,15 @@ class Scored:
 
 
 class Scorer:
-    """An exported bundle loaded for inference."""
+    """An exported bundle loaded for inference.
 
-    def __init__(self, bundle: Path):
+    Batches (evaluation) go through the SavedModel's signatures; one page view
+    (:meth:`serve`, :meth:`best_sizes`) through :mod:`pipeline.fastpath` when the bundle has
+    its weights, which computes the same in NumPy without TensorFlow's per-call cost
+    (``fast=False`` forces the signatures).
+    """
+
+    def __init__(self, bundle: Path, fast: bool = True):
         self.bundle = Path(bundle)
         self.meta: dict[str, Any] = json.loads((self.bundle / "meta.json").read_text())
         self.session_len: int = self.meta["config"]["session_len"]
@@ -56,6 +63,8 @@ class Scorer:
             if self.item_sizes is not None and not self.item_sizes.is_empty()
             else None
         )
+        weights = self.bundle / fastpath.FILE
+        self.fast = fastpath.FastModel.load(weights) if fast and weights.exists() else None
 
     # --- inputs -----------------------------------------------------------------------
 
@@ -150,6 +159,10 @@ class Scorer:
         """One model call for a page view: query vector, the best ``candidates`` catalogue
         indices with their retrieval scores, and P(purchase), P(keep) for each."""
         n = min(candidates, len(self.item_ids))
+        if self.fast is not None:
+            return self.fast.serve(
+                customer_id, features[0], sessions[0].tolist(), session_events[0].tolist(), n
+            )
         if self._serve is None:  # bundles from before the serve signature
             query, scores = self.score([customer_id], features, sessions, session_events)
             top = np.argsort(-scores[0], kind="stable")[:n]
@@ -233,13 +246,18 @@ class Scorer:
         customer = self.feature_matrix([features])[0]
         by_name = dict(zip(self.customer_features, customer.tolist(), strict=True))
         n = len(rows)
-        out = self._fit(
-            customer_id=tf.constant(np.array([customer_id] * n, dtype=object), tf.string),
-            customer_features=tf.constant(np.repeat(customer[None], n, 0), tf.float32),
-            candidates=tf.constant(self.raw_item_vectors[self.fit_table.item_index[rows]]),
-            fit_features=tf.constant(self.fit_table.inputs(by_name, rows), tf.float32),
-        )
-        fits = out["fit"].numpy()[:, FIT_CLASSES.index("fits")]
+        candidates = self.raw_item_vectors[self.fit_table.item_index[rows]]
+        fit_features = self.fit_table.inputs(by_name, rows)
+        if self.fast is not None:
+            probabilities = self.fast.fit(customer_id, customer, candidates, fit_features)
+        else:
+            probabilities = self._fit(
+                customer_id=tf.constant(np.array([customer_id] * n, dtype=object), tf.string),
+                customer_features=tf.constant(np.repeat(customer[None], n, 0), tf.float32),
+                candidates=tf.constant(candidates),
+                fit_features=tf.constant(fit_features, tf.float32),
+            )["fit"].numpy()
+        fits = probabilities[:, FIT_CLASSES.index("fits")]
         best: dict[str, tuple[str, float]] = {}
         for row, p in zip(rows.tolist(), fits.tolist(), strict=True):
             item = self.item_ids[self.fit_table.item_index[row]]

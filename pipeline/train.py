@@ -18,6 +18,7 @@ import numpy as np
 import polars as pl
 import scipy.sparse as sp
 
+from pipeline import fastpath
 from pipeline.contracts import CATEGORIES, EVENT_TYPES, STYLES
 from pipeline.examples import CUSTOMER_NUMERIC, ITEM_NUMERIC, Dataset
 from pipeline.features import CUSTOMER_ENTITY, CUSTOMER_FEATURES, ITEM_ENTITY, TIMESTAMP, defaults
@@ -467,6 +468,13 @@ def export_bundle(model: RecommenderModel, data: Dataset, cfg: ModelConfig, out:
             "rank": module.rank,
             "fit": module.fit,
         },
+    )
+    fastpath.export(
+        model,
+        module.item_matrix.numpy(),
+        module.item_raw.numpy(),
+        module.item_bias.numpy(),
+        out / fastpath.FILE,
     )
     catalogue = catalogue_arrays(data.items)
     vectors = [
