@@ -9,7 +9,8 @@ a redis-server started here, training, registration). Then, in one run:
 (b) naive: Feast's SDK for the customer and 500 candidate items, then Keras ``model.predict``
     over those candidates;
 
-and, second part, the HTTP app under uvicorn driven by locust (headless) for a fixed time.
+and, second part, the HTTP app under uvicorn driven by wrk (or locust, headless) for a fixed
+time.
 Last line: ``serving p50_ms=<float> p99_ms=<float> naive_p50_ms=<float> speedup=<float>``.
 """
 
@@ -41,6 +42,8 @@ def prepare(workdir: Path, redis_url: str, customers: int, items: int, days: int
     """Generate, ingest, build features, materialise, train and register (once per workdir)."""
     os.environ["FITREC_DATA_DIR"] = str(workdir)
     os.environ["FITREC_REDIS_URL"] = redis_url
+    import polars as pl
+
     from pipeline.config import get_settings
 
     get_settings.cache_clear()
@@ -75,7 +78,16 @@ def prepare(workdir: Path, redis_url: str, customers: int, items: int, days: int
         (workdir / "prepared").write_text(str(time.perf_counter() - t))
     fs = store.feature_store(settings)
     store.apply(fs)
-    store.materialize_new(fs, settings.features_dir, settings.feast_dir / "checkpoints")
+    # The redis-server is new on every run, a reused workdir's registry is not: write every
+    # snapshot (the registry's "materialised up to" would otherwise skip them all).
+    from pipeline.features import TIMESTAMP, feature_paths
+    from pipeline.redis_online import materialize_view
+
+    paths = feature_paths(settings.features_dir)
+    for view in fs.list_feature_views():
+        if view.name in paths and paths[view.name].exists():
+            stamps = pl.read_parquet(paths[view.name], columns=[TIMESTAMP])[TIMESTAMP]
+            materialize_view(fs, view.name, stamps.min(), stamps.max())
 
 
 def in_process(requests: int) -> dict[str, float]:
@@ -174,85 +186,169 @@ def in_process(requests: int) -> dict[str, float]:
     }
 
 
+WRK_SCRIPT = """
+math.randomseed(7)
+local items = {{{items}}}
+local customers = {{{customers}}}
+wrk.method = "POST"
+wrk.headers["Content-Type"] = "application/json"
+request = function()
+  local a = items[math.random(#items)]
+  local b = items[math.random(#items)]
+  local c = customers[math.random(#customers)]
+  local body = '{{"customer_id":"' .. c .. '","session_items":["' .. a
+    .. '","' .. b .. '"],"k":10}}'
+  return wrk.format(nil, "/recommendations", nil, body)
+end
+"""
+
 LOCUSTFILE = """
 import random
 from locust import FastHttpUser, task, constant
 ITEMS = {items!r}
+CUSTOMERS = {customers!r}
 class Shopper(FastHttpUser):
     wait_time = constant(0)
     @task
     def page_view(self):
         self.client.post("/recommendations", json={{
+            "customer_id": random.choice(CUSTOMERS),
             "session_items": random.sample(ITEMS, 2), "k": 10}})
 """
 
 
-def over_http(seconds: int, users: int) -> dict[str, float]:
-    """uvicorn (two workers) + the app in a subprocess; locust headless for ``seconds``."""
+def _ms(text: str) -> float:
+    """wrk's latency figures ("870.00us", "3.21ms", "1.02s") in milliseconds."""
+    for unit, factor in (("us", 1e-3), ("ms", 1.0), ("s", 1e3)):
+        if text.endswith(unit):
+            return float(text[: -len(unit)]) * factor
+    return float(text)
+
+
+def run_wrk(url: str, script: Path, seconds: int, connections: int) -> dict[str, float]:
+    out = subprocess.run(
+        [
+            "wrk",
+            "-t",
+            "1",
+            "-c",
+            str(connections),
+            "-d",
+            f"{seconds}s",
+            "--latency",
+            "-s",
+            str(script),
+            url,
+        ],
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout
+    fields: dict[str, float] = {"failures": 0.0}
+    for line in out.splitlines():
+        parts = line.split()
+        if line.strip().startswith(("50%", "99%")) and len(parts) == 2:
+            fields[f"p{parts[0][:-1]}_ms"] = _ms(parts[1])
+        elif line.startswith("Requests/sec:"):
+            fields["rps"] = float(parts[1])
+        elif "requests in" in line:
+            fields["requests"] = float(parts[0])
+        elif line.strip().startswith(("Non-2xx", "Socket errors")):
+            fields["failures"] += sum(float(p.strip(",")) for p in parts if p.strip(",").isdigit())
+    return fields
+
+
+def run_locust(url: str, locustfile: Path, seconds: int, users: int) -> dict[str, float]:
+    prefix = locustfile.parent / "stats"
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "locust",
+            "-f",
+            str(locustfile),
+            "--headless",
+            "-u",
+            str(users),
+            "-r",
+            str(users),
+            "-t",
+            f"{seconds}s",
+            "--host",
+            url,
+            "--csv",
+            str(prefix),
+            "--only-summary",
+        ],
+        check=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    stats = (prefix.parent / "stats_stats.csv").read_text().splitlines()
+    total = dict(zip(stats[0].split(","), stats[-1].split(","), strict=False))
+    return {
+        "requests": float(total["Request Count"]),
+        "failures": float(total["Failure Count"]),
+        "rps": float(total["Requests/s"]),
+        "p50_ms": float(total["50%"]),
+        "p99_ms": float(total["99%"]),
+    }
+
+
+def over_http(seconds: int, users: int, workers: int) -> dict[str, float | str]:
+    """uvicorn (``workers`` processes) + the app in a subprocess, driven for ``seconds`` by
+    wrk when it is installed (C, light on the shared cores), else by locust (headless)."""
     from pipeline.config import get_settings
     from tests.servers import free_port
 
     settings = get_settings()
     port = free_port()
-    env = {**os.environ}
     server = subprocess.Popen(
-        [sys.executable, "-m", "flows.cli", "serve", "--port", str(port), "--workers", "2"],
+        [
+            sys.executable,
+            "-m",
+            "flows.cli",
+            "serve",
+            "--port",
+            str(port),
+            "--workers",
+            str(workers),
+        ],
         cwd=ROOT,
-        env=env,
+        env={**os.environ},
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
+    url = f"http://127.0.0.1:{port}"
     try:
         import httpx
+        import polars as pl
 
-        deadline = time.monotonic() + 120
+        deadline = time.monotonic() + 180
         while time.monotonic() < deadline:
             try:
-                if httpx.get(f"http://127.0.0.1:{port}/health", timeout=1).status_code == 200:
+                if httpx.get(f"{url}/health", timeout=1).status_code == 200:
                     break
             except httpx.HTTPError:
                 time.sleep(0.5)
-        import polars as pl
-
         items = pl.read_parquet(settings.curated_dir / "items" / "*" / "*.parquet")["item_id"]
+        items = items.unique(maintain_order=True).head(2000).to_list()
+        customers = pl.read_parquet(settings.raw_dir / "*" / "customers.parquet")["customer_id"]
+        customers = customers.head(2000).to_list()
         with tempfile.TemporaryDirectory() as tmp:
+            if shutil.which("wrk"):
+                script = Path(tmp) / "page_views.lua"
+                script.write_text(
+                    WRK_SCRIPT.format(
+                        items=",".join(f'"{i}"' for i in items),
+                        customers=",".join(f'"{c}"' for c in customers),
+                    )
+                )
+                run_wrk(url, script, 3, users)  # warm-up: every worker has seen requests
+                return {**run_wrk(url, script, seconds, users), "tool": "wrk"}
             locustfile = Path(tmp) / "locustfile.py"
-            locustfile.write_text(LOCUSTFILE.format(items=items.head(2000).to_list()))
-            prefix = Path(tmp) / "stats"
-            subprocess.run(
-                [
-                    sys.executable,
-                    "-m",
-                    "locust",
-                    "-f",
-                    str(locustfile),
-                    "--headless",
-                    "-u",
-                    str(users),
-                    "-r",
-                    str(users),
-                    "-t",
-                    f"{seconds}s",
-                    "--host",
-                    f"http://127.0.0.1:{port}",
-                    "--csv",
-                    str(prefix),
-                    "--only-summary",
-                ],
-                check=True,
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.DEVNULL,
-            )
-            stats = (prefix.parent / "stats_stats.csv").read_text().splitlines()
-            header = stats[0].split(",")
-            total = dict(zip(header, stats[-1].split(","), strict=False))
-        return {
-            "requests": float(total["Request Count"]),
-            "failures": float(total["Failure Count"]),
-            "rps": float(total["Requests/s"]),
-            "p50_ms": float(total["50%"]),
-            "p99_ms": float(total["99%"]),
-        }
+            locustfile.write_text(LOCUSTFILE.format(items=items, customers=customers))
+            return {**run_locust(url, locustfile, seconds, users), "tool": "locust"}
     finally:
         server.terminate()
         server.wait(timeout=30)
@@ -268,7 +364,8 @@ def main() -> None:
     parser.add_argument("--days", type=int, default=3)
     parser.add_argument("--requests", type=int, default=2_000)
     parser.add_argument("--http-seconds", type=int, default=20)
-    parser.add_argument("--users", type=int, default=16)
+    parser.add_argument("--users", type=int, default=16, help="HTTP connections")
+    parser.add_argument("--workers", type=int, default=2, help="uvicorn worker processes")
     args = parser.parse_args()
     from tests.servers import redis_server
 
@@ -277,15 +374,16 @@ def main() -> None:
         result = in_process(args.requests)
         print(json.dumps({"in_process_ms": result}, indent=1), flush=True)
         try:
-            http = over_http(args.http_seconds, args.users)
+            http = over_http(args.http_seconds, args.users, args.workers)
             print(
                 f"http rps={http['rps']:.0f} p50_ms={http['p50_ms']:.1f} "
                 f"p99_ms={http['p99_ms']:.1f} failures={http['failures']:.0f} "
-                f"({args.users} locust users, {args.http_seconds}s)",
+                f"({http['tool']}, {args.users} connections, {args.workers} workers, "
+                f"{args.http_seconds}s)",
                 flush=True,
             )
         except (FileNotFoundError, subprocess.CalledProcessError, ModuleNotFoundError) as exc:
-            print(f"http part not run: {exc} (pip install locust)", flush=True)
+            print(f"http part not run: {exc} (install wrk, or pip install locust)", flush=True)
     print(
         f"serving p50_ms={result['p50']:.3f} p99_ms={result['p99']:.3f} "
         f"naive_p50_ms={result['naive_p50']:.3f} speedup={result['naive_p50'] / result['p50']:.1f}"

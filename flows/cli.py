@@ -291,9 +291,16 @@ def serve(
     workers: Annotated[int, typer.Option(min=1, help="processes (each loads the model)")] = 1,
 ) -> None:
     """Run the HTTP serving app (POST /recommendations, POST /events, GET /health, /metrics)."""
+    import os
+
     import uvicorn
 
     from serving import NoChampionError
+
+    # One process per core: a page view's small matrix products must not each fan out to a
+    # BLAS thread pool that competes with the other workers.
+    for name in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+        os.environ.setdefault(name, "1")
 
     try:
         uvicorn.run(

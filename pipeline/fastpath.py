@@ -168,7 +168,8 @@ class FastModel:
     # --- towers -------------------------------------------------------------------------
 
     def customer_vector(self, customer_id: str, features: np.ndarray) -> np.ndarray:
-        clean = np.nan_to_num(np.asarray(features, np.float32).reshape(-1), nan=0.0)
+        features = np.asarray(features, np.float32).reshape(-1)
+        clean = np.where(np.isnan(features), np.float32(0.0), features)
         normalised = (clean - self.customer_mean) / self.customer_scale
         embedding = self.customer.table[self.customer.lookup([customer_id])[0]]
         return np.concatenate([embedding, self.customer_dense(normalised[None])[0]])
@@ -200,10 +201,9 @@ class FastModel:
         has_session = np.float32(mask.any())
         return np.concatenate([last_state, context, item_vectors[-1], [has_session]])
 
-    def query(self, customer_id: str, features: np.ndarray, idx, events) -> np.ndarray:
-        x = np.concatenate(
-            [self.customer_vector(customer_id, features), self.session_vector(idx, events)]
-        ).astype(np.float32)[None]
+    def query(self, who: np.ndarray, idx: np.ndarray, events: np.ndarray) -> np.ndarray:
+        """The query vector from the customer vector and the session."""
+        x = np.concatenate([who, self.session_vector(idx, events)]).astype(np.float32)[None]
         return self.out(np.concatenate([x, self.hidden(x)], axis=1))[0]
 
     def memory_scores(self, idx: np.ndarray) -> np.ndarray:
@@ -236,10 +236,12 @@ class FastModel:
         session_events: list[str],
         candidates: int,
     ) -> dict[str, np.ndarray]:
-        """What the ``serve`` signature returns, for one query."""
+        """What the ``serve`` signature returns, for one query, plus the customer vector
+        (``customer``, for :meth:`fit` on the same request)."""
         idx = self.items.lookup(session_items)
         events = self.events.lookup(session_events)
-        query = self.query(customer_id, features, idx, events)
+        who = self.customer_vector(customer_id, features)
+        query = self.query(who, idx, events)
         if self.full:
             neural = self.item_matrix @ query + self.item_bias
             scores = self.neural_scale * neural + self.memory_scores(idx)
@@ -256,6 +258,7 @@ class FastModel:
             "scores": scores[top],
             "purchase": _sigmoid(logits[:, 0]),
             "keep": _sigmoid(logits[:, 1]),
+            "customer": who,
         }
 
     def rank(self, query: np.ndarray, candidates: np.ndarray) -> np.ndarray:
@@ -272,10 +275,14 @@ class FastModel:
         features: np.ndarray,
         candidates: np.ndarray,
         fit_features: np.ndarray,
+        who: np.ndarray | None = None,
     ) -> np.ndarray:
-        """P(too small, fits, too large) for one customer and (item vector, size) rows."""
-        who = self.customer_vector(customer_id, features)
-        clean = np.nan_to_num(np.asarray(fit_features, np.float32), nan=0.0)
+        """P(too small, fits, too large) for one customer and (item vector, size) rows;
+        ``who`` is the customer vector when :meth:`serve` already computed it."""
+        if who is None:
+            who = self.customer_vector(customer_id, features)
+        fit_features = np.asarray(fit_features, np.float32)
+        clean = np.where(np.isnan(fit_features), np.float32(0.0), fit_features)
         size = (clean - self.fit_mean) / self.fit_scale
         first = self.fit_layers[0]
         n_who, n_item = len(who), candidates.shape[1]

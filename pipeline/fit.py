@@ -163,6 +163,16 @@ class FitTable:
         self.size_value = self.size_value.astype(np.float64)
         self.category = rows.get_column("category").fill_null("").to_numpy().astype(object)
         self.columns = {c: _column(rows, c, rows.height) for c in (*attributes, "fit_skew")}
+        n = rows.height
+        nan = np.full(n, np.nan)
+        # The item side of fit_match, once: chart start shifted by the sizing bias, cm per
+        # size (NaN where unknown), per measure in BODY_COLUMNS order.
+        bias_cm = np.nan_to_num(self.columns.get("sizing_bias", nan)) * SIZING_BIAS_CM
+        self.chart_lo = np.stack(
+            [self.columns.get(f"chart_{m}_lo", nan) + bias_cm for m in BODY_COLUMNS], axis=1
+        )
+        step = np.stack([self.columns.get(f"chart_{m}_step", nan) for m in BODY_COLUMNS], axis=1)
+        self.chart_step = np.where(step > 0, step, np.nan)
         order = np.argsort(self.item_index, kind="stable")
         bounds = np.searchsorted(self.item_index[order], np.arange(len(item_ids) + 1))
         self.rows_of = [order[bounds[i] : bounds[i + 1]] for i in range(len(item_ids))]
@@ -171,6 +181,29 @@ class FitTable:
         """Row indices of every size of the given catalogue items."""
         parts = [self.rows_of[i] for i in items]
         return np.concatenate(parts) if parts else np.zeros(0, np.int64)
+
+    def _body(self, customer: dict[str, float | None], rows: np.ndarray) -> dict[str, np.ndarray]:
+        """:func:`fit_match`'s estimate and spread for one customer, item side precomputed."""
+        body = []
+        for measure, z_column in BODY_COLUMNS.items():
+            z = customer.get(z_column)
+            mean, sd = BODY_REFERENCE[f"{measure}_cm"]
+            body.append(np.nan if z is None else float(z) * sd + mean)
+        n = len(rows)
+        if np.isnan(body).all():
+            unknown = np.full(n, np.nan, np.float32)
+            return {"fit_rank_estimate": unknown, "fit_spread": unknown}
+        ranks = (np.asarray(body) - self.chart_lo[rows]) / self.chart_step[rows]
+        known = ~np.isnan(ranks)
+        count = known.sum(axis=1)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            estimate = np.where(known, ranks, 0.0).sum(axis=1) / count
+            deviation = np.where(known, ranks - estimate[:, None], 0.0)
+            spread = np.sqrt((deviation**2).sum(axis=1) / count)
+        return {
+            "fit_rank_estimate": estimate.astype(np.float32),
+            "fit_spread": spread.astype(np.float32),
+        }
 
     def inputs(self, customer: dict[str, float | None], rows: np.ndarray) -> np.ndarray:
         """The fit head's inputs for one customer and the given rows."""
@@ -188,14 +221,40 @@ class FitTable:
             own = value(f"fit_size_{category}")
             if own >= 0:
                 history[categories == category] = own
-        columns = {c: v[rows] for c, v in self.columns.items()}
-        columns |= {z: np.full(n, value(z)) for z in BODY_COLUMNS.values()}
+        nan = np.full(n, np.nan)
         return _assemble(
             size,
             history,
-            fit_match(columns, n),
-            columns.get("sizing_bias", np.full(n, np.nan)),
-            columns["fit_skew"],
+            self._body(customer, rows),
+            self.columns["sizing_bias"][rows] if "sizing_bias" in self.columns else nan,
+            self.columns["fit_skew"][rows],
             np.full(n, value("tryon_small_rate")),
             np.full(n, value("tryon_large_rate")),
         )
+
+
+def best_size_per_item(
+    items: np.ndarray, sizes: np.ndarray, fits: np.ndarray
+) -> dict[str, tuple[str, float]]:
+    """For each item, the size most likely to fit and that probability.
+
+    Args:
+        items: The item id of each (item, size) row.
+        sizes: The size label of each row.
+        fits: P(fits) of each row.
+
+    Returns:
+        ``{item id: (size, probability)}``; on a tie the first such row wins.
+    """
+    items = np.asarray(items, dtype=object)
+    # Sort by item, then by descending probability; a stable sort keeps row order on ties.
+    order = np.lexsort((-np.asarray(fits, np.float64), items))
+    first = np.ones(order.size, dtype=bool)
+    first[1:] = items[order[1:]] != items[order[:-1]]
+    chosen = order[first]
+    return {
+        item: (str(size), float(p))
+        for item, size, p in zip(
+            items[chosen].tolist(), sizes[chosen].tolist(), fits[chosen].tolist(), strict=True
+        )
+    }

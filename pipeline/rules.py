@@ -68,6 +68,7 @@ __all__ = [
     "OUTPUT_SCHEMA",
     "BoostRule",
     "BuryRule",
+    "CatalogueRules",
     "CategoryFilter",
     "Context",
     "Diversity",
@@ -76,6 +77,7 @@ __all__ = [
     "RulesError",
     "apply_rules",
     "load_rules",
+    "required_columns",
 ]
 
 EXAMPLE_YAML: Final = """\
@@ -489,6 +491,15 @@ def _required(rules: Rules) -> frozenset[str]:
     return frozenset(needed)
 
 
+def required_columns(rules: Rules, with_vectors: bool = True) -> frozenset[str]:
+    """The candidate columns :func:`apply_rules` reads under ``rules`` (callers build only
+    these: gathering unused columns, lists of sizes above all, costs more than the rules)."""
+    needed = _plan(rules).required
+    if rules.diversity.method == "mmr" and not with_vectors:
+        needed |= {"brand", "category"}
+    return needed
+
+
 def _reason_columns(rules: Rules) -> list[str]:
     """The columns whose values the reasons quote: boosted/buried attributes, the size."""
     columns: set[str] = {r.attribute for r in [*rules.boost, *rules.bury]}
@@ -613,15 +624,171 @@ def apply_rules(
     if k == 0 or n == 0:
         return _empty()
 
-    brand_cap, category_cap = rules.max_per_brand, rules.max_per_category
     exprs = [plan.keep, plan.score, _ITEM_ID, *plan.reason_columns]
-    if brand_cap is not None or on_attributes:
+    if rules.max_per_brand is not None or on_attributes:
         exprs.append(_BRAND_CODES)
-    if category_cap is not None or on_attributes:
+    if rules.max_per_category is not None or on_attributes:
         exprs.append(_CATEGORY_CODES)
     frame = candidates.select(exprs)  # one pass over the candidates for every filter and boost
-    kept = np.flatnonzero(frame["_keep"].to_numpy())
-    ids = frame["item_id"].to_numpy()[kept]
+    picked = _pick(
+        rules,
+        context,
+        k,
+        frame["_keep"].to_numpy(),
+        frame["item_id"].to_numpy(),
+        frame["_score"].to_numpy(),
+        frame["_brand"].to_numpy() if "_brand" in frame.columns else None,
+        frame["_category"].to_numpy() if "_category" in frame.columns else None,
+        vectors,
+    )
+    if picked is None:
+        return _empty()
+    chosen, ids, score, variety = picked
+    values = {c: frame.get_column(c).to_numpy()[chosen] for c in _reason_columns(rules)}
+    return _output(ids, score, _reasons(rules, values, variety))
+
+
+class CatalogueRules:
+    """:func:`apply_rules` for candidates drawn from one fixed catalogue, built once per
+    (rules, catalogue) so that a page view costs NumPy indexing instead of a Polars query.
+
+    The context-free part of the rules is evaluated once over the whole catalogue with the
+    same expressions :func:`apply_rules` uses: category and price filters, the ln(factor) of
+    every boost and bury (kept per rule, added in the same order, so scores are bit-equal),
+    brand and category codes. Per request only the request's own inputs are looked at: model
+    scores, recommended sizes (against each item's sizes in stock), purchases and returns,
+    then the shared selection and reasons. The result equals :func:`apply_rules` on the
+    gathered candidate frame (a property test holds the two together).
+
+    Args:
+        rules: The retailer's validated rules.
+        catalogue: One row per catalogue item, in catalogue-index order, with ``item_id`` and
+            the columns the rules read (``category``, ``brand``, ``style``, ``colour``,
+            ``price``, ``sizes_in_stock``).
+    """
+
+    def __init__(self, rules: Rules, catalogue: pl.DataFrame):
+        self.rules = rules
+        mmr_on_attributes = rules.diversity.method == "mmr"
+        needed = _required(rules) | ({"brand", "category"} if mmr_on_attributes else set())
+        missing = needed - {"score", "recommended_size"} - set(catalogue.columns)
+        if missing:
+            raise ValueError(f"catalogue lacks columns {sorted(missing)} that the rules need")
+        static = rules.model_copy(update={"in_stock_in_recommended_size": False})
+        frame = catalogue.with_columns(pl.lit(0.0).alias("score"))
+        exprs = [_keep_expr(_filters(static)), _ITEM_ID]
+        score_rules: list[BoostRule | BuryRule] = [*rules.boost, *rules.bury]
+        exprs += [
+            pl.when(_is_in(r.attribute, r.values))
+            .then(math.log(r.factor))
+            .otherwise(0.0)
+            .alias(f"_factor_{j}")
+            for j, r in enumerate(score_rules)
+        ]
+        if rules.max_per_brand is not None or mmr_on_attributes:
+            exprs.append(_BRAND_CODES)
+        if rules.max_per_category is not None or mmr_on_attributes:
+            exprs.append(_CATEGORY_CODES)
+        reason_columns = [c for c in _reason_columns(rules) if c != "recommended_size"]
+        exprs += [pl.col(c).cast(pl.String) for c in reason_columns]
+        out = frame.select(exprs)
+        self.keep = out["_keep"].to_numpy()
+        self.ids = out["item_id"].to_numpy()
+        self.factors = [out[f"_factor_{j}"].to_numpy() for j in range(len(score_rules))]
+        self.brand = out["_brand"].to_numpy() if "_brand" in out.columns else None
+        self.category = out["_category"].to_numpy() if "_category" in out.columns else None
+        self.values = {c: out[c].to_numpy() for c in reason_columns}
+        self.stock: list[frozenset[str]] | None = None
+        if rules.in_stock_in_recommended_size:
+            self.stock = [frozenset(s or ()) for s in catalogue["sizes_in_stock"].to_list()]
+
+    def apply(
+        self,
+        indices: np.ndarray,
+        scores: np.ndarray,
+        sizes: Sequence[str | None] | None,
+        context: Context,
+        k: int,
+        vectors: np.ndarray | None = None,
+    ) -> tuple[np.ndarray, np.ndarray, list[list[str]]]:
+        """Item ids, boosted scores and reasons of at most ``k`` picks, in final order.
+
+        Args:
+            indices: Catalogue indices of the candidates, best first.
+            scores: Their model scores.
+            sizes: Their recommended sizes (None where unknown); may be None unless the
+                rules keep only items in stock in the recommended size.
+            context: The customer's purchases and returns.
+            k: The most items to return.
+            vectors: Optional candidate vectors for MMR, as in :func:`apply_rules`.
+        """
+        if k < 0:
+            raise ValueError(f"k must be >= 0, got {k}")
+        indices = np.asarray(indices, dtype=np.intp)
+        n = indices.size
+        if vectors is not None:
+            vectors = np.asarray(vectors, dtype=np.float64)
+            if vectors.shape[0] != n or not np.isfinite(vectors).all():
+                raise ValueError(f"vectors must be a finite ({n}, d) array")
+        if k == 0 or n == 0:
+            return np.zeros(0, object), np.zeros(0), []
+        score = np.asarray(scores, dtype=np.float64)
+        keep = self.keep[indices] & np.isfinite(score)
+        if self.stock is not None:
+            if sizes is None:
+                raise ValueError("the rules need the recommended sizes")
+            stock = self.stock
+            keep &= np.fromiter(
+                (
+                    (size in stock[i]) if size is not None else bool(stock[i])
+                    for i, size in zip(indices.tolist(), sizes, strict=True)
+                ),
+                dtype=bool,
+                count=n,
+            )
+        for factor in self.factors:  # the order apply_rules adds them in
+            score = score + factor[indices]
+        picked = _pick(
+            self.rules,
+            context,
+            k,
+            keep,
+            self.ids[indices],
+            score,
+            self.brand[indices] if self.brand is not None else None,
+            self.category[indices] if self.category is not None else None,
+            vectors,
+        )
+        if picked is None:
+            return np.zeros(0, object), np.zeros(0), []
+        chosen, ids, score, variety = picked
+        values = {c: v[indices[chosen]] for c, v in self.values.items()}
+        if self.stock is not None:
+            assert sizes is not None
+            values["recommended_size"] = np.array([sizes[i] for i in chosen], dtype=object)
+        return ids, score, _reasons(self.rules, values, variety)
+
+
+def _pick(
+    rules: Rules,
+    context: Context,
+    k: int,
+    keep: np.ndarray,
+    ids: np.ndarray,
+    score: np.ndarray,
+    brand: np.ndarray | None,
+    category: np.ndarray | None,
+    vectors: np.ndarray | None,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray] | None:
+    """Stages 1 (history) and 3 (selection) over per-row arrays that already hold the
+    context-free filters (``keep``) and the boosted ``score``.
+
+    Returns:
+        The chosen rows in final order, their ids, scores and "more variety" flags; None
+        when nothing passes.
+    """
+    kept = np.flatnonzero(keep)
+    ids = ids[kept]
     # The customer's history changes per request, so it is checked here, by set lookups on the
     # surviving ids, rather than compiled into the cached expressions.
     history = (context.purchased if rules.exclude_purchased else frozenset()) | (
@@ -633,11 +800,12 @@ def apply_rules(
     if len(set(ids.tolist())) < ids.size:
         kept, ids = _first_of_each(kept, ids)
     if kept.size == 0:
-        return _empty()
-    score = frame["_score"].to_numpy()[kept]
-    brand = frame["_brand"].to_numpy()[kept] if "_brand" in frame.columns else None
-    category = frame["_category"].to_numpy()[kept] if "_category" in frame.columns else None
-
+        return None
+    score = score[kept]
+    brand = brand[kept] if brand is not None else None
+    category = category[kept] if category is not None else None
+    brand_cap, category_cap = rules.max_per_brand, rules.max_per_category
+    mmr = rules.diversity.method == "mmr"
     if not mmr and brand_cap is None and category_cap is None:
         # Plain top-k: a stable sort on -score keeps input order among ties.
         order = np.argsort(-score, kind="stable")[:k]
@@ -648,12 +816,12 @@ def apply_rules(
         if vectors is not None and mmr:
             penalty_row = _cosine_rows(vectors[kept], 1.0 - lam)
         elif mmr:
-            assert brand is not None and category is not None  # requested above
+            assert brand is not None and category is not None  # requested by the callers
             penalty_row = _indicator_rows(category, brand, 1.0 - lam)
         order, variety = _greedy(
             score, k, lam, penalty_row, (brand, brand_cap), (category, category_cap)
         )
-    return _output(frame, rules, kept[order], ids[order], score[order], variety)
+    return kept[order], ids[order], score[order], variety
 
 
 def _first_of_each(rows: np.ndarray, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -772,46 +940,37 @@ def _greedy(
     return np.asarray(picked, dtype=np.int64), np.asarray(variety, dtype=bool)
 
 
-def _output(
-    frame: pl.DataFrame,
-    rules: Rules,
-    chosen: np.ndarray,
-    ids: np.ndarray,
-    score: np.ndarray,
-    variety: np.ndarray,
-) -> pl.DataFrame:
-    """The result frame, with the reasons of each chosen row (only k rows touch Python).
+def _reasons(rules: Rules, values: dict[str, np.ndarray], variety: np.ndarray) -> list[list[str]]:
+    """Short reasons for each chosen row (only k rows touch Python).
 
     Args:
-        frame: The main select, holding the :func:`_reason_columns` as strings.
         rules: The rules applied.
-        chosen: Row numbers of the picks, in final order.
-        ids: Their item ids.
-        score: Their boosted scores.
+        values: The :func:`_reason_columns` of the chosen rows, as strings, in final order.
         variety: Whether each was picked over a more relevant item.
-
-    Returns:
-        The output frame of :func:`apply_rules`.
     """
-
     score_rules = [
         *(("boosted", r.attribute, frozenset(r.values)) for r in rules.boost),
         *(("buried", r.attribute, frozenset(r.values)) for r in rules.bury),
     ]
-    values = {c: frame.get_column(c).to_numpy()[chosen].tolist() for c in _reason_columns(rules)}
-    sizes = values.get("recommended_size", [])
+    columns = {c: v.tolist() for c, v in values.items()}
+    sizes = columns.get("recommended_size", [])
     reasons: list[list[str]] = []
-    for i in range(chosen.size):
+    for i in range(len(variety)):
         mine: list[str] = []
         if sizes:
             mine.append(f"in stock in your size {sizes[i]}" if sizes[i] is not None else "in stock")
         for verb, attribute, matching in score_rules:
-            value = values[attribute][i]
+            value = columns[attribute][i]
             if value in matching:
                 mine.append(f"{verb}: {attribute} {value}")
         if variety[i]:
             mine.append("more variety")
         reasons.append(list(dict.fromkeys(mine)))  # two rules on one value give one reason
+    return reasons
+
+
+def _output(ids: np.ndarray, score: np.ndarray, reasons: list[list[str]]) -> pl.DataFrame:
+    """The result frame of :func:`apply_rules`."""
     return pl.DataFrame(
         [
             pl.Series("item_id", ids, dtype=pl.String),

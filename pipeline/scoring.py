@@ -16,7 +16,7 @@ import polars as pl
 
 from pipeline import fastpath
 from pipeline.features import ITEM_ENTITY
-from pipeline.fit import FitTable, fit_inputs
+from pipeline.fit import FitTable, best_size_per_item, fit_inputs
 from pipeline.model import FIT_CLASSES, PAD
 from pipeline.tfenv import tf
 
@@ -234,9 +234,14 @@ class Scorer:
         return out["fit"].numpy()
 
     def best_sizes(
-        self, customer_id: str, features: dict[str, Any] | None, item_ids: list[str]
+        self,
+        customer_id: str,
+        features: dict[str, Any] | None,
+        item_ids: list[str],
+        customer_vector: np.ndarray | None = None,
     ) -> dict[str, tuple[str, float]]:
-        """For each item with a size chart, the size most likely to fit and that probability."""
+        """For each item with a size chart, the size most likely to fit and that probability
+        (``customer_vector``: from :meth:`serve` on the same request, saves recomputing it)."""
         if self.fit_table is None or not item_ids:
             return {}
         items = np.array([self.item_index[i] for i in item_ids], np.int64)
@@ -249,7 +254,9 @@ class Scorer:
         candidates = self.raw_item_vectors[self.fit_table.item_index[rows]]
         fit_features = self.fit_table.inputs(by_name, rows)
         if self.fast is not None:
-            probabilities = self.fast.fit(customer_id, customer, candidates, fit_features)
+            probabilities = self.fast.fit(
+                customer_id, customer, candidates, fit_features, customer_vector
+            )
         else:
             probabilities = self._fit(
                 customer_id=tf.constant(np.array([customer_id] * n, dtype=object), tf.string),
@@ -258,9 +265,7 @@ class Scorer:
                 fit_features=tf.constant(fit_features, tf.float32),
             )["fit"].numpy()
         fits = probabilities[:, FIT_CLASSES.index("fits")]
-        best: dict[str, tuple[str, float]] = {}
-        for row, p in zip(rows.tolist(), fits.tolist(), strict=True):
-            item = self.item_ids[self.fit_table.item_index[row]]
-            if item not in best or p > best[item][1]:
-                best[item] = (str(self.fit_table.sizes[row]), float(p))
-        return best
+        owners = self.fit_table.item_index[rows]
+        return best_size_per_item(
+            self.item_ids[owners], self.fit_table.sizes[rows], fits.astype(np.float64)
+        )

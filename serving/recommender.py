@@ -30,7 +30,7 @@ from pipeline.config import CHAMPION, Settings, get_settings
 from pipeline.features import CUSTOMER_VIEW, ITEM_ENTITY
 from pipeline.privacy import pseudonymise
 from pipeline.registry import configure
-from pipeline.rules import Context, Rules, apply_rules, load_rules
+from pipeline.rules import CatalogueRules, Context, Rules, load_rules
 from pipeline.scoring import Scorer
 from serving.events import SessionStore
 
@@ -83,7 +83,7 @@ class LoadedModel:
     scorer: Scorer
     attributes: pl.DataFrame  # item_id, category, brand, style, colour, price, sizes_in_stock
     popular: np.ndarray  # catalogue indices, most popular first
-    ordered: pl.DataFrame | None = None  # attributes in catalogue-index order
+    ordered: pl.DataFrame = field(default_factory=pl.DataFrame)  # attributes by catalogue index
 
     @classmethod
     def load(cls, settings: Settings, alias: str = CHAMPION) -> LoadedModel:
@@ -165,6 +165,7 @@ class Recommender:
         self._key = settings.pseudonym_key.get_secret_value()
         self._stop = threading.Event()
         self._watcher: threading.Thread | None = None
+        self._compiled: tuple[LoadedModel, Rules, CatalogueRules] | None = None
 
     @classmethod
     def from_registry(cls, settings: Settings | None = None, rules: Rules | None = None):
@@ -321,36 +322,43 @@ class Recommender:
         final = out["scores"] + self.settings.serving_ranking_weight * (
             np.log(out["purchase"] + 1e-6) + np.log(out["keep"] + 1e-6)
         )
-        sizes = scorer.best_sizes(customer, features, ids[: max(3 * k, 30)])
-        candidates = model.ordered[top.tolist()].with_columns(  # type: ignore[index]
-            pl.Series("score", final.astype(np.float64)),
-            pl.Series("recommended_size", [sizes.get(i, (None,))[0] for i in ids], pl.String),
-        )
-        ranked = apply_rules(
-            candidates,
-            self.rules,
+        sizes = scorer.best_sizes(customer, features, ids[: max(3 * k, 30)], out.get("customer"))
+        mmr = self.rules.diversity.method == "mmr"
+        picked_ids, scores, reasons_of = self._compiled_rules(model).apply(
+            top,
+            final,
+            [sizes.get(i, (None,))[0] for i in ids],
             Context(purchased=frozenset(purchased), returned=frozenset()),
             k,
-            scorer.raw_item_vectors[top],
+            scorer.raw_item_vectors[top] if mmr else None,
         )
-        out = []
-        for row in ranked.iter_rows(named=True):
-            size, confidence = sizes.get(row[ITEM_ENTITY], (None, None))
-            reasons = list(row.get("reasons") or [])
+        answer = []
+        picks = zip(picked_ids.tolist(), scores.tolist(), reasons_of, strict=True)
+        for item_id, score, reasons in picks:
+            size, confidence = sizes.get(item_id, (None, None))
             if session:
                 reasons.insert(0, "goes with what you are looking at")
             if size is not None:
                 reasons.append(f"fits you in {size} ({confidence:.0%})")
-            out.append(
+            answer.append(
                 ScoredItem(
-                    item_id=row[ITEM_ENTITY],
-                    score=round(float(row["score"]), 6),
+                    item_id=item_id,
+                    score=round(score, 6),
                     recommended_size=size,
                     fit_confidence=None if confidence is None else round(confidence, 4),
                     reasons=reasons,
                 )
             )
-        return out
+        return answer
+
+    def _compiled_rules(self, model: LoadedModel) -> CatalogueRules:
+        """The rules compiled against this model's catalogue (once per model and rule set;
+        a swap or new rules compile afresh, a race at worst compiles twice)."""
+        rules, compiled = self._rules, self._compiled
+        if compiled is None or compiled[0] is not model or compiled[1] is not rules:
+            compiled = (model, rules, CatalogueRules(rules, model.ordered))
+            self._compiled = compiled
+        return compiled[2]
 
     def _popular(self, model: LoadedModel, k: int) -> list[ScoredItem]:
         ids = model.scorer.item_ids[model.popular[:k]].tolist()

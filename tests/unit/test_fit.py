@@ -94,7 +94,25 @@ def test_fit_table_equals_fit_inputs():
     }
     table = FitTable(items, sizes, ["a", "b", "c"])
     rows = table.rows(np.array([0, 1, 2]))
-    frame = sizes.join(items, on="item_id", how="left", maintain_order="left").with_columns(
-        pl.lit(v, pl.Float64).alias(k) for k, v in customer.items()
-    )
-    np.testing.assert_allclose(table.inputs(customer, rows), fit_inputs(frame), rtol=1e-6)
+    no_body = {**customer, "bust_z": None, "hips_z": None}
+    one_measure = {**customer, "bust_z": None, "waist_z": -1.2}
+    for who in (customer, no_body, one_measure):
+        frame = sizes.join(items, on="item_id", how="left", maintain_order="left").with_columns(
+            pl.lit(v, pl.Float64).alias(k) for k, v in who.items()
+        )
+        np.testing.assert_allclose(table.inputs(who, rows), fit_inputs(frame), rtol=1e-6)
+
+
+def test_best_size_per_item_takes_the_most_likely_size_first_on_ties():
+    from pipeline.fit import best_size_per_item
+
+    rng = np.random.default_rng(4)
+    items = rng.choice(["a", "b", "c", "d"], 60).astype(object)
+    sizes = rng.choice(["XS", "S", "M", "L"], 60).astype(object)
+    fits = rng.choice([0.1, 0.5, 0.7, 0.9], 60)  # many ties
+    expected: dict[str, tuple[str, float]] = {}
+    for item, size, p in zip(items, sizes, fits, strict=True):
+        if item not in expected or p > expected[item][1]:
+            expected[item] = (size, p)
+    assert best_size_per_item(items, sizes, fits) == expected
+    assert best_size_per_item(items[:0], sizes[:0], fits[:0]) == {}

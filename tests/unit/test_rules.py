@@ -22,7 +22,10 @@ from pipeline.contracts import SIZES
 from pipeline.rules import (
     EXAMPLE_YAML,
     OUTPUT_SCHEMA,
+    CatalogueRules,
+    CategoryFilter,
     Context,
+    PriceFilter,
     Rules,
     RulesError,
     apply_rules,
@@ -578,3 +581,55 @@ def test_rules_hold_on_every_response(rule_set, candidates, purchased, returned,
             if len(expected) < k and not capped_out(row, rule_set, expected):
                 expected.append(row)
         assert [row["item_id"] for row in expected] == result["item_id"].to_list()
+
+
+@hsettings(
+    max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow], derandomize=True
+)
+@given(
+    rule_set=rule_sets(),
+    catalogue=candidate_tables().filter(lambda table: table.height >= 3),
+    data=st.data(),
+    purchased=st.sets(st.sampled_from(POOL), max_size=3),
+    returned=st.sets(st.sampled_from(POOL), max_size=3),
+    k=st.integers(1, 8),
+    vector_seed=st.none() | st.integers(0, 2**16),
+)
+def test_catalogue_rules_equal_apply_rules(
+    rule_set, catalogue, data, purchased, returned, k, vector_seed
+):
+    """Serving's precompiled rules give exactly what apply_rules gives on the gathered frame:
+    same items in the same order, bit-equal scores, same reasons."""
+    filters = data.draw(st.sampled_from(["cleared", "as drawn"]))
+    if filters == "cleared":  # random filters often leave nothing to compare
+        rule_set = rule_set.model_copy(
+            update={"categories": CategoryFilter(), "price": PriceFilter()}
+        )
+    n = catalogue.height
+    indices = np.array(data.draw(st.permutations(range(n))), dtype=np.int64)
+    indices = indices[: data.draw(st.integers(max(n - 2, 0), n))]
+    scores = np.array(
+        data.draw(st.lists(st.floats(-5, 5), min_size=len(indices), max_size=len(indices)))
+    )
+    sizes = data.draw(
+        st.lists(
+            st.none() | st.sampled_from(SHOP_SIZES), min_size=len(indices), max_size=len(indices)
+        )
+    )
+    candidates = catalogue[indices.tolist()].with_columns(
+        pl.Series("score", scores, pl.Float64), pl.Series("recommended_size", sizes, pl.String)
+    )
+    context = Context(purchased=frozenset(purchased), returned=frozenset(returned))
+    vectors = None
+    if vector_seed is not None:
+        vectors = np.random.default_rng(vector_seed).normal(size=(len(indices), 3))
+        vectors[::4] = 0.0
+
+    expected = apply_rules(candidates, rule_set, context, k, vectors)
+    ids, got_scores, reasons = CatalogueRules(rule_set, catalogue).apply(
+        indices, scores, sizes, context, k, vectors
+    )
+
+    assert list(ids) == expected["item_id"].to_list()
+    assert got_scores.tolist() == expected["score"].to_list()
+    assert reasons == expected["reasons"].to_list()
