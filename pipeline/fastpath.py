@@ -23,6 +23,7 @@ if TYPE_CHECKING:
 
 FILE = "fastpath.npz"
 EPSILON = 1e-7  # tf-keras backend.epsilon(), the floor of Normalization's scale
+PROJECTION_BYTES = 256 * 2**20  # the most memory a precomputed GRU input projection may use
 
 
 def _dense(prefix: str, layer) -> dict[str, np.ndarray]:
@@ -144,6 +145,13 @@ class FastModel:
         self.customer_dense = _Dense(w, "customer_dense")
         self.gru_kernel, self.gru_recurrent = w["gru.kernel"], w["gru.recurrent"]
         self.gru_bias = w["gru.bias"]
+        # The GRU's input projection is linear in (item + event) embeddings: project both
+        # tables once (when that stays under PROJECTION_BYTES), so a request adds two rows
+        # instead of multiplying a matrix.
+        self.item_projection: np.ndarray | None = None
+        if self.items.table.shape[0] * self.gru_kernel.shape[1] * 4 <= PROJECTION_BYTES:
+            self.item_projection = self.items.table @ self.gru_kernel + self.gru_bias[0]
+        self.event_projection = self.events.table @ self.gru_kernel
         self.attend_state = _Dense(w, "attend_state")
         self.attend_last = _Dense(w, "attend_last")
         self.attend_score = _Dense(w, "attend_score")
@@ -179,7 +187,10 @@ class FastModel:
         d = self.dim
         mask = idx != 0  # index 0 is the padding token
         item_vectors = self.items.table[idx]
-        x = (item_vectors + self.events.table[events]) @ self.gru_kernel + self.gru_bias[0]
+        if self.item_projection is not None:
+            x = self.item_projection[idx] + self.event_projection[events]
+        else:
+            x = item_vectors @ self.gru_kernel + self.gru_bias[0] + self.event_projection[events]
         h = np.zeros(d, np.float32)
         out = h
         states = np.zeros((len(idx), d), np.float32)

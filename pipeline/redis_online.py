@@ -2029,19 +2029,40 @@ class RedisFeatureReader:
             RedisCommandError: Redis answered with an error.
             ConnectionError: The connection failed or timed out.
         """
+        return self.read_pairs_and_get(pairs, ())[0]
+
+    def read_pairs_and_get(
+        self, pairs: Sequence[tuple[str, Any]], keys: Sequence[bytes]
+    ) -> tuple[list[dict[str, Any]], list[bytes | None]]:
+        """:meth:`read_pairs` plus a plain ``GET`` of each of ``keys`` (a page view's session
+        state, say), in the same round trip.
+
+        Returns:
+            The feature rows of ``pairs`` and the values of ``keys`` (None where missing).
+        """
         unknown = {view for view, _ in pairs if view not in self._plans}
         if unknown:
             raise ValueError(f"reader has no views {sorted(unknown)}; it reads {list(self._plans)}")
         plans = [self._plans[view] for view, _ in pairs]
-        keys = [self._key(plan, value) for plan, (_, value) in zip(plans, pairs, strict=True)]
-        replies = self._fetch(plans, keys)
+        hashes = [self._key(plan, value) for plan, (_, value) in zip(plans, pairs, strict=True)]
+        commands = [
+            *(
+                b"".join((plan.command_head, b"$%d\r\n" % len(key), key, _CRLF, plan.fields))
+                for plan, key in zip(plans, hashes, strict=True)
+            ),
+            *(b"*2\r\n$3\r\nGET\r\n$%d\r\n%s\r\n" % (len(key), key) for key in keys),
+        ]
+        all_keys = [*hashes, *keys]
+        replies = self._fetch(all_keys, commands)
         errors = [str(r) for r in replies if isinstance(r, _REPLY_ERRORS)]
         if errors and self._topology.cluster and errors[0].startswith(("MOVED", "ASK")):
             self._topology.refresh()  # resharded since the slot map was loaded: retry once
-            replies = self._fetch(plans, keys)
+            replies = self._fetch(all_keys, commands)
             errors = [str(r) for r in replies if isinstance(r, _REPLY_ERRORS)]
         if errors:
-            raise RedisCommandError(f"HMGET failed: {errors[0]}", errors)
+            raise RedisCommandError(f"HMGET/GET failed: {errors[0]}", errors)
+        values = replies[len(plans) :]
+        replies = replies[: len(plans)]
         results: list[dict[str, Any]] = []
         for plan, reply in zip(plans, replies, strict=True):
             row = {
@@ -2050,20 +2071,19 @@ class RedisFeatureReader:
             }
             row[self.TIMESTAMP_KEY] = decode_timestamp(reply[-1])
             results.append(row)
-        return results
+        return results, values
 
-    def _fetch(self, plans: Sequence[_ReadPlan], keys: Sequence[bytes]) -> list[Any]:
-        """One pipelined HMGET per key, sent to every owning node before any reply is read."""
+    def _fetch(self, keys: Sequence[bytes], encoded: Sequence[bytes]) -> list[Any]:
+        """The encoded commands on ``keys``, pipelined to every owning node before any reply
+        is read; replies in command order."""
         topology = self._topology
         commands: dict[int, list[bytes]] = {}
         order: list[tuple[int, int]] = []
-        for plan, key in zip(plans, keys, strict=True):
+        for key, command in zip(keys, encoded, strict=True):
             owner = topology.owner_of(key)
             batch = commands.setdefault(owner, [])
             order.append((owner, len(batch)))
-            batch.append(
-                b"".join((plan.command_head, b"$%d\r\n" % len(key), key, _CRLF, plan.fields))
-            )
+            batch.append(command)
         connections = topology.connections
         try:
             for owner, batch in commands.items():

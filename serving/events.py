@@ -101,17 +101,21 @@ class SessionStore:
         if settings.redis_url:
             self.client = redis_client(settings)
 
+    def key(self, session_id: str) -> str:
+        """The Redis key of a session's state."""
+        return self.PREFIX + session_id
+
     def get(self, session_id: str) -> SessionState | None:
         if self.client is None:
             return self._local.get(session_id)
-        raw = self.client.get(self.PREFIX + session_id)
+        raw = self.client.get(self.key(session_id))
         return SessionState.from_json(raw) if raw else None
 
     def put(self, state: SessionState) -> None:
         if self.client is None:
             self._local[state.session_id] = state
             return
-        self.client.set(self.PREFIX + state.session_id, state.to_json(), ex=self.ttl)
+        self.client.set(self.key(state.session_id), state.to_json(), ex=self.ttl)
 
 
 def redis_client(settings: Settings) -> redis.Redis | redis.RedisCluster:

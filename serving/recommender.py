@@ -32,6 +32,7 @@ from pipeline.privacy import pseudonymise
 from pipeline.registry import configure
 from pipeline.rules import CatalogueRules, Context, Rules, load_rules
 from pipeline.scoring import Scorer
+from pipeline.session import SessionState
 from serving.events import SessionStore
 
 log = logging.getLogger(__name__)
@@ -143,10 +144,22 @@ class CustomerFeatures:
     def read(self, pseudonym: str) -> dict:
         if self.reader is None:
             return store.read_customer_features(self.fs, [pseudonym])[0]
+        return self.read_with_session(pseudonym, None)[0] or {}
+
+    def read_with_session(
+        self, pseudonym: str | None, session_key: str | None
+    ) -> tuple[dict | None, bytes | None]:
+        """A customer's features and the raw value at ``session_key`` in one Redis round
+        trip; None for what was not asked (or, for the session, is not stored)."""
+        assert self.reader is not None, "needs the Redis online store"
+        pairs = [(CUSTOMER_VIEW, pseudonym)] if pseudonym else []
+        keys = [session_key.encode("utf8")] if session_key else []
         with self._lock:  # one socket per node: one request at a time
-            row = self.reader.read_pairs([(CUSTOMER_VIEW, pseudonym)])[0]
-        row.pop("event_timestamp", None)
-        return row
+            rows, values = self.reader.read_pairs_and_get(pairs, keys)
+        row = rows[0] if rows else None
+        if row is not None:
+            row.pop("event_timestamp", None)
+        return row, values[0] if values else None
 
 
 class Recommender:
@@ -235,17 +248,12 @@ class Recommender:
         degraded = False
         pseudonym = pseudonymise(request.customer_id, self._key) if request.customer_id else ""
 
-        features, known, feature_degraded = self._customer_features(pseudonym)
-        degraded |= feature_degraded
+        features, state, degraded = self._lookups(pseudonym, request.session_id)
+        known = any(v is not None for v in features.values())
         session_items, purchased = list(request.session_items), []
-        if request.session_id:
-            try:
-                state = self.sessions.get(request.session_id)
-            except (redis.RedisError, OSError):
-                state, degraded = None, True
-            if state is not None:
-                session_items = [*state.items, *request.session_items]
-                purchased = state.purchased
+        if state is not None:
+            session_items = [*state.items, *request.session_items]
+            purchased = state.purchased
         ignored = [i for i in request.session_items if i not in scorer.item_index]
         session = [i for i in session_items if i in scorer.item_index]
         cold = not known and not session
@@ -279,22 +287,47 @@ class Recommender:
             self._answer_cache[(request.k, model.version)] = answer
         return answer
 
-    def _customer_features(self, pseudonym: str) -> tuple[dict, bool, bool]:
-        """(features, known customer, degraded)."""
-        if not pseudonym:
-            return {}, False, False
-        cached = self._feature_cache.get(pseudonym)
-        if cached is not None:
-            self.counters.feature_hits += 1
-            return cached, any(v is not None for v in cached.values()), False
-        self.counters.feature_misses += 1
-        try:
-            features = self.features.read(pseudonym)
-        except Exception as exc:  # noqa: BLE001 - Redis down, timeouts: serve without them
-            log.warning("customer features unavailable: %s", exc)
-            return {}, False, True
-        self._feature_cache[pseudonym] = features
-        return features, any(v is not None for v in features.values()), False
+    def _lookups(
+        self, pseudonym: str, session_id: str | None
+    ) -> tuple[dict, SessionState | None, bool]:
+        """The customer's online features (cached briefly) and the stored session state, and
+        whether either was unavailable (degraded). With both in Redis: one round trip."""
+        features: dict | None = None
+        if pseudonym:
+            features = self._feature_cache.get(pseudonym)
+            if features is not None:
+                self.counters.feature_hits += 1
+            else:
+                self.counters.feature_misses += 1
+        want_features = bool(pseudonym) and features is None
+        if self.features.reader is not None and self.sessions.client is not None:
+            if not want_features and not session_id:
+                return features or {}, None, False
+            try:
+                row, raw = self.features.read_with_session(
+                    pseudonym if want_features else None,
+                    self.sessions.key(session_id) if session_id else None,
+                )
+            except Exception as exc:  # noqa: BLE001 - Redis down, timeouts: serve without
+                log.warning("online features or session unavailable: %s", exc)
+                return features or {}, None, True
+            if want_features and row is not None:
+                features = self._feature_cache[pseudonym] = row
+            return features or {}, SessionState.from_json(raw) if raw else None, False
+        degraded = False
+        if want_features:  # Feast's SDK (SQLite online store)
+            try:
+                features = self._feature_cache[pseudonym] = self.features.read(pseudonym)
+            except Exception as exc:  # noqa: BLE001 - serve without them
+                log.warning("customer features unavailable: %s", exc)
+                degraded = True
+        state = None
+        if session_id:
+            try:
+                state = self.sessions.get(session_id)
+            except (redis.RedisError, OSError):
+                degraded = True
+        return features or {}, state, degraded
 
     def _rank(
         self,

@@ -661,6 +661,18 @@ def test_reader_returns_what_get_online_features_returns(
             online(fast, "customer_features", ["visits"], [{"customer_id": c}])["visits"][0]
             for c in CUSTOMERS[:5]
         ]
+        # Features and plain GETs (serving's session state) in one round trip; on a cluster
+        # each GET goes to the node that owns its key's slot.
+        client = backend.client()
+        sessions = [f"fitrec:session:s{i}".encode() for i in range(6)]
+        for i, key in enumerate(sessions[:5]):
+            client.set(key, f'{{"n": {i}}}')
+        rows, values = reader.read_pairs_and_get(
+            [("customer_features", c) for c in CUSTOMERS[:3]], sessions
+        )
+        assert rows == reader.read_pairs([("customer_features", c) for c in CUSTOMERS[:3]])
+        assert values == [f'{{"n": {i}}}'.encode() for i in range(5)] + [None]
+        assert reader.read_pairs_and_get([], sessions[:1]) == ([], [b'{"n": 0}'])
         subset = RedisFeatureReader(
             fast.config, [fast.get_feature_view("item_misc")], features={"item_misc": ["price"]}
         )

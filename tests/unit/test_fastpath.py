@@ -80,10 +80,15 @@ CASES = [
 ]
 
 
-@pytest.mark.parametrize("softmax", ["full", "sampled"])
-def test_serve_equals_the_signature(tmp_path, softmax):
+@pytest.mark.parametrize(
+    ("softmax", "projected"), [("full", True), ("sampled", True), ("full", False)]
+)
+def test_serve_equals_the_signature(tmp_path, monkeypatch, softmax, projected):
+    if not projected:  # a catalogue too large to precompute the GRU's input projection
+        monkeypatch.setattr(fastpath, "PROJECTION_BYTES", 0)
     model = _trained_looking_model(softmax)
     module, fast = _fast(model, tmp_path)
+    assert (fast.item_projection is not None) == projected
     rng = np.random.default_rng(7)
     for customer, items, events in CASES:
         features = rng.normal(size=(1, N_FEATURES)).astype(np.float32)
