@@ -128,6 +128,15 @@ def in_process(requests: int) -> dict[str, float]:
         rec.recommend(request)
         ours.append((time.perf_counter() - start) * 1000)
 
+    # The same path through the SavedModel's signatures instead of the NumPy fast path.
+    fast, scorer.fast = scorer.fast, None
+    signatures = []
+    for request in workload[: max(requests // 4, 50)]:
+        start = time.perf_counter()
+        rec.recommend(request)
+        signatures.append((time.perf_counter() - start) * 1000)
+    scorer.fast = fast
+
     # Naive: Feast SDK reads (customer + 500 candidate items), then Keras model.predict.
     fs = store.feature_store(settings)
     model = rec._model
@@ -179,6 +188,7 @@ def in_process(requests: int) -> dict[str, float]:
     return {
         "p50": p50,
         "p99": p99,
+        "signatures_p50": float(np.percentile(signatures, 50)),
         "naive_p50": n50,
         "naive_p99": n99,
         "requests": len(ours),
@@ -295,7 +305,7 @@ def run_locust(url: str, locustfile: Path, seconds: int, users: int) -> dict[str
     }
 
 
-def over_http(seconds: int, users: int, workers: int) -> dict[str, float | str]:
+def over_http(seconds: int, users: list[int], workers: int) -> list[dict[str, float | str]]:
     """uvicorn (``workers`` processes) + the app in a subprocess, driven for ``seconds`` by
     wrk when it is installed (C, light on the shared cores), else by locust (headless)."""
     from pipeline.config import get_settings
@@ -344,11 +354,17 @@ def over_http(seconds: int, users: int, workers: int) -> dict[str, float | str]:
                         customers=",".join(f'"{c}"' for c in customers),
                     )
                 )
-                run_wrk(url, script, 3, users)  # warm-up: every worker has seen requests
-                return {**run_wrk(url, script, seconds, users), "tool": "wrk"}
+                run_wrk(url, script, 3, max(users))  # warm-up: every worker has seen requests
+                return [
+                    {**run_wrk(url, script, seconds, n), "tool": "wrk", "connections": n}
+                    for n in users
+                ]
             locustfile = Path(tmp) / "locustfile.py"
             locustfile.write_text(LOCUSTFILE.format(items=items, customers=customers))
-            return {**run_locust(url, locustfile, seconds, users), "tool": "locust"}
+            return [
+                {**run_locust(url, locustfile, seconds, n), "tool": "locust", "connections": n}
+                for n in users
+            ]
     finally:
         server.terminate()
         server.wait(timeout=30)
@@ -364,7 +380,11 @@ def main() -> None:
     parser.add_argument("--days", type=int, default=3)
     parser.add_argument("--requests", type=int, default=2_000)
     parser.add_argument("--http-seconds", type=int, default=20)
-    parser.add_argument("--users", type=int, default=16, help="HTTP connections")
+    parser.add_argument(
+        "--users",
+        default="4,8,16",
+        help="HTTP connections (closed loop), comma-separated: one run per value",
+    )
     parser.add_argument("--workers", type=int, default=2, help="uvicorn worker processes")
     args = parser.parse_args()
     from tests.servers import redis_server
@@ -374,14 +394,15 @@ def main() -> None:
         result = in_process(args.requests)
         print(json.dumps({"in_process_ms": result}, indent=1), flush=True)
         try:
-            http = over_http(args.http_seconds, args.users, args.workers)
-            print(
-                f"http rps={http['rps']:.0f} p50_ms={http['p50_ms']:.1f} "
-                f"p99_ms={http['p99_ms']:.1f} failures={http['failures']:.0f} "
-                f"({http['tool']}, {args.users} connections, {args.workers} workers, "
-                f"{args.http_seconds}s)",
-                flush=True,
-            )
+            users = [int(n) for n in args.users.split(",")]
+            for http in over_http(args.http_seconds, users, args.workers):
+                print(
+                    f"http rps={http['rps']:.0f} p50_ms={http['p50_ms']:.1f} "
+                    f"p99_ms={http['p99_ms']:.1f} failures={http['failures']:.0f} "
+                    f"({http['tool']}, {http['connections']} connections, {args.workers} "
+                    f"workers, {args.http_seconds}s)",
+                    flush=True,
+                )
         except (FileNotFoundError, subprocess.CalledProcessError, ModuleNotFoundError) as exc:
             print(f"http part not run: {exc} (install wrk, or pip install locust)", flush=True)
     print(

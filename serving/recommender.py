@@ -355,16 +355,22 @@ class Recommender:
         final = out["scores"] + self.settings.serving_ranking_weight * (
             np.log(out["purchase"] + 1e-6) + np.log(out["keep"] + 1e-6)
         )
-        sizes = scorer.best_sizes(customer, features, ids[: max(3 * k, 30)], out.get("customer"))
+        # Sizes before the rules when a rule reads them (for the best candidates), else only
+        # for the picks.
+        by_size = self.rules.in_stock_in_recommended_size
+        who = out.get("customer")
+        sizes = scorer.best_sizes(customer, features, ids[: max(3 * k, 30)], who) if by_size else {}
         mmr = self.rules.diversity.method == "mmr"
         picked_ids, scores, reasons_of = self._compiled_rules(model).apply(
             top,
             final,
-            [sizes.get(i, (None,))[0] for i in ids],
+            [sizes.get(i, (None,))[0] for i in ids] if by_size else None,
             Context(purchased=frozenset(purchased), returned=frozenset()),
             k,
             scorer.raw_item_vectors[top] if mmr else None,
         )
+        if not by_size:
+            sizes = scorer.best_sizes(customer, features, picked_ids.tolist(), who)
         answer = []
         picks = zip(picked_ids.tolist(), scores.tolist(), reasons_of, strict=True)
         for item_id, score, reasons in picks:
