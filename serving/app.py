@@ -142,7 +142,7 @@ def create_app(
         )
 
     @app.get("/health", response_model=Health)
-    def health() -> Health:
+    async def health() -> Health:
         rec = parts["recommender"]
         return Health(
             status="ok",
