@@ -162,10 +162,10 @@ def test_no_champion_is_a_clear_error(tmp_path):
             Recommender.from_registry(settings)
 
 
+# The gate does not depend on the online store: exercised once, on SQLite.
+@pytest.mark.parametrize("nightly_run", ["sqlite"], indirect=True)
 def test_a_worse_model_stays_challenger_and_rollback_works(nightly_run):
     settings, first, run_date = nightly_run
-    if settings.redis_url:
-        pytest.skip("the gate does not depend on the online store; exercised once on SQLite")
     from flows.promote import evaluate_and_promote
     from flows.train import train
     from pipeline import registry
