@@ -242,16 +242,18 @@ def choose_neural_scale(
     arrays = query_arrays(valid)
     position = {item: i for i, item in enumerate(items.get_column(ITEM_ENTITY))}
     targets = np.array([position[i] for i in valid.get_column(ITEM_ENTITY)])
-    neural, memory = [], []
+    # Only each scale's top 20 is kept per batch: whole score matrices would take
+    # examples x items x 4 bytes each (2 GB at 50k examples and 5,000 items).
+    tops: dict[float, list[np.ndarray]] = {scale: [] for scale in NEURAL_SCALES}
     for start in range(0, valid.height, 2048):
         batch = {k: tf.constant(v[start : start + 2048]) for k, v in arrays.items()}
-        neural.append(model.neural_logits(model.query(batch)).numpy())
-        memory.append(model.memory_scores(batch["session_items"]).numpy())
-    neural_scores, memory_scores = np.concatenate(neural), np.concatenate(memory)
+        neural = model.neural_logits(model.query(batch)).numpy()
+        memory = model.memory_scores(batch["session_items"]).numpy()
+        for scale in NEURAL_SCALES:
+            tops[scale].append(top_k_from_scores(scale * neural + memory, 20))
     results = {}
     for scale in NEURAL_SCALES:
-        top = top_k_from_scores(scale * neural_scores + memory_scores, 20)
-        values = ranking_metrics(top, targets, ks=(20,))
+        values = ranking_metrics(np.concatenate(tops[scale]), targets, ks=(20,))
         results[scale] = values["recall@20"] + values["mrr@20"]
     best = max(results, key=lambda s: (results[s], s))
     model.neural_scale.assign(best)
