@@ -492,8 +492,8 @@ def _required(rules: Rules) -> frozenset[str]:
 
 
 def required_columns(rules: Rules, with_vectors: bool = True) -> frozenset[str]:
-    """The candidate columns :func:`apply_rules` reads under ``rules`` (callers build only
-    these: gathering unused columns, lists of sizes above all, costs more than the rules)."""
+    """The candidate columns :func:`apply_rules` reads under ``rules``; MMR without
+    ``vectors`` compares brands and categories instead."""
     needed = _plan(rules).required
     if rules.diversity.method == "mmr" and not with_vectors:
         needed |= {"brand", "category"}
@@ -617,8 +617,7 @@ def apply_rules(
             raise ValueError("vectors must be finite")
     plan = _plan(rules)
     on_attributes = mmr and vectors is None
-    required = (plan.required | {"brand", "category"}) if on_attributes else plan.required
-    missing = required - set(candidates.columns)
+    missing = required_columns(rules, with_vectors=vectors is not None) - set(candidates.columns)
     if missing:
         raise ValueError(f"candidates lack columns {sorted(missing)} that the rules need")
     if k == 0 or n == 0:
@@ -669,9 +668,9 @@ class CatalogueRules:
 
     def __init__(self, rules: Rules, catalogue: pl.DataFrame):
         self.rules = rules
-        mmr_on_attributes = rules.diversity.method == "mmr"
-        needed = _required(rules) | ({"brand", "category"} if mmr_on_attributes else set())
-        missing = needed - {"score", "recommended_size"} - set(catalogue.columns)
+        mmr_on_attributes = rules.diversity.method == "mmr"  # vectors may come per request
+        needed = required_columns(rules, with_vectors=False) - {"score", "recommended_size"}
+        missing = needed - set(catalogue.columns)
         if missing:
             raise ValueError(f"catalogue lacks columns {sorted(missing)} that the rules need")
         static = rules.model_copy(update={"in_stock_in_recommended_size": False})
