@@ -526,30 +526,45 @@ def capped_out(row: dict[str, Any], rules: Rules, picked: list[dict[str, Any]]) 
 
 # Derandomized so CI sees the same 150 cases every run; no deadline because the first call
 # pays Polars' one-off start-up.
-@hsettings(
+PROPERTY_CASES = hsettings(
     max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow], derandomize=True
 )
+
+
+@st.composite
+def lenient_rule_sets(draw: st.DrawFn) -> Rules:
+    """:func:`rule_sets` with the category and price filters cleared in half the cases:
+    random filters alone often leave no answer to check."""
+    filters = draw(st.sampled_from(["cleared", "as drawn"]))
+    rule_set = draw(rule_sets())
+    if filters == "cleared":
+        rule_set = rule_set.model_copy(
+            update={"categories": CategoryFilter(), "price": PriceFilter()}
+        )
+    return rule_set
+
+
+def item_vectors(seed: int | None, n: int) -> np.ndarray | None:
+    """Random MMR vectors (every fourth one zero: zero vectors must not break the cosine)."""
+    if seed is None:
+        return None
+    vectors = np.random.default_rng(seed).normal(size=(n, 3))
+    vectors[::4] = 0.0
+    return vectors
+
+
+@PROPERTY_CASES
 @given(
-    rule_set=rule_sets(),
-    filters=st.sampled_from(["cleared", "as drawn"]),
+    rule_set=lenient_rule_sets(),
     candidates=candidate_tables(),
     purchased=st.sets(st.sampled_from(POOL), max_size=4),
     returned=st.sets(st.sampled_from(POOL), max_size=4),
     k=st.integers(0, 8),
     vector_seed=st.none() | st.integers(0, 2**16),
 )
-def test_rules_hold_on_every_response(
-    rule_set, filters, candidates, purchased, returned, k, vector_seed
-):
-    if filters == "cleared":  # random category and price filters alone often leave nothing
-        rule_set = rule_set.model_copy(
-            update={"categories": CategoryFilter(), "price": PriceFilter()}
-        )
+def test_rules_hold_on_every_response(rule_set, candidates, purchased, returned, k, vector_seed):
     context = Context(purchased=frozenset(purchased), returned=frozenset(returned))
-    vectors = None
-    if vector_seed is not None:
-        vectors = np.random.default_rng(vector_seed).normal(size=(candidates.height, 3))
-        vectors[::4] = 0.0  # zero vectors must not break the cosine
+    vectors = item_vectors(vector_seed, candidates.height)
     result = apply_rules(candidates, rule_set, context, k, vectors)
 
     assert result.schema == OUTPUT_SCHEMA
@@ -590,11 +605,9 @@ def test_rules_hold_on_every_response(
         assert [row["item_id"] for row in expected] == result["item_id"].to_list()
 
 
-@hsettings(
-    max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow], derandomize=True
-)
+@PROPERTY_CASES
 @given(
-    rule_set=rule_sets(),
+    rule_set=lenient_rule_sets(),
     catalogue=candidate_tables().filter(lambda table: table.height >= 3),
     data=st.data(),
     purchased=st.sets(st.sampled_from(POOL), max_size=3),
@@ -607,11 +620,6 @@ def test_catalogue_rules_equal_apply_rules(
 ):
     """Serving's precompiled rules give exactly what apply_rules gives on the gathered frame:
     same items in the same order, bit-equal scores, same reasons."""
-    filters = data.draw(st.sampled_from(["cleared", "as drawn"]))
-    if filters == "cleared":  # random filters often leave nothing to compare
-        rule_set = rule_set.model_copy(
-            update={"categories": CategoryFilter(), "price": PriceFilter()}
-        )
     n = catalogue.height
     indices = np.array(data.draw(st.permutations(range(n))), dtype=np.int64)
     indices = indices[: data.draw(st.integers(max(n - 2, 0), n))]
@@ -627,10 +635,7 @@ def test_catalogue_rules_equal_apply_rules(
         pl.Series("score", scores, pl.Float64), pl.Series("recommended_size", sizes, pl.String)
     )
     context = Context(purchased=frozenset(purchased), returned=frozenset(returned))
-    vectors = None
-    if vector_seed is not None:
-        vectors = np.random.default_rng(vector_seed).normal(size=(len(indices), 3))
-        vectors[::4] = 0.0
+    vectors = item_vectors(vector_seed, len(indices))
 
     expected = apply_rules(candidates, rule_set, context, k, vectors)
     ids, got_scores, reasons = CatalogueRules(rule_set, catalogue).apply(
