@@ -8,8 +8,6 @@ the population references: raw measurements are never needed) and the item's cha
 
 from __future__ import annotations
 
-import warnings
-
 import numpy as np
 import polars as pl
 
@@ -31,7 +29,29 @@ def _column(columns, name: str, n: int) -> np.ndarray:
     values = columns[name]
     if isinstance(values, pl.Series):
         return values.cast(pl.Float64).fill_null(np.nan).to_numpy()
+    if isinstance(values, np.ndarray) and values.dtype.kind == "f":
+        return values.astype(np.float64)
     return np.asarray([np.nan if v is None else v for v in values], dtype=np.float64)
+
+
+def _chart(columns, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """The item side of :func:`fit_match`, per row and measure (``BODY_COLUMNS`` order): the
+    chart's smallest size shifted by the sizing bias, and cm per size (NaN where unknown)."""
+    bias_cm = np.nan_to_num(_column(columns, "sizing_bias", n)) * SIZING_BIAS_CM
+    lo = np.stack([_column(columns, f"chart_{m}_lo", n) + bias_cm for m in BODY_COLUMNS], axis=1)
+    step = np.stack([_column(columns, f"chart_{m}_step", n) for m in BODY_COLUMNS], axis=1)
+    return lo, np.where(step > 0, step, np.nan)
+
+
+def _rank_summary(ranks: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Mean and standard deviation of each row's known size ranks (NaN when none is known)."""
+    known = ~np.isnan(ranks)
+    count = known.sum(axis=1)
+    with np.errstate(invalid="ignore", divide="ignore"):  # all-NaN rows stay NaN
+        estimate = np.where(known, ranks, 0.0).sum(axis=1) / count
+        deviation = np.where(known, ranks - estimate[:, None], 0.0)
+        spread = np.sqrt((deviation**2).sum(axis=1) / count)
+    return estimate, spread
 
 
 def fit_match(columns, n: int | None = None) -> dict[str, np.ndarray]:
@@ -46,20 +66,16 @@ def fit_match(columns, n: int | None = None) -> dict[str, np.ndarray]:
         (-1 when unknown) and ``fit_spread`` (NaN when unknown), as float32 arrays.
     """
     n = n if n is not None else len(columns[INPUTS[0]])
-    ranks = []
-    bias_cm = np.nan_to_num(_column(columns, "sizing_bias", n)) * SIZING_BIAS_CM
-    for measure, z_column in BODY_COLUMNS.items():
-        mean, sd = BODY_REFERENCE[f"{measure}_cm"]
-        body = _column(columns, z_column, n) * sd + mean
-        lo = _column(columns, f"chart_{measure}_lo", n)
-        step = _column(columns, f"chart_{measure}_step", n)
-        step = np.where(step > 0, step, np.nan)
-        ranks.append((body - (lo + bias_cm)) / step)
-    stacked = np.stack(ranks, axis=1)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN rows stay NaN
-        estimate = np.nanmean(stacked, axis=1)
-        spread = np.nanstd(stacked, axis=1)
+    body = np.stack(
+        [
+            _column(columns, z_column, n) * BODY_REFERENCE[f"{measure}_cm"][1]
+            + BODY_REFERENCE[f"{measure}_cm"][0]
+            for measure, z_column in BODY_COLUMNS.items()
+        ],
+        axis=1,
+    )
+    lo, step = _chart(columns, n)
+    estimate, spread = _rank_summary((body - lo) / step)
     top = _column(columns, "n_sizes", n) - 1
     nearest = np.clip(np.round(estimate), 0, np.where(np.isnan(top), 0, top))
     recommended = np.where(np.isnan(estimate) | np.isnan(top), -1.0, nearest)
@@ -163,16 +179,7 @@ class FitTable:
         self.size_value = self.size_value.astype(np.float64)
         self.category = rows.get_column("category").fill_null("").to_numpy().astype(object)
         self.columns = {c: _column(rows, c, rows.height) for c in (*attributes, "fit_skew")}
-        n = rows.height
-        nan = np.full(n, np.nan)
-        # The item side of fit_match, once: chart start shifted by the sizing bias, cm per
-        # size (NaN where unknown), per measure in BODY_COLUMNS order.
-        bias_cm = np.nan_to_num(self.columns.get("sizing_bias", nan)) * SIZING_BIAS_CM
-        self.chart_lo = np.stack(
-            [self.columns.get(f"chart_{m}_lo", nan) + bias_cm for m in BODY_COLUMNS], axis=1
-        )
-        step = np.stack([self.columns.get(f"chart_{m}_step", nan) for m in BODY_COLUMNS], axis=1)
-        self.chart_step = np.where(step > 0, step, np.nan)
+        self.chart_lo, self.chart_step = _chart(self.columns, rows.height)  # once, not per request
         order = np.argsort(self.item_index, kind="stable")
         bounds = np.searchsorted(self.item_index[order], np.arange(len(item_ids) + 1))
         self.rows_of = [order[bounds[i] : bounds[i + 1]] for i in range(len(item_ids))]
@@ -194,12 +201,7 @@ class FitTable:
             unknown = np.full(n, np.nan, np.float32)
             return {"fit_rank_estimate": unknown, "fit_spread": unknown}
         ranks = (np.asarray(body) - self.chart_lo[rows]) / self.chart_step[rows]
-        known = ~np.isnan(ranks)
-        count = known.sum(axis=1)
-        with np.errstate(invalid="ignore", divide="ignore"):
-            estimate = np.where(known, ranks, 0.0).sum(axis=1) / count
-            deviation = np.where(known, ranks - estimate[:, None], 0.0)
-            spread = np.sqrt((deviation**2).sum(axis=1) / count)
+        estimate, spread = _rank_summary(ranks)
         return {
             "fit_rank_estimate": estimate.astype(np.float32),
             "fit_spread": spread.astype(np.float32),
