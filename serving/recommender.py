@@ -245,7 +245,6 @@ class Recommender:
         self.counters.requests += 1
         model = self._model  # one version for the whole request, whatever swaps meanwhile
         scorer = model.scorer
-        degraded = False
         pseudonym = pseudonymise(request.customer_id, self._key) if request.customer_id else ""
 
         features, state, degraded = self._lookups(pseudonym, request.session_id)
