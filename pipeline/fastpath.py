@@ -62,6 +62,7 @@ def export(
     item_raw: np.ndarray,
     item_bias: np.ndarray,
     path: Path,
+    item_prior: np.ndarray | None = None,
 ) -> Path:
     """Write the weights :class:`FastModel` needs (what ``ServingModule`` also bakes in)."""
     query, session = model.query, model.query.session
@@ -91,6 +92,9 @@ def export(
         "item_matrix": np.asarray(item_matrix, np.float32),
         "item_raw": np.asarray(item_raw, np.float32),
         "item_bias": np.asarray(item_bias, np.float32),
+        "item_prior": np.asarray(
+            np.zeros(len(item_matrix)) if item_prior is None else item_prior, np.float32
+        ),
         "full": np.array(bool(model.full)),
         "neural_scale": np.array(float(model.neural_scale.numpy()), np.float32),
         "memory_weights": model.memory_weights.numpy(),
@@ -161,6 +165,8 @@ class FastModel:
         self.fit_layers = [_Dense(w, p) for p in ("fit_hidden", "fit_hidden2", "fit_out")]
         self.item_matrix, self.item_raw = w["item_matrix"], w["item_raw"]
         self.item_bias, self.full = w["item_bias"], bool(w["full"])
+        # Bundles from before the trend prior have none: zeros.
+        self.item_prior = w.get("item_prior", np.zeros(len(self.item_bias), np.float32))
         self.neural_scale = np.float32(w["neural_scale"])
         self.memory_weights = w["memory_weights"]
         self.memory_decay = np.float32(w["memory_decay"])
@@ -255,7 +261,7 @@ class FastModel:
         query = self.query(who, idx, events)
         if self.full:
             neural = self.item_matrix @ query + self.item_bias
-            scores = self.neural_scale * neural + self.memory_scores(idx)
+            scores = self.neural_scale * neural + self.memory_scores(idx) + self.item_prior
         else:
             norm = np.sqrt(max(float(query @ query), 1e-12))
             scores = self.item_matrix @ (query / norm)

@@ -11,7 +11,9 @@ Towers and heads, each a small named layer (the shape of ``tfrs.Model``'s own ex
 * :class:`FitHead` - too small / fits / too large for (customer, item, size).
 
 Retrieval uses a full softmax over the catalogue when it is small enough (with a learned item
-bias), else TFRS's in-batch sampled softmax with logQ correction. Each task's loss is masked
+bias, the transition memory and a trend prior: each item's time-decayed recent interaction
+counts as of the example's time, with learned weights), else TFRS's in-batch sampled softmax
+with logQ correction. Each task's loss is masked
 to the examples that carry its label, so data without purchases, try-ons, body measurements
 or sessions trains what it can.
 """
@@ -52,6 +54,10 @@ class ModelConfig:
     fit_weight: float = 1.0
     memory_top_m: int = 50
     memory_decay: float = 0.7
+    # Trend prior: each item's time-decayed interaction count (one per half-life) as of the
+    # example's time, with learned weights; serving uses the counts as of the cut-off.
+    trend_half_lives_days: tuple[float, ...] = (1.0, 7.0, 30.0)
+    trend_buckets: int = 256
     neural_weight: float = 0.0
     validation_share: float = 0.1
     # Large days are trained on a fresh random subset each epoch (the memory still counts
@@ -255,6 +261,7 @@ class RecommenderModel(tfrs.Model):
         catalogue: dict[str, np.ndarray],
         cfg: ModelConfig,
         memory: dict[str, np.ndarray] | None = None,
+        trend: np.ndarray | None = None,
     ):
         super().__init__()
         self.query = query
@@ -279,6 +286,15 @@ class RecommenderModel(tfrs.Model):
         self.memory = {k: tf.constant(v) for k, v in (memory or empty).items()}
         self.memory_weights = self.add_weight(
             name="memory_weights", shape=(3,), initializer="ones", trainable=True
+        )
+        # Trend prior: log1p of time-decayed counts per (time bucket, item, half-life), the
+        # last bucket being "now" (the cut-off); examples look up the bucket they fall in.
+        h = len(cfg.trend_half_lives_days)
+        self.trend = tf.constant(
+            np.zeros((1, self.n_items, h), np.float32) if trend is None else trend, tf.float32
+        )
+        self.trend_weights = self.add_weight(
+            name="trend_weights", shape=(h,), initializer="zeros", trainable=True
         )
         # How much the neural score counts next to the memory when serving; chosen on
         # held-out sessions after training (it can overfit where counts do not).
@@ -319,14 +335,26 @@ class RecommenderModel(tfrs.Model):
             tf.reshape(values, [-1]),
         )
 
+    def trend_scores(self, bucket: tf.Tensor) -> tf.Tensor:
+        """The trend prior of every item for examples in time bucket ``bucket`` ([B])."""
+        return tf.einsum("bih,h->bi", tf.gather(self.trend, bucket), self.trend_weights)
+
+    def prior_now(self) -> tf.Tensor:
+        """The trend prior at the cut-off (what serving adds), one value per item."""
+        return tf.linalg.matvec(self.trend[-1], self.trend_weights)
+
     def neural_logits(self, query: tf.Tensor) -> tf.Tensor:
         items = self.candidate(self.catalogue)
         bias = self.candidate.item_bias(self.catalogue["item_id"])[None, :]
         return tf.matmul(query, items, transpose_b=True) + bias
 
     def retrieval_logits(self, query: tf.Tensor, session_items: tf.Tensor) -> tf.Tensor:
-        """Scores of every catalogue item for each query (full-softmax mode)."""
-        return self.neural_scale * self.neural_logits(query) + self.memory_scores(session_items)
+        """Scores of every catalogue item for each query, as served (full-softmax mode)."""
+        return (
+            self.neural_scale * self.neural_logits(query)
+            + self.memory_scores(session_items)
+            + self.prior_now()[None, :]
+        )
 
     def compute_loss(self, inputs: dict[str, tf.Tensor], training: bool = False) -> tf.Tensor:
         query = self.query(inputs["query"], training=training)
@@ -335,6 +363,7 @@ class RecommenderModel(tfrs.Model):
         if self.full:
             neural = self.neural_logits(query)
             logits = neural + self.memory_scores(inputs["query"]["session_items"])
+            logits += self.trend_scores(labels["trend_bucket"])
             # Leave-one-out: a training example's own transition is in the counts; take it
             # back out at its target so the memory weights do not learn to trust themselves.
             own = (
@@ -410,6 +439,7 @@ def build_model(
     customer_feature_sample: np.ndarray,
     fit_feature_sample: np.ndarray,
     memory: dict[str, np.ndarray] | None = None,
+    trend: np.ndarray | None = None,
 ) -> RecommenderModel:
     """Assemble towers and heads (seeded: the same data and config give the same model)."""
     tf.keras.utils.set_random_seed(cfg.seed)
@@ -427,6 +457,7 @@ def build_model(
         catalogue,
         cfg,
         memory,
+        trend,
     )
     # Create every weight now, while the seed is fresh: the same seed gives the same model
     # whatever else draws random numbers before the first batch.

@@ -12,6 +12,8 @@ import json
 import logging
 import shutil
 import time
+from dataclasses import dataclass
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import numpy as np
@@ -172,12 +174,85 @@ def transition_memory(
     return memory, own_successor, own_neighbour
 
 
+def _naive(ts: pl.Series) -> pl.Series:
+    """Times as naive UTC microseconds (example times may carry a time zone)."""
+    if getattr(ts.dtype, "time_zone", None):
+        ts = ts.dt.convert_time_zone("UTC").dt.replace_time_zone(None)
+    return ts.cast(pl.Datetime("us"))
+
+
+@dataclass(frozen=True)
+class Trend:
+    """Time-decayed interaction counts per item, as of the start of each time bucket.
+
+    ``table[b, i, h]`` is ``log1p`` of item ``i``'s training interactions before the start of
+    bucket ``b``, each weighted ``2 ** (-age / half_life[h])``, relative to the average item
+    (``n_items * count_i / sum(count)``: stationary while the data accumulates). The last
+    row ("now", what serving uses) is as of the end of the last bucket, just after the last
+    interaction. An example looks up the bucket its time falls in, so it sees only
+    interactions from before that bucket: nothing of its own or from its future.
+    """
+
+    table: np.ndarray
+    start: datetime
+    width: timedelta
+
+    def buckets(self, ts: pl.Series) -> np.ndarray:
+        """Bucket of each time (clipped to the table: earlier -> 0, later -> now)."""
+        offset = (_naive(ts) - self.start).dt.total_microseconds().to_numpy()
+        width = self.width / timedelta(microseconds=1)
+        index = np.floor(np.nan_to_num(offset.astype(np.float64), nan=0.0) / width)
+        return np.clip(index, 0, len(self.table) - 1).astype(np.int32)
+
+
+def trend_table(train: pl.DataFrame, items: np.ndarray, cfg: ModelConfig) -> Trend:
+    """:class:`Trend` of the training examples' targets, from the first to just after the
+    last training time, in at most ``cfg.trend_buckets`` buckets."""
+    position = {item: i for i, item in enumerate(items)}
+    ts = _naive(train.get_column("ts"))
+    first, last = ts.min(), ts.max()
+    n_buckets = max(1, cfg.trend_buckets)
+    # A microsecond more than an even split: the last interaction falls inside the last
+    # bucket (not in "now", which counts it).
+    width = max((last - first) / n_buckets, timedelta(minutes=1)) + timedelta(microseconds=1)
+    halves = np.asarray(cfg.trend_half_lives_days, np.float64) * 86_400.0
+    table = np.zeros((n_buckets + 1, len(items), len(halves)), np.float32)
+    if not len(halves):
+        return Trend(table, first, width)
+    target = np.array([position[i] for i in train.get_column(ITEM_ENTITY)], dtype=np.int64)
+    seconds = (ts - first).dt.total_microseconds().to_numpy() / 1e6
+    step = width.total_seconds()
+    bucket = np.minimum((seconds // step).astype(np.int64), n_buckets - 1)
+    # Each interaction decayed to the end of its bucket, summed per (bucket, item); then the
+    # running total carried from bucket to bucket, decaying by one bucket's width each time.
+    to_end = (bucket + 1) * step - seconds
+    running = np.zeros((len(items), len(halves)), np.float64)
+    per_bucket = [
+        np.bincount(
+            bucket * len(items) + target,
+            weights=0.5 ** (to_end / h),
+            minlength=n_buckets * len(items),
+        ).reshape(n_buckets, len(items))
+        for h in halves
+    ]
+    carry = 0.5 ** (step / halves)
+    for b in range(n_buckets):
+        running = running * carry + np.stack([c[b] for c in per_bucket], axis=1)
+        # Relative to the average item: the total grows as the data accumulates (and is
+        # larger "now" than for most training examples); an item's share of it does not.
+        total = running.sum(axis=0)
+        share = np.divide(running * len(items), total, out=np.zeros_like(running), where=total > 0)
+        table[b + 1] = np.log1p(share)
+    return Trend(table, first, width)
+
+
 def to_tf_dataset(
     frame: pl.DataFrame,
     items: pl.DataFrame,
     cfg: ModelConfig,
     memory_shares: tuple[np.ndarray, np.ndarray] | None = None,
     shuffle: bool = True,
+    trend: Trend | None = None,
 ) -> tf.data.Dataset:
     """Batches of examples; customer ids dropped at random so the OOV row learns cold start."""
     rng = np.random.default_rng(cfg.seed)
@@ -199,6 +274,11 @@ def to_tf_dataset(
         "fit_label": frame.get_column("fit_label").to_numpy().astype(np.int32),
         "own_successor": np.zeros(frame.height, np.float32),
         "own_neighbour": np.zeros(frame.height, np.float32),
+        "trend_bucket": (
+            trend.buckets(frame.get_column("ts"))
+            if trend is not None
+            else np.zeros(frame.height, np.int32)
+        ),
     }
     if memory_shares is not None:
         labels["own_successor"], labels["own_neighbour"] = memory_shares
@@ -231,7 +311,7 @@ NEURAL_SCALES = (0.0, 0.1, 0.25, 0.5, 0.75, 1.0)
 
 
 def choose_neural_scale(
-    model: RecommenderModel, valid: pl.DataFrame, items: pl.DataFrame
+    model: RecommenderModel, valid: pl.DataFrame, items: pl.DataFrame, trend: Trend | None = None
 ) -> dict[str, float]:
     """Pick the weight of the neural score next to the memory on held-out sessions
     (recall@20 + MRR@20), and set it on the model."""
@@ -242,6 +322,11 @@ def choose_neural_scale(
     arrays = query_arrays(valid)
     position = {item: i for i, item in enumerate(items.get_column(ITEM_ENTITY))}
     targets = np.array([position[i] for i in valid.get_column(ITEM_ENTITY)])
+    buckets = (
+        trend.buckets(valid.get_column("ts"))
+        if trend is not None
+        else np.zeros(valid.height, np.int32)
+    )
     # Only each scale's top 20 is kept per batch: whole score matrices would take
     # examples x items x 4 bytes each (2 GB at 50k examples and 5,000 items).
     tops: dict[float, list[np.ndarray]] = {scale: [] for scale in NEURAL_SCALES}
@@ -249,6 +334,7 @@ def choose_neural_scale(
         batch = {k: tf.constant(v[start : start + 2048]) for k, v in arrays.items()}
         neural = model.neural_logits(model.query(batch)).numpy()
         memory = model.memory_scores(batch["session_items"]).numpy()
+        memory += model.trend_scores(tf.constant(buckets[start : start + 2048])).numpy()
         for scale in NEURAL_SCALES:
             tops[scale].append(top_k_from_scores(scale * neural + memory, 20))
     results = {}
@@ -273,6 +359,12 @@ def fit(data: Dataset, cfg: ModelConfig) -> tuple[RecommenderModel, dict[str, li
     catalogue = catalogue_arrays(data.items)
     fit_part, valid = validation_split(data.train, cfg.validation_share)
     memory, own_successor, own_neighbour = transition_memory(fit_part, catalogue["item_id"], cfg)
+    # The trend prior joins the full softmax only (sampled softmax has no per-item logits).
+    trend = (
+        trend_table(data.train, catalogue["item_id"], cfg)
+        if cfg.full_softmax(len(catalogue["item_id"]))
+        else None
+    )
     model = build_model(
         cfg,
         customers=customers,
@@ -285,10 +377,11 @@ def fit(data: Dataset, cfg: ModelConfig) -> tuple[RecommenderModel, dict[str, li
         if (data.train.get_column("fit_label") >= 0).any()
         else np.zeros((1, len(FIT_INPUTS)), np.float32),
         memory=memory,
+        trend=trend.table if trend is not None else None,
     )
     model.compile(optimizer=tf.keras.optimizers.Adam(learning_rate=cfg.learning_rate))
     start = time.perf_counter()
-    dataset = to_tf_dataset(fit_part, data.items, cfg, (own_successor, own_neighbour))
+    dataset = to_tf_dataset(fit_part, data.items, cfg, (own_successor, own_neighbour), trend=trend)
     steps = None
     if fit_part.height > cfg.max_examples_per_epoch:
         dataset = dataset.repeat()
@@ -297,7 +390,7 @@ def fit(data: Dataset, cfg: ModelConfig) -> tuple[RecommenderModel, dict[str, li
     if not valid.is_empty():
         if valid.height > cfg.max_validation_examples:
             valid = valid.sample(cfg.max_validation_examples, seed=cfg.seed)
-        validation = to_tf_dataset(valid, data.items, cfg, shuffle=False)
+        validation = to_tf_dataset(valid, data.items, cfg, shuffle=False, trend=trend)
         callbacks.append(
             tf.keras.callbacks.EarlyStopping(
                 monitor="val_retrieval_loss", patience=1, restore_best_weights=True
@@ -313,7 +406,7 @@ def fit(data: Dataset, cfg: ModelConfig) -> tuple[RecommenderModel, dict[str, li
     )
     seconds = time.perf_counter() - start
     if not valid.is_empty():
-        losses_scale = choose_neural_scale(model, valid, data.items)
+        losses_scale = choose_neural_scale(model, valid, data.items, trend)
         # The counts behind the memory may now include the validation sessions too.
         full, _, _ = transition_memory(data.train, catalogue["item_id"], cfg)
         model.memory = {k: tf.constant(v) for k, v in full.items()}
@@ -348,6 +441,10 @@ class ServingModule(tf.Module):
             model.candidate.item_bias(catalogue["item_id"]).numpy()
             if model.full
             else np.zeros(model.n_items, np.float32)
+        )
+        # The trend prior as of the cut-off, added to every query's scores.
+        self.item_prior = tf.constant(
+            model.prior_now().numpy() if model.full else np.zeros(model.n_items, np.float32)
         )
         n_customer = len(CUSTOMER_NUMERIC)
         n_fit = len(FIT_INPUTS)
@@ -412,7 +509,8 @@ class ServingModule(tf.Module):
         query = self._encode(customer_id, customer_features, session_items, session_events)["query"]
         if self.model.full:
             neural = tf.matmul(query, self.item_matrix, transpose_b=True) + self.item_bias
-            scores = self.model.neural_scale * neural + self.model.memory_scores(session_items)
+            memory = self.model.memory_scores(session_items)
+            scores = self.model.neural_scale * neural + memory + self.item_prior
         else:
             q = tf.math.l2_normalize(query, axis=1)
             scores = tf.matmul(q, self.item_matrix, transpose_b=True)
@@ -477,6 +575,7 @@ def export_bundle(model: RecommenderModel, data: Dataset, cfg: ModelConfig, out:
         module.item_raw.numpy(),
         module.item_bias.numpy(),
         out / fastpath.FILE,
+        item_prior=module.item_prior.numpy(),
     )
     catalogue = catalogue_arrays(data.items)
     vectors = [

@@ -21,7 +21,8 @@ N_FEATURES = len(CUSTOMER_NUMERIC)
 
 def _trained_looking_model(softmax: str, seed: int = 0):
     """A model whose every weight is random (zero-initialised embeddings included) and whose
-    transition memory is filled, so no part of the computation is trivially zero."""
+    transition memory and trend table are filled, so no part of the computation is trivially
+    zero."""
     rng = np.random.default_rng(seed)
     cfg = ModelConfig(embedding_dim=8, session_len=LENGTH, memory_top_m=4, softmax=softmax)
     catalogue = {
@@ -47,6 +48,7 @@ def _trained_looking_model(softmax: str, seed: int = 0):
         customer_feature_sample=rng.normal(size=(16, N_FEATURES)),
         fit_feature_sample=rng.normal(size=(16, len(FIT_INPUTS))),
         memory=memory,
+        trend=rng.random((4, N_ITEMS, len(cfg.trend_half_lives_days))).astype(np.float32),
     )
     for weight in model.trainable_weights:
         weight.assign(rng.normal(scale=0.5, size=weight.shape).astype(np.float32))
@@ -62,6 +64,7 @@ def _fast(model, tmp_path):
         module.item_raw.numpy(),
         module.item_bias.numpy(),
         tmp_path / fastpath.FILE,
+        item_prior=module.item_prior.numpy(),
     )
     return module, fastpath.FastModel.load(path)
 

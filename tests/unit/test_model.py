@@ -23,6 +23,10 @@ def test_tfrs_retrieval_loss_matches_hand_computed_softmax():
     assert got == pytest.approx(sum(rows), rel=1e-5)
 
 
+# Trend prior of the three items in two time buckets and "now" (three half-lives each).
+TREND = np.random.default_rng(3).random((3, 3, 3)).astype(np.float32)
+
+
 def _model(**overrides):
     cfg = ModelConfig(embedding_dim=8, session_len=3, dropout=0.0, **overrides)
     catalogue = {
@@ -40,6 +44,7 @@ def _model(**overrides):
         event_types=["view", "try_on"],
         customer_feature_sample=np.random.default_rng(0).normal(size=(8, 2)),
         fit_feature_sample=np.random.default_rng(2).normal(size=(8, len(FIT_INPUTS))),
+        trend=TREND,
     )
     return model, catalogue
 
@@ -65,6 +70,7 @@ def _batch(catalogue, fit_label=(1, -1)):
             "fit_label": tf.constant(np.array(fit_label, dtype=np.int32)),
             "own_successor": tf.constant([0.0, 0.0]),
             "own_neighbour": tf.constant([0.0, 0.0]),
+            "trend_bucket": tf.constant([0, 1], tf.int32),
         },
     }
 
@@ -78,10 +84,14 @@ def _bce(label, logit):
 
 def test_loss_is_the_weighted_sum_of_masked_task_losses_computed_by_hand():
     model, catalogue = _model(purchase_weight=0.3, keep_weight=0.5, fit_weight=2.0)
+    model.trend_weights.assign([0.5, -0.3, 0.8])
     batch = _batch(catalogue)
     total = float(model.compute_loss(batch))
     q = model.query(batch["query"]).numpy()
-    logits = model.retrieval_logits(tf.constant(q), batch["query"]["session_items"]).numpy()
+    served = model.retrieval_logits(tf.constant(q), batch["query"]["session_items"]).numpy()
+    # Training scores each example with the trend of its own time bucket, serving with "now".
+    now = TREND[-1] @ np.array([0.5, -0.3, 0.8], np.float32)
+    logits = served - now + TREND[[0, 1]] @ np.array([0.5, -0.3, 0.8], np.float32)
     log_softmax = logits - np.log(np.exp(logits).sum(axis=1, keepdims=True))
     retrieval = -np.mean(log_softmax[[0, 1], [2, 0]])
     c = model.candidate(batch["candidate"]).numpy()
@@ -145,3 +155,46 @@ def test_memory_scores_add_successors_of_the_last_item_and_decayed_neighbours():
     #             i2 (last, decay 1): i1 (index 0) with 0.5 -> 10 * 0.5 = 5 at index 0.
     # re-views: i1 (index 0) 100 * 0.7 = 70, i2 (index 1) 100 * 1 = 100.
     np.testing.assert_allclose(scores, [5.0 + 70.0, 100.0, 6.0 + 7.0], rtol=1e-6)
+
+
+def test_trend_table_counts_only_what_happened_before_each_bucket():
+    """Row b is the decayed count of interactions before bucket b starts, computed here
+    interaction by interaction; the last row is "now" and later times map to it."""
+    from datetime import UTC, datetime, timedelta
+
+    import polars as pl
+
+    from pipeline.train import trend_table
+
+    rng = np.random.default_rng(5)
+    start = datetime(2024, 1, 1, tzinfo=UTC)
+    offsets = np.sort(rng.uniform(0, 10 * 86_400, 200))
+    items = np.array(["a", "b", "c", "d"], dtype=object)
+    train = pl.DataFrame(
+        {
+            "ts": [start + timedelta(seconds=float(s)) for s in offsets],
+            "item_id": rng.choice(items[:3], 200).tolist(),  # "d" never interacted with
+        }
+    )
+    cfg = ModelConfig(trend_half_lives_days=(0.5, 3.0), trend_buckets=8)
+    trend = trend_table(train, items, cfg)
+    assert trend.table.shape == (9, 4, 2)
+    t = offsets - offsets[0]
+    names = train.get_column("item_id").to_numpy()
+    width = trend.width.total_seconds()
+    for b in range(9):
+        edge = b * width
+        # "Now" (the last row) is just after the last interaction, which it counts.
+        past = t < edge - 1e-6 if b < 8 else np.ones(len(t), bool)
+        for h, half in enumerate((0.5, 3.0)):
+            weight = np.where(past, 0.5 ** ((edge - t) / (half * 86_400)), 0.0)
+            counts = np.array([weight[names == item].sum() for item in items])
+            # Each item's share relative to the average item (stationary as data accumulates).
+            share = counts * len(items) / counts.sum() if counts.sum() else counts
+            np.testing.assert_allclose(trend.table[b, :, h], np.log1p(share), rtol=1e-4, atol=1e-6)
+    assert not trend.table[:, 3].any()
+    # Each interaction falls in a bucket whose row does not count it yet.
+    buckets = trend.buckets(train.get_column("ts"))
+    assert (buckets < 8).all() and buckets[0] == 0
+    later = pl.Series([start + timedelta(days=30)]).dt.cast_time_unit("us")
+    assert trend.buckets(later)[0] == 8
