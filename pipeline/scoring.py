@@ -239,16 +239,18 @@ class Scorer:
         features: dict[str, Any] | None,
         item_ids: list[str],
         customer_vector: np.ndarray | None = None,
+        feature_row: np.ndarray | None = None,
     ) -> dict[str, tuple[str, float]]:
         """For each item with a size chart, the size most likely to fit and that probability
-        (``customer_vector``: from :meth:`serve` on the same request, saves recomputing it)."""
+        (``customer_vector`` from :meth:`serve` and ``feature_row`` from :meth:`feature_matrix`
+        on the same request save recomputing them)."""
         if self.fit_table is None or not item_ids:
             return {}
         items = np.array([self.item_index[i] for i in item_ids], np.int64)
         rows = self.fit_table.rows(items)
         if len(rows) == 0:
             return {}
-        customer = self.feature_matrix([features])[0]
+        customer = self.feature_matrix([features])[0] if feature_row is None else feature_row
         by_name = dict(zip(self.customer_features, customer.tolist(), strict=True))
         n = len(rows)
         candidates = self.raw_item_vectors[self.fit_table.item_index[rows]]

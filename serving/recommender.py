@@ -339,9 +339,10 @@ class Recommender:
     ) -> list[ScoredItem]:
         scorer = model.scorer
         items, kinds = scorer.pad_sessions([session])
+        row = scorer.feature_matrix([features])
         out = scorer.serve(
             customer,
-            scorer.feature_matrix([features]),
+            row,
             items,
             kinds,
             self.settings.serving_candidates,
@@ -358,7 +359,11 @@ class Recommender:
         # for the picks.
         by_size = self.rules.in_stock_in_recommended_size
         who = out.get("customer")
-        sizes = scorer.best_sizes(customer, features, ids[: max(3 * k, 30)], who) if by_size else {}
+        sizes = (
+            scorer.best_sizes(customer, features, ids[: max(3 * k, 30)], who, row[0])
+            if by_size
+            else {}
+        )
         mmr = self.rules.diversity.method == "mmr"
         picked_ids, scores, reasons_of = self._compiled_rules(model).apply(
             top,
@@ -369,7 +374,7 @@ class Recommender:
             scorer.raw_item_vectors[top] if mmr else None,
         )
         if not by_size:
-            sizes = scorer.best_sizes(customer, features, picked_ids.tolist(), who)
+            sizes = scorer.best_sizes(customer, features, picked_ids.tolist(), who, row[0])
         answer = []
         picks = zip(picked_ids.tolist(), scores.tolist(), reasons_of, strict=True)
         for item_id, score, reasons in picks:
