@@ -64,6 +64,9 @@ class ModelConfig:
     # every example): keeps a nightly retrain on 100k customers inside its time budget.
     max_examples_per_epoch: int = 400_000
     max_validation_examples: int = 50_000
+    # Wall-clock budget of the training loop: no epoch starts that would end past it (the
+    # best epoch so far is kept), so a nightly retrain fits its window whatever the volume.
+    max_train_seconds: float = 600.0
     seed: int = 42
 
     def as_params(self) -> dict[str, object]:

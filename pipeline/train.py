@@ -347,6 +347,28 @@ def choose_neural_scale(
     return {"neural_scale": best, "validation_recall_plus_mrr": results[best]}
 
 
+class TimeBudget(tf.keras.callbacks.Callback):
+    """Stop before an epoch that would end past ``seconds`` from the start of training
+    (judged by the slowest epoch so far); early stopping still restores the best epoch."""
+
+    def __init__(self, seconds: float):
+        super().__init__()
+        self.seconds = seconds
+        self.stopped = False
+
+    def on_train_begin(self, logs=None):
+        self.start = self.last = time.perf_counter()
+        self.slowest = 0.0
+
+    def on_epoch_end(self, epoch, logs=None):
+        now = time.perf_counter()
+        self.slowest = max(self.slowest, now - self.last)
+        self.last = now
+        if now - self.start + self.slowest > self.seconds:
+            self.stopped = True
+            self.model.stop_training = True
+
+
 def fit(data: Dataset, cfg: ModelConfig) -> tuple[RecommenderModel, dict[str, list[float]]]:
     """Train the model, stopping when the retrieval loss on the latest training sessions stops
     improving (best weights kept); returns it and the per-task losses per epoch."""
@@ -386,7 +408,8 @@ def fit(data: Dataset, cfg: ModelConfig) -> tuple[RecommenderModel, dict[str, li
     if fit_part.height > cfg.max_examples_per_epoch:
         dataset = dataset.repeat()
         steps = cfg.max_examples_per_epoch // cfg.batch_size
-    callbacks, validation = [], None
+    budget = TimeBudget(cfg.max_train_seconds)
+    callbacks, validation = [budget], None
     if not valid.is_empty():
         if valid.height > cfg.max_validation_examples:
             valid = valid.sample(cfg.max_validation_examples, seed=cfg.seed)
@@ -415,6 +438,7 @@ def fit(data: Dataset, cfg: ModelConfig) -> tuple[RecommenderModel, dict[str, li
     losses = {k: [float(v) for v in values] for k, values in history.history.items()}
     epochs = len(history.history["loss"])
     losses["epochs"] = [float(epochs)]
+    losses["stopped_by_time_budget"] = [float(budget.stopped)]
     seen = min(fit_part.height, steps * cfg.batch_size if steps else fit_part.height)
     losses["examples_per_s"] = [seen * epochs / seconds]
     losses |= {k: [v] for k, v in losses_scale.items()}

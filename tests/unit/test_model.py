@@ -198,3 +198,17 @@ def test_trend_table_counts_only_what_happened_before_each_bucket():
     assert (buckets < 8).all() and buckets[0] == 0
     later = pl.Series([start + timedelta(days=30)]).dt.cast_time_unit("us")
     assert trend.buckets(later)[0] == 8
+
+
+def test_time_budget_stops_training_before_an_epoch_would_overrun_it():
+    from pipeline.train import TimeBudget
+
+    model, catalogue = _model()
+    model.compile(optimizer=tf.keras.optimizers.Adam(0.01))
+    data = tf.data.Dataset.from_tensors(_batch(catalogue)).repeat(3)
+    spent = TimeBudget(0.0)  # already used up after the first epoch
+    history = model.fit(data, epochs=6, callbacks=[spent], verbose=0)
+    assert len(history.history["loss"]) == 1 and spent.stopped
+    ample = TimeBudget(3600.0)
+    history = model.fit(data, epochs=6, callbacks=[ample], verbose=0)
+    assert len(history.history["loss"]) == 6 and not ample.stopped
