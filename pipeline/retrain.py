@@ -49,6 +49,8 @@ def train_candidate(
         "final_loss": losses["loss"][-1],
         "examples_per_s": losses["examples_per_s"][0],
         "train_seconds": losses["train_seconds"][0],
+        "epochs": losses["epochs"][0],
+        "stopped_by_time_budget": losses["stopped_by_time_budget"][0],
         "train_examples": float(data.train.height),
         "test_examples": float(data.test.height),
     }
