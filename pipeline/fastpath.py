@@ -61,8 +61,8 @@ def export(
     item_matrix: np.ndarray,
     item_raw: np.ndarray,
     item_bias: np.ndarray,
+    item_prior: np.ndarray,
     path: Path,
-    item_prior: np.ndarray | None = None,
 ) -> Path:
     """Write the weights :class:`FastModel` needs (what ``ServingModule`` also bakes in)."""
     query, session = model.query, model.query.session
@@ -92,9 +92,7 @@ def export(
         "item_matrix": np.asarray(item_matrix, np.float32),
         "item_raw": np.asarray(item_raw, np.float32),
         "item_bias": np.asarray(item_bias, np.float32),
-        "item_prior": np.asarray(
-            np.zeros(len(item_matrix)) if item_prior is None else item_prior, np.float32
-        ),
+        "item_prior": np.asarray(item_prior, np.float32),
         "full": np.array(bool(model.full)),
         "neural_scale": np.array(float(model.neural_scale.numpy()), np.float32),
         "memory_weights": model.memory_weights.numpy(),

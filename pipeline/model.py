@@ -11,11 +11,10 @@ Towers and heads, each a small named layer (the shape of ``tfrs.Model``'s own ex
 * :class:`FitHead` - too small / fits / too large for (customer, item, size).
 
 Retrieval uses a full softmax over the catalogue when it is small enough (with a learned item
-bias, the transition memory and a trend prior: each item's time-decayed recent interaction
-counts as of the example's time, with learned weights), else TFRS's in-batch sampled softmax
-with logQ correction. Each task's loss is masked
-to the examples that carry its label, so data without purchases, try-ons, body measurements
-or sessions trains what it can.
+bias, the transition memory and a trend prior: each item's time-decayed share of recent
+interactions as of the example's time, with learned weights), else TFRS's in-batch sampled
+softmax with logQ correction. Each task's loss is masked to the examples that carry its label,
+so data without purchases, try-ons, body measurements or sessions trains what it can.
 """
 
 from __future__ import annotations
@@ -54,8 +53,8 @@ class ModelConfig:
     fit_weight: float = 1.0
     memory_top_m: int = 50
     memory_decay: float = 0.7
-    # Trend prior: each item's time-decayed interaction count (one per half-life) as of the
-    # example's time, with learned weights; serving uses the counts as of the cut-off.
+    # Trend prior: each item's time-decayed share of interactions (one per half-life) as of
+    # the example's time, with learned weights; serving uses the shares as of the cut-off.
     trend_half_lives_days: tuple[float, ...] = (1.0, 7.0, 30.0)
     trend_buckets: int = 256
     neural_weight: float = 0.0
@@ -290,7 +289,7 @@ class RecommenderModel(tfrs.Model):
         self.memory_weights = self.add_weight(
             name="memory_weights", shape=(3,), initializer="ones", trainable=True
         )
-        # Trend prior: log1p of time-decayed counts per (time bucket, item, half-life), the
+        # Trend prior: log1p of time-decayed shares per (time bucket, item, half-life), the
         # last bucket being "now" (the cut-off); examples look up the bucket they fall in.
         h = len(cfg.trend_half_lives_days)
         self.trend = tf.constant(

@@ -56,6 +56,12 @@ def fit_feature_matrix(frame: pl.DataFrame) -> np.ndarray:
     )
 
 
+def target_positions(frame: pl.DataFrame, items) -> np.ndarray:
+    """Each example's target item as its position in the catalogue ``items``."""
+    position = {item: i for i, item in enumerate(items)}
+    return np.array([position[i] for i in frame.get_column(ITEM_ENTITY)], dtype=np.int64)
+
+
 def _top_m(
     matrix: sp.csr_array, m: int, values: sp.csr_array | None = None
 ) -> tuple[np.ndarray, np.ndarray, sp.csr_array]:
@@ -205,10 +211,16 @@ class Trend:
         return np.clip(index, 0, len(self.table) - 1).astype(np.int32)
 
 
+def trend_buckets(trend: Trend | None, frame: pl.DataFrame) -> np.ndarray:
+    """Each example's trend bucket; bucket 0 of the model's all-zero table without a trend."""
+    if trend is None:
+        return np.zeros(frame.height, np.int32)
+    return trend.buckets(frame.get_column("ts"))
+
+
 def trend_table(train: pl.DataFrame, items: np.ndarray, cfg: ModelConfig) -> Trend:
     """:class:`Trend` of the training examples' targets, from the first to just after the
     last training time, in at most ``cfg.trend_buckets`` buckets."""
-    position = {item: i for i, item in enumerate(items)}
     ts = _naive(train.get_column("ts"))
     first, last = ts.min(), ts.max()
     n_buckets = max(1, cfg.trend_buckets)
@@ -219,7 +231,7 @@ def trend_table(train: pl.DataFrame, items: np.ndarray, cfg: ModelConfig) -> Tre
     table = np.zeros((n_buckets + 1, len(items), len(halves)), np.float32)
     if not len(halves):
         return Trend(table, first, width)
-    target = np.array([position[i] for i in train.get_column(ITEM_ENTITY)], dtype=np.int64)
+    target = target_positions(train, items)
     seconds = (ts - first).dt.total_microseconds().to_numpy() / 1e6
     step = width.total_seconds()
     bucket = np.minimum((seconds // step).astype(np.int64), n_buckets - 1)
@@ -261,9 +273,8 @@ def to_tf_dataset(
         drop = rng.random(frame.height) < cfg.customer_dropout
         query["customer_id"] = np.where(drop, PAD, query["customer_id"]).astype(object)
     catalogue = catalogue_arrays(items)
-    position = {item: i for i, item in enumerate(catalogue["item_id"])}
-    targets = np.array([position[i] for i in frame.get_column(ITEM_ENTITY)], dtype=np.int32)
-    counts = np.bincount(targets, minlength=len(position))
+    targets = target_positions(frame, catalogue["item_id"]).astype(np.int32)
+    counts = np.bincount(targets, minlength=len(catalogue["item_id"]))
     labels = {
         "target_index": targets,
         "sampling_probability": (counts[targets] / max(len(targets), 1)).astype(np.float32),
@@ -274,11 +285,7 @@ def to_tf_dataset(
         "fit_label": frame.get_column("fit_label").to_numpy().astype(np.int32),
         "own_successor": np.zeros(frame.height, np.float32),
         "own_neighbour": np.zeros(frame.height, np.float32),
-        "trend_bucket": (
-            trend.buckets(frame.get_column("ts"))
-            if trend is not None
-            else np.zeros(frame.height, np.int32)
-        ),
+        "trend_bucket": trend_buckets(trend, frame),
     }
     if memory_shares is not None:
         labels["own_successor"], labels["own_neighbour"] = memory_shares
@@ -320,13 +327,8 @@ def choose_neural_scale(
     if not model.full:
         return {}
     arrays = query_arrays(valid)
-    position = {item: i for i, item in enumerate(items.get_column(ITEM_ENTITY))}
-    targets = np.array([position[i] for i in valid.get_column(ITEM_ENTITY)])
-    buckets = (
-        trend.buckets(valid.get_column("ts"))
-        if trend is not None
-        else np.zeros(valid.height, np.int32)
-    )
+    targets = target_positions(valid, items.get_column(ITEM_ENTITY))
+    buckets = trend_buckets(trend, valid)
     # Only each scale's top 20 is kept per batch: whole score matrices would take
     # examples x items x 4 bytes each (2 GB at 50k examples and 5,000 items).
     tops: dict[float, list[np.ndarray]] = {scale: [] for scale in NEURAL_SCALES}
@@ -598,8 +600,8 @@ def export_bundle(model: RecommenderModel, data: Dataset, cfg: ModelConfig, out:
         module.item_matrix.numpy(),
         module.item_raw.numpy(),
         module.item_bias.numpy(),
+        module.item_prior.numpy(),
         out / fastpath.FILE,
-        item_prior=module.item_prior.numpy(),
     )
     catalogue = catalogue_arrays(data.items)
     vectors = [

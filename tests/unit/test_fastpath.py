@@ -63,8 +63,8 @@ def _fast(model, tmp_path):
         module.item_matrix.numpy(),
         module.item_raw.numpy(),
         module.item_bias.numpy(),
+        module.item_prior.numpy(),
         tmp_path / fastpath.FILE,
-        item_prior=module.item_prior.numpy(),
     )
     return module, fastpath.FastModel.load(path)
 
