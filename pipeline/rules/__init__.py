@@ -1,0 +1,2 @@
+"""Retailer business rules: the schema and its loading, and the rules compiled against one
+catalogue that serving applies on every page view."""
