@@ -30,7 +30,8 @@ import json, sys, time
 from datetime import date
 from pathlib import Path
 from pipeline.config import Settings
-from pipeline.ingest import drops_up_to, ingest_drop
+from pipeline.data.curated import drops_up_to
+from pipeline.data.ingest import ingest_drop
 
 raw, var = Path(sys.argv[1]), Path(sys.argv[2])
 settings = Settings(data_dir=var)
@@ -51,7 +52,7 @@ print(json.dumps(totals))
 GENERATE = """
 import sys
 from pathlib import Path
-from pipeline.generate import GeneratorConfig, write_drops
+from pipeline.data.generate import GeneratorConfig, write_drops
 write_drops(GeneratorConfig(customers=int(sys.argv[2]), days=int(sys.argv[3]), seed=1,
                             dirty=0.001), Path(sys.argv[1]))
 """

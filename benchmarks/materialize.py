@@ -1,4 +1,4 @@
-"""Materialisation into Redis: Feast's stock ``materialize`` against pipeline.redis_online.
+"""Materialisation into Redis: Feast's stock ``materialize`` against pipeline.features.online.
 
 Starts a throwaway redis-server, builds a temporary Feast repository and
 
@@ -43,8 +43,8 @@ from feast import Entity, FeatureStore, FeatureView, Field, FileSource, RepoConf
 from feast.types import Array, Float32, String  # noqa: E402
 from feast.value_type import ValueType  # noqa: E402
 
-from pipeline.redis_online import RedisFeatureReader, materialize_view  # noqa: E402
-from tests.servers import redis_server  # noqa: E402
+from pipeline.features.online.writer import RedisFeatureReader, materialize_view  # noqa: E402
+from pipeline.testing.servers import redis_server  # noqa: E402
 
 DAY = datetime(2024, 3, 1, tzinfo=UTC)
 START = DAY - timedelta(days=1)

@@ -48,12 +48,14 @@ def prepare(workdir: Path, redis_url: str, customers: int, items: int, days: int
 
     get_settings.cache_clear()
     settings = get_settings()
-    from pipeline import registry, store
-    from pipeline.features import build_features, missing_snapshot_days
-    from pipeline.generate import GeneratorConfig, write_drops
-    from pipeline.ingest import drops_up_to, ingest_drop
-    from pipeline.model import ModelConfig
-    from pipeline.retrain import train_candidate
+    from pipeline.data.curated import drops_up_to
+    from pipeline.data.generate import GeneratorConfig, write_drops
+    from pipeline.data.ingest import ingest_drop
+    from pipeline.features import store
+    from pipeline.features.build import build_features, missing_snapshot_days
+    from pipeline.model.config import ModelConfig
+    from pipeline.registry import tracking as registry
+    from pipeline.registry.retrain import train_candidate
 
     if not (workdir / "prepared").exists():
         shutil.rmtree(workdir, ignore_errors=True)
@@ -80,8 +82,9 @@ def prepare(workdir: Path, redis_url: str, customers: int, items: int, days: int
     store.apply(fs)
     # The redis-server is new on every run, a reused workdir's registry is not: write every
     # snapshot (the registry's "materialised up to" would otherwise skip them all).
-    from pipeline.features import TIMESTAMP, feature_paths
-    from pipeline.redis_online import materialize_view
+    from pipeline.features.build import feature_paths
+    from pipeline.features.declarations import TIMESTAMP
+    from pipeline.features.online.writer import materialize_view
 
     paths = feature_paths(settings.features_dir)
     for view in fs.list_feature_views():
@@ -94,9 +97,14 @@ def in_process(requests: int) -> dict[str, float]:
     """Ours and the naive path on the same requests; medians and p99 in ms."""
     import polars as pl
 
-    from pipeline import store
     from pipeline.config import get_settings
-    from pipeline.features import CUSTOMER_FEATURES, CUSTOMER_VIEW, ITEM_FEATURES, ITEM_VIEW
+    from pipeline.features import store
+    from pipeline.features.declarations import (
+        CUSTOMER_FEATURES,
+        CUSTOMER_VIEW,
+        ITEM_FEATURES,
+        ITEM_VIEW,
+    )
     from pipeline.tfenv import tf
     from serving.events import EventProcessor, SessionEventRequest
     from serving.recommender import RecommendationRequest, Recommender
@@ -309,7 +317,7 @@ def over_http(seconds: int, users: list[int], workers: int) -> list[dict[str, fl
     """uvicorn (``workers`` processes) + the app in a subprocess, driven for ``seconds`` by
     wrk when it is installed (C, light on the shared cores), else by locust (headless)."""
     from pipeline.config import get_settings
-    from tests.servers import free_port
+    from pipeline.testing.servers import free_port
 
     settings = get_settings()
     port = free_port()
@@ -387,7 +395,7 @@ def main() -> None:
     )
     parser.add_argument("--workers", type=int, default=2, help="uvicorn worker processes")
     args = parser.parse_args()
-    from tests.servers import redis_server
+    from pipeline.testing.servers import redis_server
 
     with redis_server(args.workdir.parent / "fitrec-bench-redis") as url:
         prepare(args.workdir, url, args.customers, args.items, args.days)

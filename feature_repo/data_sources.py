@@ -1,15 +1,15 @@
-"""Sources: the Parquet feature tables pipeline.features writes, and the live session push."""
+"""Sources: the Parquet feature tables pipeline.features.build writes, and the live session push."""
 
 from feast import FileSource, PushSource
 
 from pipeline.config import get_settings
-from pipeline.features import (
+from pipeline.features.build import feature_paths
+from pipeline.features.declarations import (
     CUSTOMER_VIEW,
     ITEM_VIEW,
     SESSION_PUSH,
     SESSION_VIEW,
     TIMESTAMP,
-    feature_paths,
 )
 
 _paths = feature_paths(get_settings().features_dir)
@@ -18,19 +18,19 @@ customer_source = FileSource(
     name=f"{CUSTOMER_VIEW}_source",
     path=str(_paths[CUSTOMER_VIEW]),
     timestamp_field=TIMESTAMP,
-    description="Daily customer snapshots (pipeline.features.customer_features).",
+    description="Daily customer snapshots (pipeline.features.build.customer_features).",
 )
 item_source = FileSource(
     name=f"{ITEM_VIEW}_source",
     path=str(_paths[ITEM_VIEW]),
     timestamp_field=TIMESTAMP,
-    description="Daily item snapshots (pipeline.features.item_features).",
+    description="Daily item snapshots (pipeline.features.build.item_features).",
 )
 session_batch_source = FileSource(
     name=f"{SESSION_VIEW}_source",
     path=str(_paths[SESSION_VIEW]),
     timestamp_field=TIMESTAMP,
-    description="Final state of past sessions (pipeline.features.session_features).",
+    description="Final state of past sessions (pipeline.features.build.session_features).",
 )
 session_push = PushSource(
     name=SESSION_PUSH,

@@ -2,7 +2,7 @@
 
 from feast import Entity, ValueType
 
-from pipeline.features import CUSTOMER_ENTITY, ITEM_ENTITY, SESSION_ENTITY
+from pipeline.features.declarations import CUSTOMER_ENTITY, ITEM_ENTITY, SESSION_ENTITY
 
 customer = Entity(
     name="customer",

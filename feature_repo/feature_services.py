@@ -3,7 +3,7 @@
 from feast import FeatureService
 from feature_views import customer_features, fit_match_view, item_features, session_features
 
-from pipeline.features import FEATURE_SERVICES
+from pipeline.features.declarations import FEATURE_SERVICES
 
 _VIEWS = {
     view.name: view for view in (customer_features, item_features, session_features, fit_match_view)

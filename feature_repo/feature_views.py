@@ -7,7 +7,7 @@ from feast import FeatureView, Field, StreamFeatureView
 from feast.on_demand_feature_view import on_demand_feature_view
 from feast.types import Array, Float32, String
 
-from pipeline.features import (
+from pipeline.features.declarations import (
     CUSTOMER_FEATURES,
     CUSTOMER_VIEW,
     FIT_FEATURES,
@@ -20,7 +20,7 @@ from pipeline.features import (
     SNAPSHOT_TTL,
     Feature,
 )
-from pipeline.fit import BODY_COLUMNS, INPUTS
+from pipeline.features.garment_fit import BODY_COLUMNS, INPUTS
 
 _FEAST_TYPES = {"float": Float32, "string": String, "string_list": Array(String)}
 
@@ -75,12 +75,12 @@ session_features = StreamFeatureView(
     ],
     schema=_schema(FIT_FEATURES, describe=False),
     mode="pandas",
-    description="Where the customer's body meets the item's size chart (pipeline.fit).",
+    description="Where the customer's body meets the item's size chart (pipeline.features.garment_fit).",
 )
 def fit_match_view(inputs: pd.DataFrame) -> pd.DataFrame:
     # Feast re-creates the UDF from its source text, so it imports what it needs itself.
     import pandas as pd
 
-    from pipeline.fit import fit_match
+    from pipeline.features.garment_fit import fit_match
 
     return pd.DataFrame(fit_match(inputs, len(inputs)))

@@ -12,7 +12,7 @@ from flows.ingest import ingest
 from flows.materialize import materialize
 from flows.promote import evaluate_and_promote
 from flows.train import train
-from pipeline.model import ModelConfig
+from pipeline.model.config import ModelConfig
 
 
 @flow(name="backfill")

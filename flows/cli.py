@@ -67,7 +67,7 @@ def generate(
     dirty: float = typer.Option(0.005, min=0.0, max=0.5, help="share of faulty rows"),
 ) -> None:
     """Write deterministic raw drops (one folder per day), with progress and a summary."""
-    from pipeline.generate import GeneratorConfig, write_drops
+    from pipeline.data.generate import GeneratorConfig, write_drops
 
     target = out or get_settings().raw_dir
     config = GeneratorConfig(customers=customers, days=days, seed=seed, dirty=dirty)
@@ -87,7 +87,8 @@ def ingest(
     ] = None,
 ) -> None:
     """Ingest raw drops into curated Parquet and quarantine, with progress and a summary."""
-    from pipeline.ingest import drops_up_to, ingest_drop
+    from pipeline.data.curated import drops_up_to
+    from pipeline.data.ingest import ingest_drop
 
     settings = get_settings()
     up_to = date.fromisoformat(run_date) if run_date else date.max
@@ -126,7 +127,7 @@ def adapt(
     ] = None,
 ) -> None:
     """Convert a public dataset into a raw drop that `fitrec ingest` validates."""
-    from pipeline import adapters
+    from pipeline.data import adapters
 
     if source == "hm":
         if len(inputs) != 3:
@@ -324,7 +325,7 @@ app.add_typer(benchmark_app, name="benchmark")
 def _benchmark(dataset: str, train: Path, test: Path | None, log_to_mlflow: bool) -> None:
     import tempfile
 
-    from pipeline import benchmark
+    from pipeline.evaluation import public as benchmark
 
     spec = benchmark.SPECS[dataset]
     with tempfile.TemporaryDirectory(prefix=f"fitrec-{dataset}-") as workdir:
@@ -335,7 +336,7 @@ def _benchmark(dataset: str, train: Path, test: Path | None, log_to_mlflow: bool
             test_source=benchmark.load(dataset, test) if test else None,
         )
     if log_to_mlflow:
-        from pipeline.registry import log_benchmark
+        from pipeline.registry.tracking import log_benchmark
 
         result["mlflow_run_id"] = log_benchmark(get_settings(), dataset, result)
     typer.echo(json.dumps(result, indent=2, default=float))
@@ -372,7 +373,7 @@ def benchmark_sessions(
 @app.command()
 def promote(version: Annotated[str, typer.Argument(help="model version to make champion")]) -> None:
     """Make a registered version the champion by hand (the previous one is kept for rollback)."""
-    from pipeline.registry import promote as promote_version
+    from pipeline.registry.tracking import promote as promote_version
 
     before = promote_version(get_settings(), version)
     typer.echo(f"champion: version {version} (was {before})")
@@ -381,7 +382,7 @@ def promote(version: Annotated[str, typer.Argument(help="model version to make c
 @app.command()
 def rollback() -> None:
     """Give the champion alias back to the version the current champion replaced."""
-    from pipeline.registry import rollback as roll_back
+    from pipeline.registry.tracking import rollback as roll_back
 
     try:
         previous = roll_back(get_settings())
@@ -395,7 +396,7 @@ def rollback() -> None:
 def feast(ctx: typer.Context) -> None:
     """Run the Feast CLI (e.g. `fitrec feast plan`) against this environment's config."""
     from pipeline.config import FEATURE_REPO
-    from pipeline.store import write_config_yaml
+    from pipeline.features.store import write_config_yaml
 
     settings = get_settings()
     with tempfile.TemporaryDirectory() as tmp:

@@ -9,8 +9,8 @@ from prefect import flow, task
 from prefect.context import TaskRunContext
 
 from pipeline.config import get_settings
-from pipeline.features import build_features as build_snapshot
-from pipeline.features import missing_snapshot_days, snapshot_exists
+from pipeline.features.build import build_features as build_snapshot
+from pipeline.features.build import missing_snapshot_days, snapshot_exists
 from pipeline.report import data_fingerprint
 
 

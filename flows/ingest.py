@@ -8,13 +8,8 @@ from pathlib import Path
 from prefect import flow, get_run_logger, task
 
 from pipeline.config import get_settings
-from pipeline.ingest import (
-    days_to_ingest,
-    drop_fingerprint,
-    ingest_drop,
-    previous_report,
-    serving_logs,
-)
+from pipeline.data.curated import days_to_ingest, previous_report, serving_logs
+from pipeline.data.ingest import drop_fingerprint, ingest_drop
 
 
 @task(retries=2, retry_delay_seconds=[2, 10])

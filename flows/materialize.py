@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from prefect import flow, task
 
-from pipeline import store
 from pipeline.config import get_settings
+from pipeline.features import store
 
 
 @task(retries=2, retry_delay_seconds=[2, 10])

@@ -16,10 +16,10 @@ from flows.ingest import ingest
 from flows.materialize import materialize
 from flows.promote import evaluate_and_promote
 from flows.train import train
-from pipeline import registry
 from pipeline.config import get_settings
-from pipeline.ingest import days_to_ingest
-from pipeline.model import ModelConfig
+from pipeline.data.curated import days_to_ingest
+from pipeline.model.config import ModelConfig
+from pipeline.registry import tracking as registry
 from pipeline.report import nightly_report
 
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 from prefect import flow, get_run_logger, task
 
-from pipeline import registry
 from pipeline.config import get_settings
-from pipeline.retrain import Candidate, champion_metric
+from pipeline.registry import tracking as registry
+from pipeline.registry.retrain import Candidate, champion_metric
 
 
 @task(retries=2, retry_delay_seconds=[2, 10])

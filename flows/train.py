@@ -11,9 +11,9 @@ from prefect import flow, task
 from prefect.context import TaskRunContext
 
 from pipeline.config import get_settings
-from pipeline.model import ModelConfig
+from pipeline.model.config import ModelConfig
+from pipeline.registry.retrain import Candidate, train_candidate
 from pipeline.report import data_fingerprint
-from pipeline.retrain import Candidate, train_candidate
 
 
 def candidate_key(run_date: date, cfg: ModelConfig) -> str:

@@ -3,14 +3,19 @@
 Customer ids are replaced at ingest by a keyed hash (HMAC-SHA256), so curated tables, the
 feature store, MLflow and logs never see the retailer's own id; serving applies the same
 function to the id it is given. Body measurements are used only for customers who consented,
-and only as derived features (see :mod:`pipeline.features`).
+and only as derived features (see :mod:`pipeline.features.build`); rows of customers without
+consent lose them at ingest (:func:`redact_without_consent`), quarantined text too
+(:func:`without_body`).
 """
 
 from __future__ import annotations
 
 import hmac
 
+import orjson
 import polars as pl
+
+from pipeline.data.contracts import CUSTOMERS
 
 PSEUDONYM_PREFIX = "c_"
 
@@ -44,3 +49,23 @@ def pseudonymise_column(frame: pl.DataFrame, column: str, key: str) -> pl.DataFr
         .with_columns(pl.col("__pseudonym").alias(column))
         .drop("__id", "__pseudonym")
     )
+
+
+def redact_without_consent(customers: pl.DataFrame) -> tuple[pl.DataFrame, int]:
+    """Drop body measurements of customers who did not consent; returns (frame, rows redacted)."""
+    no_consent = ~pl.col("body_data_consent")
+    redacted = customers.with_columns(
+        pl.when(no_consent).then(None).otherwise(pl.col(c)).alias(c) for c in CUSTOMERS.sensitive
+    )
+    return redacted, int(customers.select(no_consent.sum()).item())
+
+
+def without_body(text: str) -> str:
+    """A raw customer row (JSON text) without its body measurements; other text unchanged."""
+    try:
+        record = orjson.loads(text)
+    except orjson.JSONDecodeError:
+        return text
+    if not isinstance(record, dict):
+        return text
+    return orjson.dumps({k: v for k, v in record.items() if k not in CUSTOMERS.sensitive}).decode()

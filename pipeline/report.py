@@ -9,8 +9,9 @@ from pathlib import Path
 
 import polars as pl
 
-from pipeline.features import TIMESTAMP, feature_paths
-from pipeline.ingest import previous_report
+from pipeline.data.curated import previous_report
+from pipeline.features.build import feature_paths
+from pipeline.features.declarations import TIMESTAMP
 
 
 def data_fingerprint(curated_dir: Path, features_dir: Path, day: date) -> str:

@@ -25,9 +25,9 @@ import redis
 from pydantic import BaseModel, ConfigDict, StringConstraints
 
 from pipeline.config import Settings
-from pipeline.features import SESSION_PUSH, SESSION_TTL, TIMESTAMP
+from pipeline.features.declarations import SESSION_PUSH, SESSION_TTL, TIMESTAMP
+from pipeline.features.session import SessionState, apply_event
 from pipeline.privacy import pseudonymise
-from pipeline.session import SessionState, apply_event
 
 log = logging.getLogger(__name__)
 

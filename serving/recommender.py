@@ -25,14 +25,15 @@ from cachetools import TTLCache
 from mlflow.exceptions import MlflowException
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
-from pipeline import store
 from pipeline.config import CHAMPION, Settings, get_settings
-from pipeline.features import CUSTOMER_VIEW, ITEM_ENTITY
+from pipeline.features import store
+from pipeline.features.declarations import CUSTOMER_VIEW, ITEM_ENTITY
+from pipeline.features.session import SessionState
+from pipeline.model.scoring import Scorer
 from pipeline.privacy import pseudonymise
-from pipeline.registry import configure
-from pipeline.rules import CatalogueRules, Context, Rules, load_rules
-from pipeline.scoring import Scorer
-from pipeline.session import SessionState
+from pipeline.registry.tracking import configure
+from pipeline.rules.compiled import CatalogueRules
+from pipeline.rules.schema import Context, Rules, load_rules
 from serving.events import SessionStore
 
 log = logging.getLogger(__name__)
@@ -135,7 +136,7 @@ class CustomerFeatures:
         self.reader = None
         self._lock = threading.Lock()
         if settings.redis_url:
-            from pipeline.redis_online import RedisFeatureReader
+            from pipeline.features.online.writer import RedisFeatureReader
 
             self.reader = RedisFeatureReader.from_store(
                 self.fs, [CUSTOMER_VIEW], socket_timeout=settings.redis_timeout_seconds

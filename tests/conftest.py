@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from pipeline.config import Settings, get_settings
-from tests.servers import redis_server
+from pipeline.testing.servers import redis_server
 
 os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
@@ -31,7 +31,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 @pytest.fixture(scope="session")
 def raw_drops(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A small generated window of raw drops (read-only for tests: copy before changing)."""
-    from pipeline.generate import GeneratorConfig, write_drops
+    from pipeline.data.generate import GeneratorConfig, write_drops
 
     out = tmp_path_factory.mktemp("raw")
     write_drops(GeneratorConfig(**SMALL), out)
@@ -90,8 +90,9 @@ def prepare_days(settings: Settings, raw_drops: Path) -> date:
     features; returns the last day."""
     import shutil
 
-    from pipeline.features import build_features, missing_snapshot_days
-    from pipeline.ingest import drops_up_to, ingest_drop
+    from pipeline.data.curated import drops_up_to
+    from pipeline.data.ingest import ingest_drop
+    from pipeline.features.build import build_features, missing_snapshot_days
 
     shutil.copytree(raw_drops, settings.raw_dir)
     drops = drops_up_to(settings.raw_dir, date.max)

@@ -1,6 +1,6 @@
 """Adapters from public fashion datasets into fitrec's raw drop format.
 
-Each adapter maps a source onto the raw tables of :mod:`pipeline.contracts` *as strings, units
+Each adapter maps a source onto the raw tables of :mod:`pipeline.data.contracts` *as strings, units
 and all* (``5' 8"``, ``137lbs``, ``34d``), and :func:`write_drop` writes them as a drop folder,
 so real data goes through exactly the same ingest (unit conversion, validation, quarantine)
 as the retailer's own feeds. Sources (see ``../shared/data/README.md``):
@@ -23,8 +23,8 @@ from pathlib import Path
 
 import polars as pl
 
-from pipeline.contracts import CONTRACTS
-from pipeline.units import us_to_eu_shoe
+from pipeline.data.contracts import CONTRACTS
+from pipeline.data.units import us_to_eu_shoe
 
 ISO = "%Y-%m-%dT%H:%M:%SZ"
 FIT = {"fit": "fits", "small": "too_small", "large": "too_large"}

@@ -12,7 +12,7 @@ from typing import Final
 
 import polars as pl
 
-from pipeline.units import PARSERS
+from pipeline.data.units import PARSERS
 
 # Vocabularies shared by the generator, ingest, features and the model.
 # The generator uses the first seven; adapters map real catalogues onto all of them.
@@ -66,7 +66,7 @@ class Column:
     max: float | None = None
     allowed: tuple[str, ...] | None = None
     pattern: str | None = None
-    unit: str | None = None  # a pipeline.units parser: "length", "weight" or "bust"
+    unit: str | None = None  # a pipeline.data.units parser: "length", "weight" or "bust"
     sensitive: bool = False
     description: str = ""
 

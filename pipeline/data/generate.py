@@ -37,7 +37,7 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
-from pipeline.contracts import (
+from pipeline.data.contracts import (
     AGE_BANDS,
     CATEGORIES,
     CHART_MEASURES,

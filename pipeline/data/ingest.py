@@ -1,7 +1,7 @@
 """Ingest: validate one day's raw drop into curated Parquet and quarantine, losing nothing.
 
 For every raw table of a drop: read it (JSON lines, CSV or Parquet) as strings, drop exact
-duplicate rows (counted), type it by its :mod:`pipeline.contracts` contract (with unit
+duplicate rows (counted), type it by its :mod:`pipeline.data.contracts` contract (with unit
 conversion), pseudonymise customer ids, check references, launch dates, future times and
 key duplicates, then write ``curated/<table>/date=<day>/part-0.parquet`` and
 ``quarantine/<table>/date=<day>/part-0.parquet``. Every rejected row keeps its source file,
@@ -28,8 +28,15 @@ import orjson
 import polars as pl
 
 from pipeline.config import Settings
-from pipeline.contracts import CHART_MEASURES, CONTRACTS, CUSTOMERS, Contract, add_reasons, conform
-from pipeline.privacy import pseudonymise_column
+from pipeline.data.contracts import (
+    CHART_MEASURES,
+    CONTRACTS,
+    Contract,
+    add_reasons,
+    conform,
+)
+from pipeline.data.curated import ITEM_SIZES_SCHEMA, partition, report_path
+from pipeline.privacy import pseudonymise_column, redact_without_consent, without_body
 
 log = logging.getLogger(__name__)
 
@@ -92,37 +99,6 @@ def drop_fingerprint(drop: Path, extra: dict[str, list[Path]] | None = None) -> 
                 for chunk in iter(lambda: handle.read(1 << 20), b""):
                     digest.update(chunk)
     return digest.hexdigest()
-
-
-def serving_logs(events_dir: Path, day: date) -> dict[str, list[Path]]:
-    """Session events accepted by serving on ``day`` (its durable log), as extra sources."""
-    return {"session_events": sorted((events_dir / day.isoformat()).glob("*.jsonl"))}
-
-
-def days_to_ingest(raw_dir: Path, events_dir: Path, up_to: date) -> list[tuple[date, Path]]:
-    """Days with a raw drop or a serving log, on or before ``up_to``; oldest first."""
-    days = dict(drops_up_to(raw_dir, up_to))
-    for folder in events_dir.glob("????-??-??") if events_dir.exists() else []:
-        try:
-            day = date.fromisoformat(folder.name)
-        except ValueError:
-            continue
-        if day <= up_to and any(folder.glob("*.jsonl")):
-            days.setdefault(day, raw_dir / day.isoformat())
-    return sorted(days.items())
-
-
-def report_path(curated_dir: Path, day: date) -> Path:
-    return curated_dir / "_reports" / f"{day.isoformat()}.json"
-
-
-def previous_report(curated_dir: Path, day: date) -> dict | None:
-    path = report_path(curated_dir, day)
-    return json.loads(path.read_text()) if path.exists() else None
-
-
-def partition(root: Path, table: str, day: date) -> Path:
-    return root / table / f"date={day.isoformat()}" / "part-0.parquet"
 
 
 def _write_atomic(frame: pl.DataFrame, path: Path) -> None:
@@ -228,17 +204,6 @@ def read_raw(path: Path, contract: Contract) -> pl.DataFrame:
 
 
 # --- checks -------------------------------------------------------------------------------
-
-
-ITEM_SIZES_SCHEMA = pl.Schema(
-    {
-        "item_id": pl.String,
-        "size": pl.String,
-        "size_rank": pl.Int8,
-        **{f"{m}_{b}": pl.Float64 for m in CHART_MEASURES for b in ("min", "max")},
-        "stock": pl.Int32,
-    }
-)
 
 
 def parse_size_chart(items: pl.DataFrame) -> tuple[pl.DataFrame, pl.Series]:
@@ -490,7 +455,7 @@ def _quarantine_rows(bad: pl.DataFrame, day: date) -> pl.DataFrame:
     if "body_data_consent" in bad.columns:
         consent = bad.get_column("body_data_consent").to_list()
         source = [
-            text if agreed else _without_body(text)
+            text if agreed else without_body(text)
             for text, agreed in zip(source, consent, strict=True)
         ]
     return pl.DataFrame(
@@ -508,73 +473,4 @@ def _quarantine_rows(bad: pl.DataFrame, day: date) -> pl.DataFrame:
             "raw": pl.String,
             "day": pl.String,
         },
-    )
-
-
-def _without_body(text: str) -> str:
-    try:
-        record = orjson.loads(text)
-    except orjson.JSONDecodeError:
-        return text
-    if not isinstance(record, dict):
-        return text
-    return orjson.dumps({k: v for k, v in record.items() if k not in CUSTOMERS.sensitive}).decode()
-
-
-def redact_without_consent(customers: pl.DataFrame) -> tuple[pl.DataFrame, int]:
-    """Drop body measurements of customers who did not consent; returns (frame, rows redacted)."""
-    no_consent = ~pl.col("body_data_consent")
-    redacted = customers.with_columns(
-        pl.when(no_consent).then(None).otherwise(pl.col(c)).alias(c) for c in CUSTOMERS.sensitive
-    )
-    return redacted, int(customers.select(no_consent.sum()).item())
-
-
-# --- reading curated tables -----------------------------------------------------------------
-
-
-def drops_up_to(raw_dir: Path, day: date) -> list[tuple[date, Path]]:
-    """Raw drop folders (named YYYY-MM-DD) dated on or before ``day``, oldest first."""
-    drops = []
-    for folder in sorted(raw_dir.glob("????-??-??")):
-        try:
-            drop_day = date.fromisoformat(folder.name)
-        except ValueError:
-            continue
-        if drop_day <= day:
-            drops.append((drop_day, folder))
-    return drops
-
-
-def scan_curated(curated_dir: Path, table: str, up_to: date | None = None) -> pl.LazyFrame:
-    """All curated partitions of a table (optionally only days <= ``up_to``)."""
-    paths = sorted((curated_dir / table).glob("date=*/part-0.parquet"))
-    if up_to is not None:
-        paths = [p for p in paths if p.parent.name.removeprefix("date=") <= up_to.isoformat()]
-    if not paths:
-        schema = ITEM_SIZES_SCHEMA if table == "item_sizes" else CONTRACTS[table].schema
-        return pl.LazyFrame(schema=schema)
-    return pl.scan_parquet(paths, hive_partitioning=True).with_columns(
-        pl.col("date").cast(pl.String)
-    )
-
-
-DIMENSION_KEYS = {
-    "customers": ["customer_id"],
-    "items": ["item_id"],
-    "item_sizes": ["item_id", "size"],
-}
-
-
-def current_dimension(curated_dir: Path, table: str, up_to: date | None = None) -> pl.DataFrame:
-    """The latest version of each customer, item or item size as of ``up_to``."""
-    scanned = scan_curated(curated_dir, table, up_to)
-    if "date" not in scanned.collect_schema().names():
-        return scanned.collect()
-    return (
-        scanned.sort("date")
-        .group_by(DIMENSION_KEYS[table], maintain_order=True)
-        .last()
-        .drop("date")
-        .collect()
     )

@@ -6,7 +6,7 @@ Every baseline is fitted on session events (``session_id``, ``customer_id``, ``i
 ``items``, best first, ``-1`` padded only when fewer than ``k`` items can be recommended.
 
 Internally every baseline works in *popularity-rank space*: column ``j`` is the ``j``-th most
-popular training item (ties by catalogue index). :func:`pipeline.metrics.top_k_from_scores`
+popular training item (ties by catalogue index). :func:`pipeline.evaluation.metrics.top_k_from_scores`
 breaks score ties by the lower column, so in this space ties (including the all-zero tail of
 a sparse co-occurrence score) fall back to popularity and then catalogue order without any
 extra work; that is the popularity backfill of the neighbourhood baselines.
@@ -27,7 +27,7 @@ import numpy as np
 import polars as pl
 import scipy.sparse as sp
 
-from pipeline.metrics import top_k_from_scores
+from pipeline.evaluation.metrics import top_k_from_scores
 
 BATCH_CELLS = 1 << 23
 """Dense scores held at once per recommend batch (queries x items), ~64 MB of float64."""
@@ -149,7 +149,7 @@ def _static_top_k(ranking: np.ndarray, k: int, seen: sp.csr_array | None, n: int
     return out
 
 
-class _IndexedBaseline:
+class IndexedBaseline:
     """Catalogue indexing, event encoding, popularity order and batched recommending.
 
     Subclasses implement :meth:`_fit` (on encoded events) and either :meth:`_scores` (dense
@@ -170,7 +170,7 @@ class _IndexedBaseline:
 
     # -- fitting --------------------------------------------------------------------------
 
-    def fit(self, train: pl.DataFrame, items: list[str]) -> _IndexedBaseline:
+    def fit(self, train: pl.DataFrame, items: list[str]) -> IndexedBaseline:
         """Fit on session events.
 
         Args:
@@ -320,7 +320,7 @@ class _IndexedBaseline:
 # --------------------------------------------------------------------------------------------
 
 
-class Popularity(_IndexedBaseline):
+class Popularity(IndexedBaseline):
     """Most interacted-with items in train, the same list for everyone."""
 
     name = "popularity"
@@ -330,7 +330,7 @@ class Popularity(_IndexedBaseline):
         return _static_top_k(np.arange(self.n_items), k, self._seen(part), part.n)
 
 
-class RecentPopularity(_IndexedBaseline):
+class RecentPopularity(IndexedBaseline):
     """Most interacted-with items over the last ``days`` of train; ties by overall popularity.
 
     The window ends at the latest training event, so a model refitted daily tracks trends.
@@ -390,7 +390,7 @@ def _cooccurrence(events: pl.DataFrame, n_items: int, neighbours: int) -> sp.csr
     return _row_top_n(similarity, neighbours)
 
 
-class SessionKNN(_IndexedBaseline):
+class SessionKNN(IndexedBaseline):
     """Item-to-item co-occurrence within sessions (item-KNN), weighted towards recent items.
 
     Each history item votes for its co-occurring items with its cosine similarity times
@@ -493,127 +493,6 @@ class LastItemSuccessor(SessionKNN):
 
 
 # --------------------------------------------------------------------------------------------
-# Matrix factorisation.
-# --------------------------------------------------------------------------------------------
-
-
-class ImplicitALS(_IndexedBaseline):
-    """Implicit-feedback ALS (Hu, Koren, Volinsky 2008) from the ``implicit`` library.
-
-    Users are customers when known, else sessions; the confidence is the interaction count.
-    A query from a customer seen in training uses that customer's factors; any other query
-    folds its session history in (one least-squares solve against the item factors, as
-    ``recommend(..., recalculate_user=True)`` does). An empty history scores zero everywhere
-    and gets popularity order.
-    """
-
-    name = "implicit_als"
-
-    def __init__(
-        self,
-        factors: int = 64,
-        iterations: int = 10,
-        regularization: float = 0.1,
-        alpha: float = 40.0,
-        num_threads: int = 2,
-        random_state: int = 42,
-        exclude_seen: bool = False,
-    ) -> None:
-        """Configure the baseline (it learns nothing until :meth:`fit`).
-
-        Args:
-            factors: latent dimensions.
-            iterations: ALS sweeps.
-            regularization: L2 weight on the factors.
-            alpha: confidence scale for interaction counts (``C = alpha * count``); 40 as in
-                Hu et al. implicit's default of 1 lost about 20 points of HR@20 on YooChoose,
-                with or without consecutive repeated clicks.
-            num_threads: CPU threads for fitting and folding in.
-            random_state: seed of the factor initialisation (fitting is then deterministic).
-            exclude_seen: never recommend an item already in the query's history.
-        """
-        super().__init__(exclude_seen)
-        self.factors = factors
-        self.iterations = iterations
-        self.regularization = regularization
-        self.alpha = alpha
-        self.num_threads = num_threads
-        self.random_state = random_state
-
-    def _params(self) -> tuple[str, ...]:
-        return (
-            "factors",
-            "iterations",
-            "regularization",
-            "alpha",
-            "num_threads",
-            "random_state",
-            "exclude_seen",
-        )
-
-    def _fit(self, events: pl.DataFrame) -> None:
-        from implicit.als import AlternatingLeastSquares  # optional dependency, CPU build
-        from threadpoolctl import threadpool_limits
-
-        keyed = events.with_columns(
-            pl.when(pl.col("customer_id") != "")
-            .then(pl.lit("c:") + pl.col("customer_id"))
-            .otherwise(pl.lit("s:") + pl.col("session_id"))
-            .alias("user")
-        )
-        codes = _dense_codes(keyed.get_column("user"))
-        n_users = int(codes.max(initial=-1)) + 1
-        # Duplicate (user, item) entries add up to interaction counts in the conversion.
-        user_items = sp.csr_matrix(
-            (np.ones(len(codes), dtype=np.float32), (codes, keyed.get_column("col").to_numpy())),
-            shape=(n_users, self.n_items),
-        )
-        customers = (
-            keyed.select("customer_id", pl.Series("_u", codes))
-            .filter(pl.col("customer_id") != "")
-            .unique("customer_id")
-        )
-        self._customer_row = dict(
-            zip(customers.get_column("customer_id"), customers.get_column("_u"), strict=True)
-        )
-        # implicit asks for single-threaded BLAS while it runs its own threads (it warns and
-        # slows down otherwise).
-        with threadpool_limits(1, "blas"):
-            self.model: Any = AlternatingLeastSquares(
-                factors=self.factors,
-                regularization=self.regularization,
-                alpha=self.alpha,
-                iterations=self.iterations,
-                num_threads=self.num_threads,
-                random_state=self.random_state,
-                use_gpu=False,
-            )
-            self.model.fit(user_items, show_progress=False)
-        self.user_factors = np.asarray(self.model.user_factors, dtype=np.float32)
-        self.item_factors = np.asarray(self.model.item_factors, dtype=np.float32)
-
-    def _scores(self, part: Histories, customers: list[str] | None) -> np.ndarray:
-        rows = np.full(part.n, -1, dtype=np.int64)
-        if customers is not None:
-            rows = np.fromiter(
-                (self._customer_row.get(c, -1) if c else -1 for c in customers),
-                dtype=np.int64,
-                count=part.n,
-            )
-        factors = np.zeros((part.n, self.item_factors.shape[1]), dtype=np.float32)
-        known = rows >= 0
-        factors[known] = self.user_factors[rows[known]]
-        if (~known).any():
-            from threadpoolctl import threadpool_limits
-
-            history = sp.csr_matrix(part.matrix(self.n_items), dtype=np.float32)[~known]
-            with threadpool_limits(1, "blas"):
-                folded = self.model.recalculate_user(np.arange(history.shape[0]), history)
-            factors[~known] = folded
-        return factors @ self.item_factors.T
-
-
-# --------------------------------------------------------------------------------------------
 
 
 def all_baselines(exclude_seen: bool = False, **kwargs: Any) -> list[Baseline]:
@@ -628,7 +507,11 @@ def all_baselines(exclude_seen: bool = False, **kwargs: Any) -> list[Baseline]:
         Unfitted baselines: popularity, recent popularity, session KNN, last-item successor,
         implicit ALS.
     """
-    classes: list[type[_IndexedBaseline]] = [
+    # ALS lives in its own module (it needs the optional ``implicit`` library), and that
+    # module builds on this one: imported here, not at the top, to keep the import one-way.
+    from pipeline.evaluation.als import ImplicitALS
+
+    classes: list[type[IndexedBaseline]] = [
         Popularity,
         RecentPopularity,
         SessionKNN,

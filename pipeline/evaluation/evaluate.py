@@ -1,7 +1,7 @@
 """Evaluation: the model and the baselines on exactly the same test examples.
 
 Next-item metrics (recall@k, NDCG@k, HR@20, MRR@20, MAP@12) for the model and every
-baseline of :mod:`pipeline.baselines`; the same by segment (new vs returning customers, with
+baseline of :mod:`pipeline.evaluation.baselines`; the same by segment (new vs returning customers, with
 vs without body data); fit AUC (mean one-vs-rest over small / fits / large, Misra et al.
 2018) and size accuracy for the fit head. Results are flat dicts ready for MLflow and a
 per-segment table; :func:`plots` draws the calibration of P(fits) and metrics by segment.
@@ -15,12 +15,12 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
-from pipeline.examples import Dataset
-from pipeline.features import CUSTOMER_ENTITY, ITEM_ENTITY
-from pipeline.metrics import fit_auc, ranking_metrics, size_accuracy, top_k_from_scores
-from pipeline.model import FIT_CLASSES, PAD
-from pipeline.scoring import Scorer
-from pipeline.train import fit_feature_matrix, query_arrays
+from pipeline.evaluation.metrics import fit_auc, ranking_metrics, size_accuracy, top_k_from_scores
+from pipeline.features.declarations import CUSTOMER_ENTITY, ITEM_ENTITY
+from pipeline.model.config import FIT_CLASSES, PAD
+from pipeline.model.examples import Dataset
+from pipeline.model.inputs import fit_feature_matrix, query_arrays
+from pipeline.model.scoring import Scorer
 
 K = 50
 
@@ -81,7 +81,7 @@ def _segments(data: Dataset) -> dict[str, np.ndarray]:
 
 def evaluate(scorer: Scorer, data: Dataset, baselines: list | None = None) -> Evaluation:
     """Model and baselines on ``data.test``; fit head on the test rows with a fit label."""
-    from pipeline.baselines import all_baselines
+    from pipeline.evaluation.baselines import all_baselines
 
     test = data.test
     items = scorer.item_ids.tolist()
@@ -181,7 +181,7 @@ def _size_accuracy(scorer: Scorer, fitted: pl.DataFrame, limit: int = 2000) -> f
     )
     if candidates.is_empty():
         return None
-    from pipeline.fit import fit_inputs
+    from pipeline.features.garment_fit import fit_inputs
 
     attributes = scorer.items.drop(
         [c for c in scorer.customer_features if c in scorer.items.columns]
@@ -204,7 +204,7 @@ def _size_accuracy(scorer: Scorer, fitted: pl.DataFrame, limit: int = 2000) -> f
         .group_by("__row")
         .first()
     )
-    from pipeline.contracts import size_value
+    from pipeline.data.contracts import size_value
 
     predicted = best.select(size_value(pl.col("size"))).to_series().to_numpy()
     actual = best.select(size_value(pl.col("true_size"))).to_series().to_numpy()

@@ -17,11 +17,17 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
-from pipeline import adapters
 from pipeline.config import Settings
-from pipeline.contracts import CONTRACTS
-from pipeline.evaluate import evaluate
-from pipeline.examples import (
+from pipeline.data import adapters
+from pipeline.data.contracts import CONTRACTS
+from pipeline.data.ingest import ingest_drop
+from pipeline.evaluation.evaluate import evaluate
+from pipeline.evaluation.metrics import fit_auc
+from pipeline.features.build import customer_features, feature_paths, item_features
+from pipeline.features.declarations import CUSTOMER_VIEW, ITEM_ENTITY, ITEM_VIEW, TIMESTAMP
+from pipeline.model.bundle import export_bundle
+from pipeline.model.config import ModelConfig
+from pipeline.model.examples import (
     CUSTOMER_NUMERIC,
     Dataset,
     attach_customer_features,
@@ -29,20 +35,9 @@ from pipeline.examples import (
     item_table,
     session_examples,
 )
-from pipeline.features import (
-    CUSTOMER_VIEW,
-    ITEM_ENTITY,
-    ITEM_VIEW,
-    TIMESTAMP,
-    customer_features,
-    feature_paths,
-    item_features,
-)
-from pipeline.ingest import ingest_drop
-from pipeline.metrics import fit_auc
-from pipeline.model import ModelConfig
-from pipeline.scoring import Scorer
-from pipeline.train import export_bundle, fit, fit_feature_matrix
+from pipeline.model.inputs import fit_feature_matrix
+from pipeline.model.scoring import Scorer
+from pipeline.model.training import fit
 
 log = logging.getLogger(__name__)
 EVENT_TABLES = ("session_events", "try_ons", "purchases")
@@ -226,7 +221,7 @@ def run(
     data = prepare(source, spec, workdir, cfg, test_source)
     model, losses = fit(data, cfg)
     scorer = Scorer(export_bundle(model, data, cfg, workdir / "bundle"))
-    from pipeline.baselines import all_baselines
+    from pipeline.evaluation.baselines import all_baselines
 
     # On raw click streams a quarter of next clicks repeat the last one; let item-KNN vote
     # for repeats there (its authors' setting for such data), not on collapsed steps.

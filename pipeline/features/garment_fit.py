@@ -11,8 +11,8 @@ from __future__ import annotations
 import numpy as np
 import polars as pl
 
-from pipeline.contracts import CHART_MEASURES, SIZING_BIAS_CM, size_value
-from pipeline.features import APPAREL, BODY_REFERENCE
+from pipeline.data.contracts import CHART_MEASURES, SIZING_BIAS_CM, size_value
+from pipeline.features.declarations import APPAREL, BODY_REFERENCE
 
 BODY_COLUMNS = {"bust": "bust_z", "waist": "waist_z", "hips": "hips_z"}
 INPUTS = (

@@ -1,8 +1,8 @@
 """Live session state, updated one event at a time.
 
-The same state :func:`pipeline.features.session_state` computes in batch from curated
+The same state :func:`pipeline.features.build.session_state` computes in batch from curated
 events (a test checks the two agree), kept small enough to live in Redis: the last
-:data:`~pipeline.features.SESSION_LENGTH` items and event types, the engagement weight, the
+:data:`~pipeline.features.declarations.SESSION_LENGTH` items and event types, the engagement weight, the
 event count and the first and last event times.
 """
 
@@ -12,7 +12,7 @@ import json
 import math
 from dataclasses import asdict, dataclass, field
 
-from pipeline.features import ENGAGEMENT_WEIGHTS, SESSION_LENGTH
+from pipeline.features.declarations import ENGAGEMENT_WEIGHTS, SESSION_LENGTH
 
 
 @dataclass
@@ -30,7 +30,7 @@ class SessionState:
     purchased: list[str] = field(default_factory=list)
 
     def features(self) -> dict[str, object]:
-        """The session view's features (names as declared in :mod:`pipeline.features`)."""
+        """The session view's features (names as declared in :mod:`pipeline.features.declarations`)."""
         age = (self.last_ts - self.first_ts) if self.first_ts is not None else 0.0
         return {
             "session_items": list(self.items),

@@ -146,16 +146,17 @@ def materialize_new(
 
     Like ``feast materialize-incremental``, but bounded by the data rather than by the clock
     (Feast starts from *now* minus the TTL, which would skip older snapshots). Into Redis it
-    writes with :mod:`pipeline.redis_online` (same bytes as Feast, 15-25x faster, resumable
+    writes with :mod:`pipeline.features.online` (same bytes as Feast, 15-25x faster, resumable
     from ``checkpoint_dir``); into SQLite with Feast's own materialisation. Returns what was
     written per view.
     """
     from feast.infra.online_stores.redis import RedisOnlineStoreConfig
 
-    from pipeline.redis_online import materialize_view
+    from pipeline.features.online.writer import materialize_view
 
     fast = isinstance(store.config.online_store, RedisOnlineStoreConfig)
-    from pipeline.features import TIMESTAMP, feature_paths
+    from pipeline.features.build import feature_paths
+    from pipeline.features.declarations import TIMESTAMP
 
     paths = feature_paths(features_dir)
     done: dict[str, str] = {}
@@ -182,7 +183,7 @@ def materialize_new(
 
 def read_customer_features(store: FeatureStore, customer_ids: list[str]) -> list[dict[str, Any]]:
     """Online customer features, one dict per id (missing values are ``None``)."""
-    from pipeline.features import CUSTOMER_ENTITY, CUSTOMER_FEATURES, CUSTOMER_VIEW
+    from pipeline.features.declarations import CUSTOMER_ENTITY, CUSTOMER_FEATURES, CUSTOMER_VIEW
 
     refs = [f"{CUSTOMER_VIEW}:{f.name}" for f in CUSTOMER_FEATURES]
     response = store.get_online_features(

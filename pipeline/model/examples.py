@@ -23,8 +23,10 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
-from pipeline.contracts import EVENT_TYPES
-from pipeline.features import (
+from pipeline.data.contracts import EVENT_TYPES
+from pipeline.data.curated import current_dimension, scan_curated
+from pipeline.features.build import feature_paths
+from pipeline.features.declarations import (
     CUSTOMER_ENTITY,
     CUSTOMER_FEATURES,
     CUSTOMER_VIEW,
@@ -35,13 +37,11 @@ from pipeline.features import (
     SNAPSHOT_TTL,
     TIMESTAMP,
     defaults,
-    feature_paths,
     numeric,
     snapshot_time,
 )
-from pipeline.fit import fit_inputs
-from pipeline.ingest import current_dimension, scan_curated
-from pipeline.model import FIT_CLASSES, PAD
+from pipeline.features.garment_fit import fit_inputs
+from pipeline.model.config import FIT_CLASSES, PAD
 
 CUSTOMER_NUMERIC = numeric(CUSTOMER_FEATURES)
 ITEM_NUMERIC = numeric(ITEM_FEATURES)

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 if TYPE_CHECKING:
-    from pipeline.model import RecommenderModel
+    from pipeline.model.towers import RecommenderModel
 
 FILE = "fastpath.npz"
 EPSILON = 1e-7  # tf-keras backend.epsilon(), the floor of Normalization's scale

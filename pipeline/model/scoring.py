@@ -14,10 +14,10 @@ from typing import Any
 import numpy as np
 import polars as pl
 
-from pipeline import fastpath
-from pipeline.features import ITEM_ENTITY
-from pipeline.fit import FitTable, best_size_per_item, fit_inputs
-from pipeline.model import FIT_CLASSES, PAD
+from pipeline.features.declarations import ITEM_ENTITY
+from pipeline.features.garment_fit import FitTable, best_size_per_item, fit_inputs
+from pipeline.model import fastpath
+from pipeline.model.config import FIT_CLASSES, PAD
 from pipeline.tfenv import tf
 
 
@@ -33,7 +33,7 @@ class Scorer:
     """An exported bundle loaded for inference.
 
     Batches (evaluation) go through the SavedModel's signatures; one page view
-    (:meth:`serve`, :meth:`best_sizes`) through :mod:`pipeline.fastpath` when the bundle has
+    (:meth:`serve`, :meth:`best_sizes`) through :mod:`pipeline.model.fastpath` when the bundle has
     its weights, which computes the same in NumPy without TensorFlow's per-call cost
     (``fast=False`` forces the signatures).
     """

@@ -6,6 +6,6 @@ in fitrec imports it.
 
 from mlflow.models import set_model
 
-from pipeline.registry import FitrecPyfunc
+from pipeline.registry.pyfunc import FitrecPyfunc
 
 set_model(FitrecPyfunc())

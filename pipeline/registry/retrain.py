@@ -12,15 +12,16 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
-from pipeline import registry
 from pipeline.config import Settings
-from pipeline.evaluate import evaluate, model_top_k, plots
-from pipeline.examples import build_dataset
-from pipeline.features import FEATURE_SERVICE, ITEM_ENTITY
-from pipeline.metrics import ranking_metrics
-from pipeline.model import ModelConfig
-from pipeline.scoring import Scorer
-from pipeline.train import export_bundle, fit
+from pipeline.evaluation.evaluate import evaluate, model_top_k, plots
+from pipeline.evaluation.metrics import ranking_metrics
+from pipeline.features.declarations import FEATURE_SERVICE, ITEM_ENTITY
+from pipeline.model.bundle import export_bundle
+from pipeline.model.config import ModelConfig
+from pipeline.model.examples import build_dataset
+from pipeline.model.scoring import Scorer
+from pipeline.model.training import fit
+from pipeline.registry import tracking as registry
 
 log = logging.getLogger(__name__)
 

@@ -6,14 +6,11 @@ from __future__ import annotations
 import polars as pl
 import pytest
 
-from pipeline import store
-from pipeline.features import (
-    CUSTOMER_FEATURES,
-    TIMESTAMP,
-    feature_paths,
-)
+from pipeline.features import store
+from pipeline.features.build import feature_paths
+from pipeline.features.declarations import CUSTOMER_FEATURES, TIMESTAMP
+from pipeline.testing.servers import redis_cluster
 from tests.conftest import Environment, prepare_days
-from tests.servers import redis_cluster
 
 
 @pytest.fixture(scope="module")

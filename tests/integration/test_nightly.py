@@ -12,11 +12,12 @@ import polars as pl
 import pytest
 from mlflow import MlflowClient
 
-from pipeline import store
 from pipeline.config import CHAMPION
-from pipeline.features import CUSTOMER_FEATURES, SESSION_FEATURES, TIMESTAMP, feature_paths
-from pipeline.ingest import drops_up_to
-from pipeline.model import ModelConfig
+from pipeline.data.curated import drops_up_to
+from pipeline.features import store
+from pipeline.features.build import feature_paths
+from pipeline.features.declarations import CUSTOMER_FEATURES, SESSION_FEATURES, TIMESTAMP
+from pipeline.model.config import ModelConfig
 from serving import NoChampionError, RecommendationRequest, Recommender
 from tests.conftest import Environment
 
@@ -168,8 +169,8 @@ def test_a_worse_model_stays_challenger_and_rollback_works(nightly_run):
     settings, first, run_date = nightly_run
     from flows.promote import evaluate_and_promote
     from flows.train import train
-    from pipeline import registry
     from pipeline.config import CHALLENGER
+    from pipeline.registry import tracking as registry
 
     client = MlflowClient(settings.tracking_uri, settings.tracking_uri)
     champion_before = client.get_model_version_by_alias(settings.model_name, CHAMPION).version

@@ -19,12 +19,19 @@ import polars as pl
 import pytest
 from mlflow import MlflowClient
 
-from pipeline import store
 from pipeline.config import CHAMPION
-from pipeline.ingest import drops_up_to, ingest_drop, partition
-from pipeline.model import ModelConfig
+from pipeline.data.curated import drops_up_to, partition
+from pipeline.data.ingest import ingest_drop
+from pipeline.features import store
+from pipeline.model.config import ModelConfig
+from pipeline.testing.servers import (
+    RestartableRedis,
+    create_database,
+    free_port,
+    postgres,
+    redis_server,
+)
 from tests.conftest import Environment, prepare_days
-from tests.servers import RestartableRedis, create_database, free_port, postgres, redis_server
 
 pytestmark = pytest.mark.slow
 ROOT = Path(__file__).parents[2]

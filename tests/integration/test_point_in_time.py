@@ -8,14 +8,10 @@ from datetime import timedelta
 import polars as pl
 import pytest
 
-from pipeline import store
-from pipeline.examples import CUSTOMER_NUMERIC, point_in_time, session_examples
-from pipeline.features import (
-    CUSTOMER_ENTITY,
-    CUSTOMER_VIEW,
-    TIMESTAMP,
-    feature_paths,
-)
+from pipeline.features import store
+from pipeline.features.build import feature_paths
+from pipeline.features.declarations import CUSTOMER_ENTITY, CUSTOMER_VIEW, TIMESTAMP
+from pipeline.model.examples import CUSTOMER_NUMERIC, point_in_time, session_examples
 from tests.conftest import Environment, prepare_days
 
 

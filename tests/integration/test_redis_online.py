@@ -1,4 +1,4 @@
-"""pipeline.redis_online against real Redis servers (one node and a 3-node cluster) and Feast.
+"""pipeline.features.online against real Redis servers (one node and a 3-node cluster) and Feast.
 
 Every comparison is against what stock Feast does on the same server: ``store.materialize``
 into one project, our fast path into another, then ``get_online_features`` and the raw
@@ -30,14 +30,14 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from redis.cluster import ClusterNode, RedisCluster
 from redis.crc import key_slot
 
-from pipeline import redis_online as ro
-from pipeline.redis_online import (
+from pipeline.features.online import writer as ro
+from pipeline.features.online.writer import (
     RedisFeatureReader,
     RedisFeatureWriter,
     RedisWriteError,
     materialize_view,
 )
-from tests.servers import redis_cluster, redis_server
+from pipeline.testing.servers import redis_cluster, redis_server
 
 D1 = datetime(2024, 5, 1, 6, tzinfo=UTC)
 START = D1 - timedelta(days=1)

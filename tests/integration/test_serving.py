@@ -17,14 +17,14 @@ from hypothesis import HealthCheck, given
 from hypothesis import settings as hsettings
 from hypothesis import strategies as st
 
-from pipeline.ingest import drops_up_to
-from pipeline.model import ModelConfig
-from pipeline.rules import Rules
+from pipeline.data.curated import drops_up_to
+from pipeline.model.config import ModelConfig
+from pipeline.rules.schema import Rules
+from pipeline.testing.servers import RestartableRedis
 from serving.app import create_app
 from serving.events import EventProcessor, SessionEventRequest
 from serving.recommender import LoadedModel, RecommendationRequest, Recommender
 from tests.conftest import Environment
-from tests.servers import RestartableRedis
 
 pytestmark = pytest.mark.slow
 FAST = ModelConfig(epochs=3, embedding_dim=16)
@@ -177,7 +177,7 @@ def test_hot_swap_under_concurrent_requests_loses_none(recommender, served):
     settings, run_date, _ = served
     from flows.promote import evaluate_and_promote
     from flows.train import train
-    from pipeline import registry
+    from pipeline.registry import tracking as registry
 
     before = recommender.version
     new = evaluate_and_promote(train(run_date, ModelConfig(epochs=2, embedding_dim=8, seed=3)))

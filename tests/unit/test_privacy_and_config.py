@@ -3,8 +3,8 @@ import pytest
 from pydantic import ValidationError
 
 from pipeline.config import Settings
+from pipeline.features.store import config_document, redis_connection_string
 from pipeline.privacy import pseudonymise, pseudonymise_column
-from pipeline.store import config_document, redis_connection_string
 
 
 def test_pseudonyms_are_stable_keyed_and_null_safe():

@@ -15,8 +15,8 @@ from pathlib import Path
 
 import polars as pl
 
-from pipeline import benchmark
-from pipeline.model import PAD, ModelConfig
+from pipeline.evaluation import public as benchmark
+from pipeline.model.config import PAD, ModelConfig
 
 
 def main(source: Path, out: Path) -> None:

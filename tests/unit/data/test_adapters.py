@@ -6,10 +6,10 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from pipeline import adapters
-from pipeline.ingest import ingest_drop
+from pipeline.data import adapters
+from pipeline.data.ingest import ingest_drop
 
-FIXTURES = Path(__file__).parents[1] / "fixtures"
+FIXTURES = Path(__file__).parents[2] / "fixtures"
 
 
 def _ingest(source, tmp_path, settings):

@@ -2,7 +2,7 @@ from datetime import UTC, datetime
 
 import polars as pl
 
-from pipeline.contracts import SESSION_EVENTS, TRY_ONS, conform, parse_timestamp
+from pipeline.data.contracts import SESSION_EVENTS, TRY_ONS, conform, parse_timestamp
 
 
 def _events(**overrides: list) -> pl.DataFrame:

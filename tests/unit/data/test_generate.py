@@ -6,9 +6,15 @@ import numpy as np
 import polars as pl
 import pytest
 
-from pipeline.generate import GeneratorConfig, build_world, fit_outcome, simulate_day, write_drops
+from pipeline.data.generate import (
+    GeneratorConfig,
+    build_world,
+    fit_outcome,
+    simulate_day,
+    write_drops,
+)
 
-FIXTURES = Path(__file__).parents[1] / "fixtures"
+FIXTURES = Path(__file__).parents[2] / "fixtures"
 
 
 def _digest(folder: Path) -> str:

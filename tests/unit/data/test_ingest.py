@@ -5,8 +5,9 @@ from datetime import date
 import polars as pl
 import pytest
 
-from pipeline.contracts import SESSION_EVENTS
-from pipeline.ingest import drops_up_to, ingest_drop, partition, read_raw
+from pipeline.data.contracts import SESSION_EVENTS
+from pipeline.data.curated import drops_up_to, partition
+from pipeline.data.ingest import ingest_drop, read_raw
 
 
 @pytest.fixture
@@ -121,7 +122,7 @@ def test_bad_json_and_future_events(tmp_path, raw_drops, settings):
 
 
 def test_serving_event_log_is_ingested_with_the_day(tmp_path, raw_drops, settings):
-    from pipeline.ingest import days_to_ingest, serving_logs
+    from pipeline.data.curated import days_to_ingest, serving_logs
 
     day, folder = drops_up_to(raw_drops, date.max)[0]
     logs = settings.events_dir / day.isoformat()

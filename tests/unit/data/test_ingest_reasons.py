@@ -12,8 +12,8 @@ from hypothesis import HealthCheck, given
 from hypothesis import settings as hsettings
 from hypothesis import strategies as st
 
-from pipeline.contracts import CONTRACTS
-from pipeline.ingest import ingest_drop
+from pipeline.data.contracts import CONTRACTS
+from pipeline.data.ingest import ingest_drop
 
 DAY = date(2026, 3, 10)
 CHART = json.dumps({"S": {"bust": [80, 86], "waist": [60, 66], "hips": [88, 94]}})

@@ -1,7 +1,7 @@
 import polars as pl
 import pytest
 
-from pipeline.units import bust_cm, length_cm, us_to_eu_shoe, weight_kg
+from pipeline.data.units import bust_cm, length_cm, us_to_eu_shoe, weight_kg
 
 
 def _convert(fn, values):

@@ -6,17 +6,17 @@ import numpy as np
 import polars as pl
 import pytest
 
-import pipeline.baselines as baselines
-from pipeline.baselines import (
+import pipeline.evaluation.baselines as baselines
+from pipeline.evaluation.als import ImplicitALS
+from pipeline.evaluation.baselines import (
     Baseline,
-    ImplicitALS,
     LastItemSuccessor,
     Popularity,
     RecentPopularity,
     SessionKNN,
     all_baselines,
 )
-from pipeline.metrics import hit_rate_at_k, mrr_at_k
+from pipeline.evaluation.metrics import hit_rate_at_k, mrr_at_k
 
 ITEMS = ["a", "b", "c", "d", "e", "f"]  # f never occurs in train
 A, B, C, D, E, F = range(6)

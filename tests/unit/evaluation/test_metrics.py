@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 
-from pipeline.metrics import (
+from pipeline.evaluation.metrics import (
     fit_auc,
     hit_rate_at_k,
     map_at_k,

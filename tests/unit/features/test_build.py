@@ -5,16 +5,14 @@ from datetime import date
 import polars as pl
 import pytest
 
-from pipeline.features import (
+from pipeline.data.ingest import ingest_drop
+from pipeline.features.build import customer_features, item_features, session_features
+from pipeline.features.declarations import (
     BODY_REFERENCE,
     CUSTOMER_FEATURES,
     ITEM_FEATURES,
     VIEW_FEATURES,
-    customer_features,
-    item_features,
-    session_features,
 )
-from pipeline.ingest import ingest_drop
 from pipeline.privacy import pseudonymise
 
 DAY = date(2026, 10, 5)
@@ -218,7 +216,7 @@ def test_snapshot_only_sees_the_past(curated, tmp_path):
 
 
 def test_building_a_day_keeps_the_other_days(curated, tmp_path):
-    from pipeline.features import build_features, feature_paths
+    from pipeline.features.build import build_features, feature_paths
 
     out = tmp_path / "features"
     build_features(curated.curated_dir, out, DAY)

@@ -3,7 +3,7 @@ import math
 import numpy as np
 import pytest
 
-from pipeline.fit import fit_match
+from pipeline.features.garment_fit import fit_match
 
 # Charts whose size rank 2 is centred exactly on the reference body (all z = 0):
 # bust 94.4, waist 74, hips 99 cm.
@@ -62,7 +62,7 @@ def test_unknowns():
 def test_fit_table_equals_fit_inputs():
     import polars as pl
 
-    from pipeline.fit import FitTable, fit_inputs
+    from pipeline.features.garment_fit import FitTable, fit_inputs
 
     rng = np.random.default_rng(0)
     items = pl.DataFrame(
@@ -104,7 +104,7 @@ def test_fit_table_equals_fit_inputs():
 
 
 def test_best_size_per_item_takes_the_most_likely_size_first_on_ties():
-    from pipeline.fit import best_size_per_item
+    from pipeline.features.garment_fit import best_size_per_item
 
     rng = np.random.default_rng(4)
     items = rng.choice(["a", "b", "c", "d"], 60).astype(object)

@@ -3,12 +3,13 @@
 import numpy as np
 import pytest
 
-from pipeline import fastpath
-from pipeline.examples import CUSTOMER_NUMERIC
-from pipeline.fit import FIT_INPUTS
-from pipeline.model import PAD, ModelConfig, build_model
+from pipeline.features.garment_fit import FIT_INPUTS
+from pipeline.model import fastpath
+from pipeline.model.bundle import ServingModule
+from pipeline.model.config import PAD, ModelConfig
+from pipeline.model.examples import CUSTOMER_NUMERIC
+from pipeline.model.towers import build_model
 from pipeline.tfenv import tf
-from pipeline.train import ServingModule
 
 pytestmark = pytest.mark.unit
 

@@ -1,8 +1,9 @@
 import numpy as np
 import pytest
 
-from pipeline.fit import FIT_INPUTS
-from pipeline.model import PAD, ModelConfig, build_model, retrieval_loss
+from pipeline.features.garment_fit import FIT_INPUTS
+from pipeline.model.config import PAD, ModelConfig
+from pipeline.model.towers import build_model, retrieval_loss
 from pipeline.tfenv import tf, tfrs
 
 ITEMS = np.array(["i1", "i2", "i3"], dtype=object)
@@ -164,7 +165,7 @@ def test_trend_table_counts_only_what_happened_before_each_bucket():
 
     import polars as pl
 
-    from pipeline.train import trend_table
+    from pipeline.model.priors import trend_table
 
     rng = np.random.default_rng(5)
     start = datetime(2024, 1, 1, tzinfo=UTC)
@@ -201,7 +202,7 @@ def test_trend_table_counts_only_what_happened_before_each_bucket():
 
 
 def test_time_budget_stops_training_before_an_epoch_would_overrun_it():
-    from pipeline.train import TimeBudget
+    from pipeline.model.training import TimeBudget
 
     model, catalogue = _model()
     model.compile(optimizer=tf.keras.optimizers.Adam(0.01))

@@ -18,19 +18,18 @@ from hypothesis import HealthCheck, given
 from hypothesis import settings as hsettings
 from hypothesis import strategies as st
 
-from pipeline.contracts import SIZES
-from pipeline.rules import (
+from pipeline.data.contracts import SIZES
+from pipeline.rules.compiled import CatalogueRules
+from pipeline.rules.schema import (
     EXAMPLE_YAML,
-    OUTPUT_SCHEMA,
-    CatalogueRules,
     CategoryFilter,
     Context,
     PriceFilter,
     Rules,
     RulesError,
-    apply_rules,
     load_rules,
 )
+from tests.unit.rules.reference import OUTPUT_SCHEMA, apply_rules
 
 SCHEMA = pl.Schema(
     {
