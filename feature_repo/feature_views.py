@@ -75,7 +75,7 @@ session_features = StreamFeatureView(
     ],
     schema=_schema(FIT_FEATURES, describe=False),
     mode="pandas",
-    description="Where the customer's body meets the item's size chart (pipeline.features.garment_fit).",
+    description="Where the customer's body meets the item's size chart (garment_fit).",
 )
 def fit_match_view(inputs: pd.DataFrame) -> pd.DataFrame:
     # Feast re-creates the UDF from its source text, so it imports what it needs itself.

@@ -6,8 +6,8 @@ Every baseline is fitted on session events (``session_id``, ``customer_id``, ``i
 ``items``, best first, ``-1`` padded only when fewer than ``k`` items can be recommended.
 
 Internally every baseline works in *popularity-rank space*: column ``j`` is the ``j``-th most
-popular training item (ties by catalogue index). :func:`pipeline.evaluation.metrics.top_k_from_scores`
-breaks score ties by the lower column, so in this space ties (including the all-zero tail of
+popular training item (ties by catalogue index).
+:func:`pipeline.evaluation.metrics.top_k_from_scores` breaks score ties by the lower column, so in this space ties (including the all-zero tail of
 a sparse co-occurrence score) fall back to popularity and then catalogue order without any
 extra work; that is the popularity backfill of the neighbourhood baselines.
 

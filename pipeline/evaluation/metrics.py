@@ -407,7 +407,8 @@ def size_accuracy(predicted_rank: np.ndarray, true_rank: np.ndarray, tolerance: 
 
     Args:
         predicted_rank: ``(n,)`` predicted size ranks (0 = smallest size). NaN or a negative
-            rank (``-1`` is "unknown" in :func:`pipeline.features.garment_fit.fit_match`) counts as wrong.
+            rank (``-1`` is "unknown" in :func:`pipeline.features.garment_fit.fit_match`)
+            counts as wrong.
         true_rank: ``(n,)`` size ranks that fitted.
         tolerance: allowed absolute difference in size steps (0: exact size).
 

@@ -2,8 +2,8 @@
 
 The same state :func:`pipeline.features.build.session_state` computes in batch from curated
 events (a test checks the two agree), kept small enough to live in Redis: the last
-:data:`~pipeline.features.declarations.SESSION_LENGTH` items and event types, the engagement weight, the
-event count and the first and last event times.
+:data:`~pipeline.features.declarations.SESSION_LENGTH` items and event types, the engagement
+weight, the event count and the first and last event times.
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ class SessionState:
     purchased: list[str] = field(default_factory=list)
 
     def features(self) -> dict[str, object]:
-        """The session view's features (names as declared in :mod:`pipeline.features.declarations`)."""
+        """The session view's features (names as in :mod:`pipeline.features.declarations`)."""
         age = (self.last_ts - self.first_ts) if self.first_ts is not None else 0.0
         return {
             "session_items": list(self.items),

@@ -199,8 +199,8 @@ class _ScoreRule(_Strict):
         description=(
             "The rule matches items whose attribute equals any of these (exact, "
             "case-sensitive); null attributes never match. Category values must come from "
-            "pipeline.data.contracts.CATEGORIES; brand, style and colour are free text because real "
-            "catalogues bring their own (e.g. 'dark blue')."
+            "pipeline.data.contracts.CATEGORIES; brand, style and colour are free text because "
+            "real catalogues bring their own (e.g. 'dark blue')."
         ),
     )
 
