@@ -7,9 +7,10 @@ Every baseline is fitted on session events (``session_id``, ``customer_id``, ``i
 
 Internally every baseline works in *popularity-rank space*: column ``j`` is the ``j``-th most
 popular training item (ties by catalogue index).
-:func:`pipeline.evaluation.metrics.top_k_from_scores` breaks score ties by the lower column, so in this space ties (including the all-zero tail of
-a sparse co-occurrence score) fall back to popularity and then catalogue order without any
-extra work; that is the popularity backfill of the neighbourhood baselines.
+:func:`pipeline.evaluation.metrics.top_k_from_scores` breaks score ties by the lower column, so
+in this space ties (including the all-zero tail of a sparse co-occurrence score) fall back to
+popularity and then catalogue order without any extra work; that is the popularity backfill of
+the neighbourhood baselines.
 
 Queries are scored in batches with sparse matrix products; no Python loop scores items per
 query.

@@ -1,10 +1,10 @@
 """Evaluation: the model and the baselines on exactly the same test examples.
 
-Next-item metrics (recall@k, NDCG@k, HR@20, MRR@20, MAP@12) for the model and every
-baseline of :mod:`pipeline.evaluation.baselines`; the same by segment (new vs returning
-customers, with vs without body data); fit AUC (mean one-vs-rest over small / fits / large, Misra et al.
-2018) and size accuracy for the fit head. Results are flat dicts ready for MLflow and a
-per-segment table; :func:`plots` draws the calibration of P(fits) and metrics by segment.
+Next-item metrics (recall@k, NDCG@k, HR@20, MRR@20, MAP@12) for the model and every baseline of
+:mod:`pipeline.evaluation.baselines`; the same by segment (new vs returning customers, with vs
+without body data); fit AUC (mean one-vs-rest over small / fits / large, Misra et al. 2018) and
+size accuracy for the fit head. Results are flat dicts ready for MLflow and a per-segment
+table; :func:`plots` draws the calibration of P(fits) and metrics by segment.
 """
 
 from __future__ import annotations
