@@ -43,7 +43,8 @@ from feast import Entity, FeatureStore, FeatureView, Field, FileSource, RepoConf
 from feast.types import Array, Float32, String  # noqa: E402
 from feast.value_type import ValueType  # noqa: E402
 
-from pipeline.features.online.writer import RedisFeatureReader, materialize_view  # noqa: E402
+from pipeline.features.online.materialize import materialize_view  # noqa: E402
+from pipeline.features.online.reader import RedisFeatureReader  # noqa: E402
 from pipeline.testing.servers import redis_server  # noqa: E402
 
 DAY = datetime(2024, 3, 1, tzinfo=UTC)

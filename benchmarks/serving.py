@@ -84,7 +84,7 @@ def prepare(workdir: Path, redis_url: str, customers: int, items: int, days: int
     # snapshot (the registry's "materialised up to" would otherwise skip them all).
     from pipeline.features.build import feature_paths
     from pipeline.features.declarations import TIMESTAMP
-    from pipeline.features.online.writer import materialize_view
+    from pipeline.features.online.materialize import materialize_view
 
     paths = feature_paths(settings.features_dir)
     for view in fs.list_feature_views():

@@ -9,7 +9,6 @@ from __future__ import annotations
 from functools import lru_cache
 from pathlib import Path
 from typing import Literal
-from urllib.parse import urlparse
 
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -101,11 +100,16 @@ class Settings(BaseSettings):
     def _redis_scheme(cls, value: str | None) -> str | None:
         if value in (None, ""):
             return None
-        if urlparse(value).scheme not in {"redis", "rediss", "redis+cluster"}:
+        from pipeline.features.online.connection import RedisTarget
+
+        try:
+            RedisTarget.parse(value)
+        except ValueError as error:
             raise ValueError(
-                "FITREC_REDIS_URL must look like redis://host:port[/db] or "
-                "redis+cluster://host:port,host:port,..."
-            )
+                f"FITREC_REDIS_URL: {error} (redis://[user:password@]host:port[/db], "
+                "rediss://..., or redis+cluster://host:port,host:port,...; percent-encode "
+                "special characters of the password)"
+            ) from None
         return value
 
     @model_validator(mode="after")
@@ -116,7 +120,7 @@ class Settings(BaseSettings):
 
     @property
     def redis_cluster(self) -> bool:
-        return bool(self.redis_url and self.redis_url.startswith("redis+cluster://"))
+        return bool(self.redis_url and "+cluster://" in self.redis_url)
 
     # Derived locations: one definition each.
     @property

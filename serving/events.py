@@ -26,6 +26,7 @@ from pydantic import BaseModel, ConfigDict, StringConstraints
 
 from pipeline.config import Settings
 from pipeline.features.declarations import SESSION_PUSH, SESSION_TTL, TIMESTAMP
+from pipeline.features.online.connection import RedisTarget
 from pipeline.features.session import SessionState, apply_event
 from pipeline.privacy import pseudonymise
 
@@ -120,17 +121,8 @@ class SessionStore:
 
 def redis_client(settings: Settings) -> redis.Redis | redis.RedisCluster:
     """A client for serving's own keys, with short timeouts (fail fast, answer degraded)."""
-    timeout = settings.redis_timeout_seconds
-    url = settings.redis_url or ""
-    if settings.redis_cluster:
-        nodes = [
-            redis.cluster.ClusterNode(*node.rsplit(":", 1))
-            for node in url.removeprefix("redis+cluster://").strip("/").split(",")
-        ]
-        return redis.RedisCluster(
-            startup_nodes=nodes, socket_timeout=timeout, socket_connect_timeout=timeout
-        )
-    return redis.Redis.from_url(url, socket_timeout=timeout, socket_connect_timeout=timeout)
+    target = RedisTarget.parse(settings.redis_url or "")
+    return target.client(socket_timeout=settings.redis_timeout_seconds, retries=0)
 
 
 class FeastPusher:

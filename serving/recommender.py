@@ -134,9 +134,8 @@ class CustomerFeatures:
     def __init__(self, settings: Settings):
         self.fs = store.feature_store(settings)
         self.reader = None
-        self._lock = threading.Lock()
         if settings.redis_url:
-            from pipeline.features.online.writer import RedisFeatureReader
+            from pipeline.features.online.reader import RedisFeatureReader
 
             self.reader = RedisFeatureReader.from_store(
                 self.fs, [CUSTOMER_VIEW], socket_timeout=settings.redis_timeout_seconds
@@ -155,8 +154,7 @@ class CustomerFeatures:
         assert self.reader is not None, "needs the Redis online store"
         pairs = [(CUSTOMER_VIEW, pseudonym)] if pseudonym else []
         keys = [session_key.encode("utf8")] if session_key else []
-        with self._lock:  # one socket per node: one request at a time
-            rows, values = self.reader.read_pairs_and_get(pairs, keys)
+        rows, values = self.reader.read_pairs_and_get(pairs, keys)
         row = rows[0] if rows else None
         if row is not None:
             row.pop("event_timestamp", None)

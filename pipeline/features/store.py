@@ -13,7 +13,6 @@ import sys
 from datetime import UTC, timedelta
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qs, unquote, urlparse
 
 import polars as pl
 import yaml
@@ -31,30 +30,14 @@ from feast.repo_contents import RepoContents
 from feast.repo_operations import extract_objects_for_apply_delete, get_repo_files
 
 from pipeline.config import FEATURE_REPO, Settings
-
-
-def redis_connection_string(url: str) -> str:
-    """``redis://[:password@]host:port[/db][?ssl=true]`` -> Feast's ``host:port,db=0,...``."""
-    parsed = urlparse(url)
-    parts = [f"{parsed.hostname or 'localhost'}:{parsed.port or 6379}"]
-    db = (parsed.path or "/").strip("/")
-    if db:
-        parts.append(f"db={int(db)}")
-    if parsed.password:
-        parts.append(f"password={unquote(parsed.password)}")
-    if parsed.username and parsed.username != "default":
-        parts.append(f"username={unquote(parsed.username)}")
-    if parsed.scheme == "rediss" or parse_qs(parsed.query).get("ssl") == ["true"]:
-        parts.append("ssl=true")
-    return ",".join(parts)
+from pipeline.features.online.connection import RedisTarget
 
 
 def online_store_config(settings: Settings) -> dict[str, Any]:
-    if settings.redis_cluster:
-        nodes = settings.redis_url.removeprefix("redis+cluster://").strip("/")  # type: ignore[union-attr]
-        return {"type": "redis", "redis_type": "redis_cluster", "connection_string": nodes}
+    """The ``online_store`` section: Redis (Feast's store reading fitrec's URL, so that any
+    password works) when ``FITREC_REDIS_URL`` is set, else SQLite under the data dir."""
     if settings.redis_url:
-        return {"type": "redis", "connection_string": redis_connection_string(settings.redis_url)}
+        return RedisTarget.parse(settings.redis_url).feast_online_store()
     return {"type": "sqlite", "path": str(settings.feast_dir / "online_store.db")}
 
 
@@ -152,7 +135,7 @@ def materialize_new(
     """
     from feast.infra.online_stores.redis import RedisOnlineStoreConfig
 
-    from pipeline.features.online.writer import materialize_view
+    from pipeline.features.online.materialize import materialize_view
 
     fast = isinstance(store.config.online_store, RedisOnlineStoreConfig)
     from pipeline.features.build import feature_paths

@@ -13,6 +13,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from urllib.parse import quote
 
 import redis
 
@@ -50,9 +51,11 @@ def wait_for_redis(url: str, process: subprocess.Popen, timeout: float = 20) -> 
 
 
 @contextmanager
-def redis_server(workdir: Path, *extra: str) -> Iterator[str]:
-    """Start a throwaway redis-server; yields its URL."""
+def redis_server(workdir: Path, *extra: str, password: str | None = None) -> Iterator[str]:
+    """Start a throwaway redis-server; yields its URL (with the password percent-encoded)."""
     port = free_port()
+    if password is not None:
+        extra = (*extra, "--requirepass", password)
     workdir.mkdir(parents=True, exist_ok=True)
     process = subprocess.Popen(
         [
@@ -72,7 +75,8 @@ def redis_server(workdir: Path, *extra: str) -> Iterator[str]:
         stdout=subprocess.DEVNULL,
         stderr=subprocess.STDOUT,
     )
-    url = f"redis://127.0.0.1:{port}/0"
+    auth = f":{quote(password, safe='')}@" if password is not None else ""
+    url = f"redis://{auth}127.0.0.1:{port}/0"
     try:
         wait_for_redis(url, process)
         yield url
@@ -112,8 +116,11 @@ def _cluster_ready(clients: list[redis.Redis], nodes: int) -> bool:
 
 
 @contextmanager
-def redis_cluster(workdir: Path, nodes: int = 3, binary: str | None = None) -> Iterator[str]:
-    """Start ``nodes`` redis-server processes as one Redis Cluster (masters only).
+def redis_cluster(
+    workdir: Path, nodes: int = 3, binary: str | None = None, password: str | None = None
+) -> Iterator[str]:
+    """Start ``nodes`` redis-server processes as one Redis Cluster (masters only), every node
+    requiring ``password`` when one is given.
 
     The slots are split evenly with ``CLUSTER ADDSLOTS`` and the nodes introduced with
     ``CLUSTER MEET`` through redis-py, so no ``redis-cli`` is needed (works with Redis 6.2 and
@@ -149,6 +156,11 @@ def redis_cluster(workdir: Path, nodes: int = 3, binary: str | None = None) -> I
                         "no",
                         "--dir",
                         str(node_dir),
+                        *(
+                            ["--requirepass", password, "--masterauth", password]
+                            if password
+                            else []
+                        ),
                     ],
                     stdout=subprocess.DEVNULL,
                     stderr=subprocess.STDOUT,
@@ -156,7 +168,7 @@ def redis_cluster(workdir: Path, nodes: int = 3, binary: str | None = None) -> I
             )
             ports.append(port)
         for process, port in zip(processes, ports, strict=True):
-            client = redis.Redis(host="127.0.0.1", port=port)
+            client = redis.Redis(host="127.0.0.1", port=port, password=password)
             deadline = time.monotonic() + 20
             while True:
                 try:

@@ -3,7 +3,8 @@ import pytest
 from pydantic import ValidationError
 
 from pipeline.config import Settings
-from pipeline.features.store import config_document, redis_connection_string
+from pipeline.features.online.connection import FEAST_STORE_TYPE
+from pipeline.features.store import config_document
 from pipeline.privacy import pseudonymise, pseudonymise_column
 
 
@@ -17,14 +18,6 @@ def test_pseudonyms_are_stable_keyed_and_null_safe():
     assert out["x"].to_list() == [1, 2, 3]
 
 
-def test_redis_url_to_feast_connection_string():
-    assert redis_connection_string("redis://127.0.0.1:6390/2") == "127.0.0.1:6390,db=2"
-    assert (
-        redis_connection_string("rediss://:s3cret@cache:6380")
-        == "cache:6380,password=s3cret,ssl=true"
-    )
-
-
 def test_settings_pick_the_online_store(tmp_path, monkeypatch):
     monkeypatch.setenv("FITREC_DATA_DIR", str(tmp_path))
     monkeypatch.delenv("FITREC_REDIS_URL", raising=False)
@@ -34,8 +27,10 @@ def test_settings_pick_the_online_store(tmp_path, monkeypatch):
         "path": str(tmp_path / "feast" / "online_store.db"),
     }
     assert sqlite.tracking_uri == f"sqlite:///{tmp_path / 'mlflow.db'}"
-    monkeypatch.setenv("FITREC_REDIS_URL", "redis://localhost:7000/0")
-    assert config_document(Settings())["online_store"]["type"] == "redis"
+    monkeypatch.setenv("FITREC_REDIS_URL", "redis://:p%2Cw@localhost:7000/0")
+    online = config_document(Settings())["online_store"]
+    assert online["type"] == FEAST_STORE_TYPE
+    assert online["connection_string"] == "redis://:p%2Cw@localhost:7000/0"
     monkeypatch.setenv("FITREC_REDIS_URL", "http://nope")
     with pytest.raises(ValidationError, match="FITREC_REDIS_URL"):
         Settings()

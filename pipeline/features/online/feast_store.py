@@ -1,0 +1,49 @@
+"""Feast's Redis online store, configured by a Redis URL.
+
+Feast's ``connection_string`` is ``host:port,key=value,...`` split on commas, so a password
+holding a comma cannot be written in it (Feast then fails with ``WRONGPASS`` or
+``TypeError: unexpected keyword``). This store is Feast's own
+:class:`~feast.infra.online_stores.redis.RedisOnlineStore` (same key layout, same reads and
+writes), except that its ``connection_string`` may be a URL parsed by
+:class:`~pipeline.features.online.connection.RedisTarget`, the one parser every fitrec
+component uses. In ``feature_store.yaml``::
+
+    online_store:
+      type: pipeline.features.online.feast_store.RedisURLOnlineStore
+      redis_type: redis            # or redis_cluster
+      connection_string: redis://:p%2Cw%40rd@localhost:6379/0
+
+A connection string in Feast's own form still works.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from feast.infra.online_stores.redis import RedisOnlineStore, RedisOnlineStoreConfig
+from pydantic import StrictStr
+
+from pipeline.features.online.connection import FEAST_STORE_TYPE, feast_connection_target
+
+
+class RedisURLOnlineStoreConfig(RedisOnlineStoreConfig):
+    """:class:`RedisOnlineStoreConfig` whose ``connection_string`` may be a Redis URL."""
+
+    type: Literal["pipeline.features.online.feast_store.RedisURLOnlineStore"] = (  # type: ignore[assignment]
+        FEAST_STORE_TYPE
+    )
+    connection_string: StrictStr = "redis://localhost:6379/0"
+
+
+class RedisURLOnlineStore(RedisOnlineStore):
+    """Feast's Redis online store, connecting through :class:`RedisTarget`."""
+
+    # Feast builds its redis-py clients (sync and async) from what this returns: the
+    # startup nodes and the keyword arguments. Overriding the one parser keeps every other
+    # line of Feast's store, including the async client.
+    @staticmethod
+    def _parse_connection_string(connection_string: str) -> tuple[list[dict[str, Any]], dict]:
+        cluster = "+cluster://" in connection_string
+        target = feast_connection_target(connection_string, cluster)
+        nodes = [{"host": host, "port": port} for host, port in target.nodes]
+        return nodes, dict(target.options)

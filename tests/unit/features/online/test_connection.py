@@ -1,0 +1,93 @@
+"""The one Redis URL parser: every component reads the same URL the same way."""
+
+from __future__ import annotations
+
+from urllib.parse import quote
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from pipeline.features.online.connection import (
+    FEAST_STORE_TYPE,
+    RedisTarget,
+    feast_connection_target,
+)
+from pipeline.features.online.feast_store import RedisURLOnlineStore
+
+HARD = "p,w@r%d:x/y?z#=&"
+
+
+def test_single_node_url_with_every_part() -> None:
+    target = RedisTarget.parse(
+        f"rediss://alice:{quote(HARD, safe='')}@cache:6380/3?ssl_cert_reqs=none"
+    )
+    assert target.nodes == (("cache", 6380),)
+    assert not target.cluster
+    assert target.password == HARD
+    assert target.options["username"] == "alice"
+    assert target.options["db"] == 3
+    assert target.options["ssl"] is True
+    assert target.options["ssl_cert_reqs"] == "none"
+    assert HARD not in target.redacted() and quote(HARD, safe="") not in target.redacted()
+    assert target.redacted().startswith("rediss://alice:***@cache:6380/3")
+
+
+def test_cluster_url_names_every_node_and_has_no_db() -> None:
+    target = RedisTarget.parse(f"redis+cluster://:{quote(HARD, safe='')}@a:7000,b:7001,[::1]:7002")
+    assert target.cluster
+    assert target.nodes == (("a", 7000), ("b", 7001), ("::1", 7002))
+    assert target.password == HARD
+    assert "db" not in target.options
+    with pytest.raises(ValueError, match="database 0"):
+        RedisTarget.parse("redis+cluster://a:7000/2")
+
+
+@pytest.mark.parametrize(
+    ("url", "message"),
+    [
+        ("http://host:6379", "must start with"),
+        ("host:6379", "must start with"),
+        ("redis://", "needs host:port"),
+        ("redis://a:1,b:2", "redis\\+cluster"),
+        ("redis://host:notaport", "bad port"),
+        ("redis://host:70000", "bad Redis node"),
+    ],
+)
+def test_bad_urls_say_what_is_wrong(url: str, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        RedisTarget.parse(url)
+
+
+@given(password=st.text(min_size=1, max_size=40), db=st.integers(0, 15))
+def test_any_password_round_trips(password: str, db: int) -> None:
+    url = f"redis://:{quote(password, safe='')}@127.0.0.1:6390/{db}"
+    target = RedisTarget.parse(url)
+    assert target.password == password
+    assert target.options["db"] == db
+    assert target.redacted() == f"redis://:***@127.0.0.1:6390/{db}"
+    # Feast's store parses the same URL into the same redis-py arguments.
+    nodes, kwargs = RedisURLOnlineStore._parse_connection_string(url)
+    assert nodes == [{"host": "127.0.0.1", "port": 6390}]
+    assert kwargs["password"] == password
+
+
+def test_feast_online_store_section_carries_the_url() -> None:
+    url = f"redis+cluster://:{quote(HARD, safe='')}@a:7000,b:7001"
+    section = RedisTarget.parse(url).feast_online_store()
+    assert section == {
+        "type": FEAST_STORE_TYPE,
+        "redis_type": "redis_cluster",
+        "connection_string": url,
+    }
+
+
+def test_feast_connection_strings_still_parse() -> None:
+    target = feast_connection_target("h1:7000,h2:7001,password=s3cret,ssl=true", cluster=True)
+    assert target.nodes == (("h1", 7000), ("h2", 7001))
+    assert target.options == {"password": "s3cret", "ssl": True}
+    single = feast_connection_target("cache:6379,db=2,socket_timeout=0.5", cluster=False)
+    assert single.options == {"db": 2, "socket_timeout": 0.5}
+    assert feast_connection_target("redis://:x@h:1/0", cluster=False).password == "x"
+    with pytest.raises(ValueError, match="redis_type"):
+        feast_connection_target("redis://h:1/0", cluster=True)
