@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Mapping, Sequence
 from datetime import date
 from pathlib import Path
 
@@ -25,7 +26,7 @@ def data_fingerprint(curated_dir: Path, features_dir: Path, day: date) -> str:
         digest.update(view.encode())
         if path.exists():
             stamps = pl.read_parquet(path, columns=[TIMESTAMP]).get_column(TIMESTAMP)
-            digest.update(f"{stamps.len()}:{stamps.min()}:{stamps.max()}".encode())
+            digest.update(f"{stamps.len()}:{stamps.min()!s}:{stamps.max()!s}".encode())
     return digest.hexdigest()[:32]
 
 
@@ -49,7 +50,7 @@ def freshness(features_dir: Path) -> list[dict[str, object]]:
     return rows
 
 
-def _table(rows: list[dict[str, object]]) -> str:
+def _table(rows: Sequence[Mapping[str, object]]) -> str:
     if not rows:
         return "_none_\n"
     columns = list(rows[0])

@@ -20,6 +20,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from pathlib import Path
+from typing import cast
 
 import polars as pl
 
@@ -433,7 +434,7 @@ def write_drop(source: RawTables, out: Path, day: date | None = None) -> Path:
         for column in (CONTRACTS[table].timestamp,)
         if column and frame.height
     ]
-    latest = max((s for s in stamps if s is not None), default=None)
+    latest = max((cast(datetime, s) for s in stamps if s is not None), default=None)
     day = day or (latest.date() if latest else date.today())
     folder = out / day.isoformat()
     folder.mkdir(parents=True, exist_ok=True)

@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import importlib
 import sys
-from datetime import UTC, timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import polars as pl
 import yaml
@@ -88,7 +88,7 @@ def repo_contents() -> RepoContents:
     for name in names:
         sys.modules.pop(name, None)
     # Most specific class first: a StreamFeatureView is also a FeatureView.
-    buckets = [
+    buckets: list[tuple[type, list[Any]]] = [
         (StreamFeatureView, contents.stream_feature_views),
         (OnDemandFeatureView, contents.on_demand_feature_views),
         (FeatureView, contents.feature_views),
@@ -148,8 +148,8 @@ def materialize_new(
         if path is None or not path.exists():
             continue
         stamps = pl.read_parquet(path, columns=[TIMESTAMP]).get_column(TIMESTAMP)
-        end = stamps.max() + timedelta(seconds=1)
-        start = view.most_recent_end_time or stamps.min()
+        end = cast(datetime, stamps.max()) + timedelta(seconds=1)
+        start = view.most_recent_end_time or cast(datetime, stamps.min())
         if start.tzinfo is None:
             start = start.replace(tzinfo=UTC)
         if start >= end:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import cast
 
 import numpy as np
 import polars as pl
@@ -46,8 +47,11 @@ def _top_m(
         counts.append(v[top])
     kept = sp.csr_array(
         (
-            np.concatenate(counts or [[]]),
-            (np.concatenate(rows or [[]]), np.concatenate(cols or [[]])),
+            np.concatenate(counts or [np.zeros(0)]),
+            (
+                np.concatenate(rows or [np.zeros(0, np.int64)]),
+                np.concatenate(cols or [np.zeros(0, np.int64)]),
+            ),
         ),
         shape=matrix.shape,
     )
@@ -179,7 +183,7 @@ def trend_table(train: pl.DataFrame, items: np.ndarray, cfg: ModelConfig) -> Tre
     """:class:`Trend` of the training examples' targets, from the first to just after the
     last training time, in at most ``cfg.trend_buckets`` buckets."""
     ts = _naive(train.get_column("ts"))
-    first, last = ts.min(), ts.max()
+    first, last = cast(datetime, ts.min()), cast(datetime, ts.max())
     n_buckets = max(1, cfg.trend_buckets)
     # A microsecond more than an even split: the last interaction falls inside the last
     # bucket (not in "now", which counts it).

@@ -12,29 +12,29 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import mlflow
 import pandas as pd
 from mlflow.models import ModelSignature
+from mlflow.pyfunc import PythonModel, PythonModelContext
 from mlflow.types.schema import Array, ColSpec, ParamSchema, ParamSpec, Schema
 
 
-class FitrecPyfunc(mlflow.pyfunc.PythonModel):
+class FitrecPyfunc(PythonModel):
     """pyfunc flavour: rows of (customer_id, session_items, customer features) -> top-k."""
 
-    def load_context(self, context: mlflow.pyfunc.PythonModelContext) -> None:
+    def load_context(self, context: PythonModelContext) -> None:
         from pipeline.model.scoring import Scorer
 
         self.scorer = Scorer(Path(context.artifacts["bundle"]))
 
     def predict(
         self,
-        context: mlflow.pyfunc.PythonModelContext,
+        context: PythonModelContext,
         model_input: pd.DataFrame,
         params: dict[str, Any] | None = None,
     ) -> pd.DataFrame:
         k = int((params or {}).get("k", 10))
         names = self.scorer.customer_features
-        rows = [
+        rows: list[dict[str, Any] | None] = [
             {n: record.get(n) for n in names if n in record}
             for record in model_input.to_dict("records")
         ]

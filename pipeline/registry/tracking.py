@@ -215,7 +215,7 @@ def find_candidate(settings: Settings, key: str) -> dict[str, Any] | None:
     if not found:
         return None
     version = max(found, key=lambda v: int(v.version))
-    run = client.get_run(version.run_id)
+    run = client.get_run(str(version.run_id))
     return {
         "version": str(version.version),
         "run_id": version.run_id,

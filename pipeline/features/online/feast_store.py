@@ -23,14 +23,15 @@ from typing import Any, Literal
 from feast.infra.online_stores.redis import RedisOnlineStore, RedisOnlineStoreConfig
 from pydantic import StrictStr
 
-from pipeline.features.online.connection import FEAST_STORE_TYPE, feast_connection_target
+from pipeline.features.online.connection import feast_connection_target
 
 
 class RedisURLOnlineStoreConfig(RedisOnlineStoreConfig):
     """:class:`RedisOnlineStoreConfig` whose ``connection_string`` may be a Redis URL."""
 
-    type: Literal["pipeline.features.online.feast_store.RedisURLOnlineStore"] = (  # type: ignore[assignment]
-        FEAST_STORE_TYPE
+    # Feast finds the store class from ``type``; the base class narrows it to "redis".
+    type: Literal["pipeline.features.online.feast_store.RedisURLOnlineStore"] = (
+        "pipeline.features.online.feast_store.RedisURLOnlineStore"  # type: ignore[assignment]
     )
     connection_string: StrictStr = "redis://localhost:6379/0"
 

@@ -109,11 +109,6 @@ class RedisFeatureReader:
         """Build a reader for views looked up in ``store``'s registry."""
         return cls(store.config, [registered_view(store, n) for n in view_names], **kwargs)
 
-    @property
-    def views(self) -> list[str]:
-        """Names of the views this reader can read."""
-        return list(self._plans)
-
     def __enter__(self) -> RedisFeatureReader:
         return self
 
