@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Iterator
 from datetime import date
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -102,3 +104,13 @@ def prepare_days(settings: Settings, raw_drops: Path) -> date:
     for day in missing_snapshot_days(settings.curated_dir, settings.features_dir, last):
         build_features(settings.curated_dir, settings.features_dir, day)
     return last
+
+
+def same_value(a: Any, b: Any) -> bool:
+    """Equal values of equal types, NaN equal to NaN, lists element by element (Feast's
+    Python values against ours)."""
+    if isinstance(a, float) and isinstance(b, float) and math.isnan(a) and math.isnan(b):
+        return True
+    if isinstance(a, list) and isinstance(b, list):
+        return len(a) == len(b) and all(same_value(x, y) for x, y in zip(a, b, strict=True))
+    return type(a) is type(b) and a == b

@@ -28,6 +28,7 @@ from pipeline.features.online.materialize import materialize_view, read_batch_so
 from pipeline.features.online.reader import RedisFeatureReader
 from pipeline.features.online.writer import RedisFeatureWriter, RedisWriteError
 from pipeline.testing.servers import redis_cluster, redis_server
+from tests.conftest import same_value
 
 D1 = datetime(2024, 5, 1, 6, tzinfo=UTC)
 START = D1 - timedelta(days=1)
@@ -290,14 +291,6 @@ def stored_hashes(backend: Backend, project: str) -> dict[bytes, dict[bytes, byt
     suffix = project.encode()
     keys = [k for k in client.scan_iter(match=b"*" + suffix, count=1000) if k.endswith(suffix)]
     return {key[: -len(suffix)]: client.hgetall(key) for key in keys}
-
-
-def same_value(a: Any, b: Any) -> bool:
-    if isinstance(a, float) and isinstance(b, float) and math.isnan(a) and math.isnan(b):
-        return True
-    if isinstance(a, list) and isinstance(b, list):
-        return len(a) == len(b) and all(same_value(x, y) for x, y in zip(a, b, strict=True))
-    return type(a) is type(b) and a == b
 
 
 def online(store: FeatureStore, view: str, features: list[str], rows: list[dict[str, Any]]) -> Any:

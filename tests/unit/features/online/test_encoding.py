@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import math
 from datetime import UTC, datetime
-from typing import Any
 
 import polars as pl
 import pytest
@@ -17,14 +15,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 
 from pipeline.features.online import encoding
 from pipeline.features.online.decoding import decode_timestamp, decode_value
-
-
-def same_value(a: Any, b: Any) -> bool:
-    if isinstance(a, float) and isinstance(b, float) and math.isnan(a) and math.isnan(b):
-        return True
-    if isinstance(a, list) and isinstance(b, list):
-        return len(a) == len(b) and all(same_value(x, y) for x, y in zip(a, b, strict=True))
-    return type(a) is type(b) and a == b
+from tests.conftest import same_value
 
 
 def test_value_tags_match_the_feast_proto() -> None:
