@@ -181,12 +181,6 @@ class FeastPusher:
                 for _ in batch:
                     self.queue.task_done()
 
-    def drain(self, timeout: float = 10.0) -> None:
-        """Wait until everything submitted so far has been pushed (or failed)."""
-        deadline = time.monotonic() + timeout
-        while self.queue.unfinished_tasks and time.monotonic() < deadline:
-            time.sleep(0.01)
-
 
 class EventProcessor:
     """Accepts events: durable log first, then session state, then the Feast push."""

@@ -11,7 +11,6 @@ When Redis is unreachable it answers from cache or the popularity fallback, flag
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import threading
 from dataclasses import dataclass, field
@@ -237,10 +236,6 @@ class Recommender:
         self._stop.set()
 
     # --- a page view --------------------------------------------------------------------
-
-    async def arecommend(self, request: RecommendationRequest) -> Recommendation:
-        """Async entry point (the work is CPU-bound and short: it runs in a worker thread)."""
-        return await asyncio.to_thread(self.recommend, request)
 
     def recommend(self, request: RecommendationRequest) -> Recommendation:
         self.counters.requests += 1

@@ -20,7 +20,6 @@ from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from pathlib import Path
 
-import numpy as np
 import polars as pl
 
 from pipeline.data.contracts import EVENT_TYPES
@@ -328,12 +327,3 @@ def build_dataset(
             "catalogue": catalogue,
         },
     )
-
-
-def split_random(examples: pl.DataFrame, seed: int, shares=(0.8, 0.1, 0.1)):
-    """Random train / validation / test split of rows (RentTheRunway's published protocol)."""
-    u = np.random.default_rng(seed).random(examples.height)
-    train = examples.filter(pl.Series(u < shares[0]))
-    valid = examples.filter(pl.Series((u >= shares[0]) & (u < shares[0] + shares[1])))
-    test = examples.filter(pl.Series(u >= shares[0] + shares[1]))
-    return train, valid, test
