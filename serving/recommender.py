@@ -186,6 +186,11 @@ class Recommender:
         return cls(settings, LoadedModel.load(settings), rules)
 
     @property
+    def model(self) -> LoadedModel:
+        """The model version requests are answered with now (a swap replaces it whole)."""
+        return self._model
+
+    @property
     def version(self) -> str:
         return self._model.version
 
@@ -234,6 +239,11 @@ class Recommender:
 
     def close(self) -> None:
         self._stop.set()
+
+    def clear_feature_cache(self) -> None:
+        """Forget the cached customer features: the next request of each customer reads the
+        online store (benchmarks and tests measure or break that read)."""
+        self._feature_cache.clear()
 
     # --- a page view --------------------------------------------------------------------
 

@@ -64,6 +64,12 @@ class Scorer:
         weights = self.bundle / fastpath.FILE
         self.fast = fastpath.FastModel.load(weights) if fast and weights.exists() else None
 
+    @property
+    def module(self) -> Any:
+        """The loaded SavedModel: its ``encode``, ``score``, ``serve``, ``rank`` and ``fit``
+        functions callable directly (benchmarks wrap them; scoring goes through methods)."""
+        return self._module
+
     # --- inputs -----------------------------------------------------------------------
 
     def feature_matrix(self, rows: list[dict[str, Any] | None]) -> np.ndarray:
@@ -182,6 +188,31 @@ class Scorer:
 
     # --- fit --------------------------------------------------------------------------
 
+    def fit_head(
+        self,
+        customer_ids: np.ndarray,
+        customer_features: np.ndarray,
+        candidates: np.ndarray,
+        fit_features: np.ndarray,
+    ) -> np.ndarray:
+        """P(too small, fits, too large) per row, through the SavedModel's ``fit`` signature.
+
+        Args:
+            customer_ids: One (pseudonymised) customer id per row.
+            customer_features: ``(rows, len(customer_features))`` as :meth:`feature_matrix`.
+            candidates: ``(rows, d)`` raw candidate vectors (rows of ``raw_item_vectors``).
+            fit_features: ``(rows, len(FIT_INPUTS))`` fit inputs of each (item, size).
+
+        Returns:
+            ``(rows, 3)`` probabilities in the order of ``FIT_CLASSES``.
+        """
+        return self._fit(
+            customer_id=tf.constant(np.asarray(customer_ids, dtype=object), tf.string),
+            customer_features=tf.constant(customer_features, tf.float32),
+            candidates=tf.constant(candidates, tf.float32),
+            fit_features=tf.constant(fit_features, tf.float32),
+        )["fit"].numpy()
+
     def best_sizes(
         self,
         customer_id: str,
@@ -209,12 +240,12 @@ class Scorer:
                 customer_id, customer, candidates, fit_features, customer_vector
             )
         else:
-            probabilities = self._fit(
-                customer_id=tf.constant(np.array([customer_id] * n, dtype=object), tf.string),
-                customer_features=tf.constant(np.repeat(customer[None], n, 0), tf.float32),
-                candidates=tf.constant(candidates),
-                fit_features=tf.constant(fit_features, tf.float32),
-            )["fit"].numpy()
+            probabilities = self.fit_head(
+                np.array([customer_id] * n, dtype=object),
+                np.repeat(customer[None], n, 0),
+                candidates,
+                fit_features,
+            )
         fits = probabilities[:, FIT_CLASSES.index("fits")]
         owners = self.fit_table.item_index[rows]
         return best_size_per_item(
