@@ -3,7 +3,7 @@
 Every accepted event is first appended to a durable JSON-lines log (``events/<day>/``, in
 the raw ``session_events`` format the nightly ingest reads), so nothing is lost between
 sessions and retrains; then the session state in Redis (capped, with a TTL) is updated with
-:func:`pipeline.session.apply_event`; then the session's features are pushed through
+:func:`pipeline.features.session.apply_event`; then the session's features are pushed through
 Feast's push source in the background.
 """
 
