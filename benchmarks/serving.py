@@ -111,7 +111,7 @@ def in_process(requests: int) -> dict[str, float]:
 
     settings = get_settings()
     rec = Recommender.from_registry(settings)
-    scorer = rec._model.scorer
+    scorer = rec.model.scorer
     customers = pl.read_parquet(settings.raw_dir / "*" / "customers.parquet")["customer_id"]
     items = scorer.item_ids.tolist()
     rng = random.Random(5)
@@ -126,10 +126,10 @@ def in_process(requests: int) -> dict[str, float]:
         workload.append(
             RecommendationRequest(customer_id=rng.choice(customers), session_id=session, k=10)
         )
-    rec._feature_cache.clear()
+    rec.clear_feature_cache()
     for request in workload[:50]:
         rec.recommend(request)  # warm up
-    rec._feature_cache.clear()
+    rec.clear_feature_cache()
     ours = []
     for request in workload:
         start = time.perf_counter()
@@ -147,8 +147,7 @@ def in_process(requests: int) -> dict[str, float]:
 
     # Naive: Feast SDK reads (customer + 500 candidate items), then Keras model.predict.
     fs = store.feature_store(settings)
-    model = rec._model
-    query_model = scorer._module  # the exported towers, wrapped below in a Keras model
+    query_model = scorer.module  # the exported towers, wrapped below in a Keras model
 
     class Naive(tf.keras.Model):
         def call(self, inputs):
@@ -166,7 +165,6 @@ def in_process(requests: int) -> dict[str, float]:
     naive = []
     for request in workload[: max(requests // 5, 50)]:
         start = time.perf_counter()
-        pseudonym = rec._model.scorer  # noqa: F841 - same work as ours: pseudonymise below
         from pipeline.privacy import pseudonymise
 
         who = pseudonymise(request.customer_id, settings.pseudonym_key.get_secret_value())
@@ -192,7 +190,6 @@ def in_process(requests: int) -> dict[str, float]:
         naive.append((time.perf_counter() - start) * 1000)
     p50, p99 = percentiles(ours)
     n50, n99 = percentiles(naive)
-    del model
     return {
         "p50": p50,
         "p99": p99,

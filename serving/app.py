@@ -8,9 +8,11 @@ request with bad fields gets a 422 naming them.
 from __future__ import annotations
 
 import time
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Annotated
 
-from fastapi import FastAPI, Response
+from fastapi import Depends, FastAPI, Request, Response
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
     CollectorRegistry,
@@ -74,6 +76,29 @@ class Metrics:
             Gauge(name, name.replace("_", " "), registry=self.registry).set_function(read)
 
 
+# The app's parts live on ``app.state`` from start-up (the lifespan) to shut-down; endpoints
+# get them typed through these dependencies. Async so that FastAPI calls them on the event
+# loop, not through its thread pool.
+async def get_recommender(request: Request) -> Recommender:
+    """The app's recommender."""
+    return request.app.state.recommender
+
+
+async def get_processor(request: Request) -> EventProcessor:
+    """The app's event processor."""
+    return request.app.state.processor
+
+
+async def get_metrics(request: Request) -> Metrics:
+    """The app's Prometheus metrics."""
+    return request.app.state.metrics
+
+
+RecommenderDep = Annotated[Recommender, Depends(get_recommender)]
+ProcessorDep = Annotated[EventProcessor, Depends(get_processor)]
+MetricsDep = Annotated[Metrics, Depends(get_metrics)]
+
+
 def create_app(
     settings: Settings | None = None,
     recommender: Recommender | None = None,
@@ -83,16 +108,17 @@ def create_app(
     """The app; without a recommender it loads the champion at start-up (or refuses to start
     with a clear error when there is none)."""
     settings = settings or get_settings()
-    parts: dict[str, object] = {}
 
     @asynccontextmanager
-    async def lifespan(app: FastAPI):
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         rec = recommender or Recommender.from_registry(settings)
         pusher = FeastPusher(rec.features.fs) if settings.redis_url else None
         proc = processor or EventProcessor(settings, rec.sessions, pusher)
         if watch:
             rec.watch()
-        parts.update(recommender=rec, processor=proc, metrics=Metrics(rec, proc))
+        app.state.recommender = rec
+        app.state.processor = proc
+        app.state.metrics = Metrics(rec, proc)
         yield
         rec.close()
         proc.log.close()
@@ -104,55 +130,58 @@ def create_app(
         lifespan=lifespan,
     )
 
-    def observe(endpoint: str, start: float) -> None:
-        parts["metrics"].latency.labels(endpoint).observe(time.perf_counter() - start)  # type: ignore[attr-defined]
+    def observe(metrics: Metrics, endpoint: str, start: float) -> None:
+        metrics.latency.labels(endpoint).observe(time.perf_counter() - start)
 
     # Async on purpose: a page view is about a millisecond of CPU with one short Redis read,
     # so it runs on the event loop; a thread-pool hop per request costs more than it saves
     # and worker processes (``fitrec serve --workers N``) give the parallelism. The answer is
     # serialised once, by pydantic-core, instead of validated again against response_model.
     @app.post("/recommendations", response_model=Recommendation)
-    async def recommendations(request: RecommendationRequest) -> Response:
+    async def recommendations(
+        request: RecommendationRequest, recommender: RecommenderDep, metrics: MetricsDep
+    ) -> Response:
         start = time.perf_counter()
         try:
-            answer = parts["recommender"].recommend(request)  # type: ignore[attr-defined]
+            answer = recommender.recommend(request)
             return Response(answer.model_dump_json(), media_type="application/json")
         except Exception:
-            parts["metrics"].errors.labels("recommendations").inc()  # type: ignore[attr-defined]
+            metrics.errors.labels("recommendations").inc()
             raise
         finally:
-            observe("recommendations", start)
+            observe(metrics, "recommendations", start)
 
     @app.post("/events", response_model=EventResponse)
-    def events(event: SessionEventRequest) -> EventResponse:
+    def events(
+        event: SessionEventRequest, processor: ProcessorDep, metrics: MetricsDep
+    ) -> EventResponse:
         start = time.perf_counter()
         try:
-            state, degraded = parts["processor"].process(event)  # type: ignore[attr-defined]
+            state, degraded = processor.process(event)
         except Exception:
-            parts["metrics"].errors.labels("events").inc()  # type: ignore[attr-defined]
+            metrics.errors.labels("events").inc()
             raise
         finally:
-            observe("events", start)
+            observe(metrics, "events", start)
         features = state.features() if state else {}
-        return EventResponse(
-            accepted=True,
-            degraded=degraded,
-            session_events=features.get("session_events"),
-            engagement=features.get("engagement"),
+        # Validated, not passed as keywords: the features dict's values are typed object.
+        return EventResponse.model_validate(
+            {
+                "accepted": True,
+                "degraded": degraded,
+                "session_events": features.get("session_events"),
+                "engagement": features.get("engagement"),
+            }
         )
 
     @app.get("/health", response_model=Health)
-    async def health() -> Health:
-        rec = parts["recommender"]
+    async def health(recommender: RecommenderDep) -> Health:
         return Health(
-            status="ok",
-            model_version=rec.version,  # type: ignore[attr-defined]
-            online_store=settings.online_store,
+            status="ok", model_version=recommender.version, online_store=settings.online_store
         )
 
     @app.get("/metrics")
-    def metrics() -> Response:
-        body = generate_latest(parts["metrics"].registry)  # type: ignore[attr-defined]
-        return Response(body, media_type=CONTENT_TYPE_LATEST)
+    def metrics(metrics: MetricsDep) -> Response:
+        return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
     return app

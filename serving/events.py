@@ -3,7 +3,7 @@
 Every accepted event is first appended to a durable JSON-lines log (``events/<day>/``, in
 the raw ``session_events`` format the nightly ingest reads), so nothing is lost between
 sessions and retrains; then the session state in Redis (capped, with a TTL) is updated with
-:func:`pipeline.session.apply_event`; then the session's features are pushed through
+:func:`pipeline.features.session.apply_event`; then the session's features are pushed through
 Feast's push source in the background.
 """
 
@@ -172,12 +172,6 @@ class FeastPusher:
             finally:
                 for _ in batch:
                     self.queue.task_done()
-
-    def drain(self, timeout: float = 10.0) -> None:
-        """Wait until everything submitted so far has been pushed (or failed)."""
-        deadline = time.monotonic() + timeout
-        while self.queue.unfinished_tasks and time.monotonic() < deadline:
-            time.sleep(0.01)
 
 
 class EventProcessor:

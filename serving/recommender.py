@@ -11,7 +11,6 @@ When Redis is unreachable it answers from cache or the popularity fallback, flag
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import threading
 from dataclasses import dataclass, field
@@ -185,6 +184,11 @@ class Recommender:
         return cls(settings, LoadedModel.load(settings), rules)
 
     @property
+    def model(self) -> LoadedModel:
+        """The model version requests are answered with now (a swap replaces it whole)."""
+        return self._model
+
+    @property
     def version(self) -> str:
         return self._model.version
 
@@ -234,11 +238,12 @@ class Recommender:
     def close(self) -> None:
         self._stop.set()
 
-    # --- a page view --------------------------------------------------------------------
+    def clear_feature_cache(self) -> None:
+        """Forget the cached customer features: the next request of each customer reads the
+        online store (benchmarks and tests measure or break that read)."""
+        self._feature_cache.clear()
 
-    async def arecommend(self, request: RecommendationRequest) -> Recommendation:
-        """Async entry point (the work is CPU-bound and short: it runs in a worker thread)."""
-        return await asyncio.to_thread(self.recommend, request)
+    # --- a page view --------------------------------------------------------------------
 
     def recommend(self, request: RecommendationRequest) -> Recommendation:
         self.counters.requests += 1

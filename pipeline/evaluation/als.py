@@ -9,7 +9,7 @@ import numpy as np
 import polars as pl
 import scipy.sparse as sp
 
-from pipeline.evaluation.baselines import Histories, IndexedBaseline, _dense_codes
+from pipeline.evaluation.baselines import Histories, IndexedBaseline, dense_codes
 
 # --------------------------------------------------------------------------------------------
 # Matrix factorisation.
@@ -80,7 +80,7 @@ class ImplicitALS(IndexedBaseline):
             .otherwise(pl.lit("s:") + pl.col("session_id"))
             .alias("user")
         )
-        codes = _dense_codes(keyed.get_column("user"))
+        codes = dense_codes(keyed.get_column("user"))
         n_users = int(codes.max(initial=-1)) + 1
         # Duplicate (user, item) entries add up to interaction counts in the conversion.
         user_items = sp.csr_matrix(

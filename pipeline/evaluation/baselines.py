@@ -105,7 +105,7 @@ def _item_frame(items: Sequence[str]) -> pl.DataFrame:
     return frame
 
 
-def _dense_codes(values: pl.Series) -> np.ndarray:
+def dense_codes(values: pl.Series) -> np.ndarray:
     """``0..n_distinct-1`` codes of ``values`` (in sorted order of the values)."""
     return (values.rank("dense").to_numpy() - 1).astype(np.int64)
 
@@ -377,7 +377,7 @@ def _cooccurrence(events: pl.DataFrame, n_items: int, neighbours: int) -> sp.csr
     containing ``i``; the diagonal is zero.
     """
     pairs = events.select("session_id", "col").unique()
-    codes = _dense_codes(pairs.get_column("session_id"))
+    codes = dense_codes(pairs.get_column("session_id"))
     session_items = sp.csr_array(
         (np.ones(len(pairs)), (codes, pairs.get_column("col").to_numpy())),
         shape=(int(codes.max(initial=-1)) + 1, n_items),

@@ -122,20 +122,15 @@ def fit_probabilities(scorer: Scorer, rows: pl.DataFrame, batch: int = 4096) -> 
     out = []
     for start in range(0, rows.height, batch):
         end = start + batch
-        result = scorer._fit(
-            customer_id=_tensor(arrays["customer_id"][start:end], str),
-            customer_features=_tensor(arrays["customer_features"][start:end], float),
-            candidates=_tensor(scorer.raw_item_vectors[idx[start:end]], float),
-            fit_features=_tensor(features[start:end], float),
+        out.append(
+            scorer.fit_head(
+                arrays["customer_id"][start:end],
+                arrays["customer_features"][start:end],
+                scorer.raw_item_vectors[idx[start:end]],
+                features[start:end],
+            )
         )
-        out.append(result["fit"].numpy())
     return np.concatenate(out) if out else np.zeros((0, len(FIT_CLASSES)))
-
-
-def _tensor(values, kind):
-    from pipeline.tfenv import tf
-
-    return tf.constant(values, tf.string if kind is str else tf.float32)
 
 
 def evaluate_fit(
@@ -189,14 +184,12 @@ def _size_accuracy(scorer: Scorer, fitted: pl.DataFrame, limit: int = 2000) -> f
     frame = candidates.join(attributes, on=ITEM_ENTITY, how="left", maintain_order="left")
     features = fit_inputs(frame)
     idx = [scorer.item_index[i] for i in frame.get_column(ITEM_ENTITY)]
-    result = scorer._fit(
-        customer_id=_tensor(frame.get_column(CUSTOMER_ENTITY).to_numpy().astype(object), str),
-        customer_features=_tensor(
-            frame.select(scorer.customer_features).to_numpy().astype(np.float32), float
-        ),
-        candidates=_tensor(scorer.raw_item_vectors[idx], float),
-        fit_features=_tensor(features, float),
-    )["fit"].numpy()
+    result = scorer.fit_head(
+        frame.get_column(CUSTOMER_ENTITY).to_numpy().astype(object),
+        frame.select(scorer.customer_features).to_numpy().astype(np.float32),
+        scorer.raw_item_vectors[idx],
+        features,
+    )
     best = (
         frame.select("__row", "size", "true_size", "size_rank")
         .with_columns(pl.Series("p", result[:, FIT_CLASSES.index("fits")]))

@@ -175,7 +175,7 @@ def prepare(
         # test session, among items seen in training.
         seen = train.get_column(ITEM_ENTITY).unique().implode()
         test = test.filter((pl.col("step") > 0) & pl.col(ITEM_ENTITY).is_in(seen))
-    return Dataset(train=train, test=test, items=items, cutoff=cutoff, notes={"settings": settings})
+    return Dataset(train=train, test=test, items=items, cutoff=cutoff)
 
 
 def _latest_day(source: adapters.RawTables) -> date:

@@ -261,7 +261,7 @@ def session_state(events: pl.LazyFrame | pl.DataFrame) -> pl.DataFrame:
     weights = pl.col("event_type").replace_strict(ENGAGEMENT_WEIGHTS, default=0.0)
     frame = (
         events.lazy()
-        .sort(SESSION_ENTITY, "ts")
+        .sort(SESSION_ENTITY, "ts", maintain_order=True)
         .group_by(SESSION_ENTITY, maintain_order=True)
         .agg(
             pl.col(CUSTOMER_ENTITY).drop_nulls().first(),
@@ -269,7 +269,7 @@ def session_state(events: pl.LazyFrame | pl.DataFrame) -> pl.DataFrame:
             pl.col("event_type").tail(SESSION_LENGTH).alias("session_event_types"),
             weights.sum().alias("weight"),
             pl.len().cast(pl.Float32).alias("session_events"),
-            ((pl.col("ts").max() - pl.col("ts").min()).dt.total_milliseconds() / 1000)
+            ((pl.col("ts").max() - pl.col("ts").min()).dt.total_microseconds() / 1e6)
             .cast(pl.Float32)
             .alias("session_age_s"),
             pl.col("ts").max().alias(TIMESTAMP),

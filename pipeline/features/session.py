@@ -1,7 +1,8 @@
 """Live session state, updated one event at a time.
 
 The same state :func:`pipeline.features.build.session_state` computes in batch from curated
-events (a test checks the two agree), kept small enough to live in Redis: the last
+events when they arrive in time order (tests/unit/features/test_session.py checks the two
+agree on random event sequences), kept small enough to live in Redis: the last
 :data:`~pipeline.features.declarations.SESSION_LENGTH` items and event types, the engagement
 weight, the event count and the first and last event times.
 """
@@ -56,7 +57,12 @@ def apply_event(
     item_id: str,
     ts: float,
 ) -> SessionState:
-    """The state after one more event (events may arrive slightly out of order)."""
+    """The state after one more event.
+
+    A late event (older than the last one) still counts and moves ``first_ts`` and
+    ``last_ts`` correctly, but its item is appended: the items are in arrival order, where
+    the batch state has them in time order.
+    """
     state = state or SessionState(session_id=session_id)
     state.customer_id = state.customer_id or customer_id
     state.items = [*state.items, item_id][-SESSION_LENGTH:]

@@ -187,12 +187,10 @@ def export_bundle(model: RecommenderModel, data: Dataset, cfg: ModelConfig, out:
     ]
     np.save(out / "item_vectors.npy", np.concatenate(vectors).astype(np.float32))
     data.items.drop(TIMESTAMP, strict=False).write_parquet(out / "items.parquet")
-    sizes = data.notes.get("item_sizes")
-    if isinstance(sizes, pl.DataFrame):
-        sizes.write_parquet(out / "item_sizes.parquet")
-    catalogue = data.notes.get("catalogue")
-    if isinstance(catalogue, pl.DataFrame):
-        catalogue.write_parquet(out / "catalogue.parquet")
+    if data.item_sizes is not None:
+        data.item_sizes.write_parquet(out / "item_sizes.parquet")
+    if data.catalogue is not None:
+        data.catalogue.write_parquet(out / "catalogue.parquet")
     meta = {
         "config": cfg.as_params(),
         "full_softmax": model.full,

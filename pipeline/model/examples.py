@@ -16,11 +16,10 @@ timeline as the "session": previous rentals are the history, the fit feedback th
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from pathlib import Path
 
-import numpy as np
 import polars as pl
 
 from pipeline.data.contracts import EVENT_TYPES
@@ -53,13 +52,28 @@ FIT_INDEX = {name: i for i, name in enumerate(FIT_CLASSES)}
 
 @dataclass
 class Dataset:
-    """Train and test examples and the catalogue the candidates come from."""
+    """Train and test examples and the catalogue the candidates come from.
+
+    Attributes:
+        train: Training examples.
+        test: Test examples.
+        items: Item feature table (the candidates), one row per item.
+        cutoff: When the training data ends (None: no time cut-off).
+        item_sizes: Sizes and stock of each item, written to the bundle for the fit head
+            and the in-stock rules (None: the data has no size charts).
+        catalogue: Brand, colour and price of each item, written to the bundle for the
+            rules (None: not known).
+        unknown_item_examples_dropped: Examples dropped because their item had no feature
+            snapshot at the cut-off.
+    """
 
     train: pl.DataFrame
     test: pl.DataFrame
     items: pl.DataFrame
     cutoff: datetime | None
-    notes: dict[str, object] = field(default_factory=dict)
+    item_sizes: pl.DataFrame | None = None
+    catalogue: pl.DataFrame | None = None
+    unknown_item_examples_dropped: int = 0
 
 
 def _steps(curated_dir: Path, up_to: date, collapse_repeats: bool = True) -> pl.DataFrame:
@@ -322,18 +336,7 @@ def build_dataset(
         test=test,
         items=items,
         cutoff=cutoff,
-        notes={
-            "unknown_item_examples_dropped": dropped,
-            "item_sizes": sizes,
-            "catalogue": catalogue,
-        },
+        item_sizes=sizes,
+        catalogue=catalogue,
+        unknown_item_examples_dropped=dropped,
     )
-
-
-def split_random(examples: pl.DataFrame, seed: int, shares=(0.8, 0.1, 0.1)):
-    """Random train / validation / test split of rows (RentTheRunway's published protocol)."""
-    u = np.random.default_rng(seed).random(examples.height)
-    train = examples.filter(pl.Series(u < shares[0]))
-    valid = examples.filter(pl.Series((u >= shares[0]) & (u < shares[0] + shares[1])))
-    test = examples.filter(pl.Series(u >= shares[0] + shares[1]))
-    return train, valid, test

@@ -44,7 +44,7 @@ def _normalization(prefix: str, layer) -> dict[str, np.ndarray]:
 
 
 def _ids(prefix: str, layer) -> dict[str, np.ndarray]:
-    """An :class:`~pipeline.model.IdEmbedding`: vocabulary in index order, its OOV slot,
+    """An :class:`~pipeline.model.towers.IdEmbedding`: vocabulary in index order, its OOV slot,
     and the embedding table."""
     lookup = layer.lookup
     vocabulary = [str(v) for v in lookup.get_vocabulary()]

@@ -15,7 +15,7 @@ import numpy as np
 import polars as pl
 
 from pipeline.features.declarations import ITEM_ENTITY
-from pipeline.features.garment_fit import FitTable, best_size_per_item, fit_inputs
+from pipeline.features.garment_fit import FitTable, best_size_per_item
 from pipeline.model import fastpath
 from pipeline.model.config import FIT_CLASSES, PAD
 from pipeline.tfenv import tf
@@ -47,10 +47,8 @@ class Scorer:
         self.popular: list[str] = self.meta["popular_items"]
         module = tf.saved_model.load(str(self.bundle / "saved_model"))
         self._module = module
-        self._encode = module.signatures["encode"]
         self._score = module.signatures["score"]
-        self._serve = module.signatures.get("serve")
-        self._rank = module.signatures["rank"]
+        self._serve = module.signatures["serve"]
         self._fit = module.signatures["fit"]
         self.items = pl.read_parquet(self.bundle / "items.parquet")
         sizes_path = self.bundle / "item_sizes.parquet"
@@ -65,6 +63,12 @@ class Scorer:
         )
         weights = self.bundle / fastpath.FILE
         self.fast = fastpath.FastModel.load(weights) if fast and weights.exists() else None
+
+    @property
+    def module(self) -> Any:
+        """The loaded SavedModel: its ``encode``, ``score``, ``serve``, ``rank`` and ``fit``
+        functions callable directly (benchmarks wrap them; scoring goes through methods)."""
+        return self._module
 
     # --- inputs -----------------------------------------------------------------------
 
@@ -125,17 +129,6 @@ class Scorer:
             "session_events": tf.constant(session_events, tf.string),
         }
 
-    def encode(
-        self,
-        customer_ids: np.ndarray | list[str],
-        features: np.ndarray,
-        sessions: np.ndarray,
-        session_events: np.ndarray | None = None,
-    ) -> np.ndarray:
-        """Query vectors (for the ranking heads)."""
-        inputs = self._inputs(customer_ids, features, sessions, session_events)
-        return self._encode(**inputs)["query"].numpy()
-
     def score(
         self,
         customer_ids: np.ndarray | list[str],
@@ -163,11 +156,6 @@ class Scorer:
             return self.fast.serve(
                 customer_id, features[0], sessions[0].tolist(), session_events[0].tolist(), n
             )
-        if self._serve is None:  # bundles from before the serve signature
-            query, scores = self.score([customer_id], features, sessions, session_events)
-            top = np.argsort(-scores[0], kind="stable")[:n]
-            heads = self.rank(query[0], self.item_ids[top].tolist())
-            return {"query": query, "indices": top, "scores": scores[0][top], **heads}
         inputs = self._inputs([customer_id], features, sessions, session_events)
         out = self._serve(**inputs, candidates=tf.constant(n, tf.int32))
         return {k: v.numpy() for k, v in out.items()}
@@ -198,40 +186,32 @@ class Scorer:
         _, scores = self.score(customer_ids, self.feature_matrix(features), items, kinds)
         return self.top_k(scores, k)
 
-    # --- ranking and fit ----------------------------------------------------------------
+    # --- fit --------------------------------------------------------------------------
 
-    def rank(self, query: np.ndarray, item_ids: list[str]) -> dict[str, np.ndarray]:
-        """Probability of purchase and of keeping, for candidates of one query."""
-        idx = [self.item_index[i] for i in item_ids]
-        candidates = self.raw_item_vectors[idx]
-        queries = np.repeat(query.reshape(1, -1), len(idx), axis=0)
-        out = self._rank(
-            query=tf.constant(queries, tf.float32), candidates=tf.constant(candidates, tf.float32)
-        )
-        return {k: v.numpy() for k, v in out.items()}
-
-    def fit_probabilities(
-        self, customer_id: str, features: dict[str, Any] | None, rows: pl.DataFrame
+    def fit_head(
+        self,
+        customer_ids: np.ndarray,
+        customer_features: np.ndarray,
+        candidates: np.ndarray,
+        fit_features: np.ndarray,
     ) -> np.ndarray:
-        """P(too small, fits, too large) for each (item_id, size) row."""
-        ordered = rows.select(ITEM_ENTITY, "size").join(
-            self.items, on=ITEM_ENTITY, how="left", maintain_order="left"
-        )
-        customer = self.feature_matrix([features])[0]
-        frame = ordered.with_columns(
-            pl.lit(float(v)).alias(name)
-            for name, v in zip(self.customer_features, customer, strict=True)
-        )
-        matrix = fit_inputs(frame)
-        idx = [self.item_index[i] for i in ordered.get_column(ITEM_ENTITY)]
-        n = len(idx)
-        out = self._fit(
-            customer_id=tf.constant(np.array([customer_id] * n, dtype=object), tf.string),
-            customer_features=tf.constant(np.repeat(customer[None], n, 0), tf.float32),
-            candidates=tf.constant(self.raw_item_vectors[idx], tf.float32),
-            fit_features=tf.constant(matrix, tf.float32),
-        )
-        return out["fit"].numpy()
+        """P(too small, fits, too large) per row, through the SavedModel's ``fit`` signature.
+
+        Args:
+            customer_ids: One (pseudonymised) customer id per row.
+            customer_features: ``(rows, len(customer_features))`` as :meth:`feature_matrix`.
+            candidates: ``(rows, d)`` raw candidate vectors (rows of ``raw_item_vectors``).
+            fit_features: ``(rows, len(FIT_INPUTS))`` fit inputs of each (item, size).
+
+        Returns:
+            ``(rows, 3)`` probabilities in the order of ``FIT_CLASSES``.
+        """
+        return self._fit(
+            customer_id=tf.constant(np.asarray(customer_ids, dtype=object), tf.string),
+            customer_features=tf.constant(customer_features, tf.float32),
+            candidates=tf.constant(candidates, tf.float32),
+            fit_features=tf.constant(fit_features, tf.float32),
+        )["fit"].numpy()
 
     def best_sizes(
         self,
@@ -260,12 +240,12 @@ class Scorer:
                 customer_id, customer, candidates, fit_features, customer_vector
             )
         else:
-            probabilities = self._fit(
-                customer_id=tf.constant(np.array([customer_id] * n, dtype=object), tf.string),
-                customer_features=tf.constant(np.repeat(customer[None], n, 0), tf.float32),
-                candidates=tf.constant(candidates),
-                fit_features=tf.constant(fit_features, tf.float32),
-            )["fit"].numpy()
+            probabilities = self.fit_head(
+                np.array([customer_id] * n, dtype=object),
+                np.repeat(customer[None], n, 0),
+                candidates,
+                fit_features,
+            )
         fits = probabilities[:, FIT_CLASSES.index("fits")]
         owners = self.fit_table.item_index[rows]
         return best_size_per_item(

@@ -56,7 +56,7 @@ def recommender(served):
 
 
 def _catalogue(rec: Recommender) -> pl.DataFrame:
-    return rec._model.attributes
+    return rec.model.attributes
 
 
 def _events(processor, session, items, kind="view", customer=None):
@@ -74,7 +74,7 @@ def test_events_change_the_next_recommendation(recommender, served):
     catalogue = _catalogue(recommender)
     categories = dict(zip(catalogue["item_id"], catalogue["category"], strict=True))
     styles = dict(zip(catalogue["item_id"], catalogue["style"], strict=True))
-    popular = recommender._model.scorer.popular
+    popular = recommender.model.scorer.popular
     answers = {}
     for category in ("dress", "top"):
         pool = [i for i in popular if categories.get(i) == category]
@@ -212,7 +212,7 @@ def test_hot_swap_under_concurrent_requests_loses_none(recommender, served):
 def test_redis_outage_degrades_then_recovers(served):
     settings, run_date, server = served
     rec = Recommender(settings, LoadedModel.load(settings))
-    rec._feature_cache.clear()
+    rec.clear_feature_cache()
     customers = pl.read_parquet(settings.curated_dir / "customers" / "*" / "*.parquet")
     healthy = rec.recommend(RecommendationRequest(customer_id="C0000001", session_id="x1", k=5))
     assert not healthy.degraded
@@ -230,7 +230,7 @@ def test_redis_outage_degrades_then_recovers(served):
         assert state is None and degraded  # accepted (logged) even though Redis is down
     finally:
         server.start()
-    rec._feature_cache.clear()
+    rec.clear_feature_cache()
     recovered = rec.recommend(RecommendationRequest(customer_id="C0000003", session_id="x3", k=5))
     assert not recovered.degraded and customers.height > 0
 
