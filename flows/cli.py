@@ -86,29 +86,33 @@ def ingest(
         Path | None, typer.Option(help="raw drops folder (default: <data_dir>/raw)")
     ] = None,
 ) -> None:
-    """Ingest raw drops into curated Parquet and quarantine, with progress and a summary."""
-    from pipeline.data.curated import drops_up_to
-    from pipeline.data.ingest import ingest_drop
+    """Ingest raw drops and serving's event log into curated Parquet and quarantine, with
+    progress and a summary; days unchanged since their last ingest are skipped."""
+    from pipeline.data.curated import days_to_ingest
+    from pipeline.data.ingest import ingest_day
 
     settings = get_settings()
     up_to = date.fromisoformat(run_date) if run_date else date.max
-    drops = drops_up_to(raw or settings.raw_dir, up_to)
-    if not drops:
-        raise typer.BadParameter(f"no raw drops in {raw or settings.raw_dir}")
+    raw_dir = raw or settings.raw_dir
+    # The same days and the same per-day step as the ``ingest`` flow (flows/ingest.py).
+    days = days_to_ingest(raw_dir, settings.events_dir, up_to)
+    if not days:
+        raise typer.BadParameter(f"no raw drops in {raw_dir}")
     totals: dict[str, list[int]] = {}
+    skipped = 0
     with _progress() as progress:
-        task = progress.add_task("ingesting drops", total=len(drops))
-        for day, folder in drops:
-            report = ingest_drop(folder, day, settings)
-            for table, counts in report.tables.items():
+        task = progress.add_task("ingesting days", total=len(days))
+        for day, folder in days:
+            report, unchanged = ingest_day(folder, day, settings)
+            skipped += unchanged
+            for table, counts in report["tables"].items():
                 row = totals.setdefault(table, [0, 0, 0, 0])
-                for i, value in enumerate(
-                    (counts.raw, counts.curated, counts.quarantined, counts.exact_duplicates)
-                ):
-                    row[i] += value
+                for i, key in enumerate(("raw", "curated", "quarantined", "exact_duplicates")):
+                    row[i] += counts[key]
             progress.advance(task)
+    note = f" ({skipped} unchanged since their last ingest, skipped)" if skipped else ""
     _table(
-        f"ingested {len(drops)} drops into {settings.curated_dir}",
+        f"ingested {len(days)} days into {settings.curated_dir}{note}",
         ["table", "raw", "curated", "quarantined", "exact duplicates"],
         [[table, *values] for table, values in totals.items()],
     )

@@ -8,20 +8,17 @@ from pathlib import Path
 from prefect import flow, get_run_logger, task
 
 from pipeline.config import get_settings
-from pipeline.data.curated import days_to_ingest, previous_report, serving_logs
-from pipeline.data.ingest import drop_fingerprint, ingest_drop
+from pipeline.data import ingest as ingestion
+from pipeline.data.curated import days_to_ingest
 
 
 @task(retries=2, retry_delay_seconds=[2, 10])
 def ingest_day(drop: Path, day: date) -> dict:
     """Ingest one day's drop and serving log, unless exactly these files were ingested."""
-    settings = get_settings()
-    extra = serving_logs(settings.events_dir, day)
-    previous = previous_report(settings.curated_dir, day)
-    if previous and previous.get("fingerprint") == drop_fingerprint(drop, extra):
+    report, skipped = ingestion.ingest_day(drop, day, get_settings())
+    if skipped:
         get_run_logger().info("%s: unchanged since last ingest, skipped", day)
-        return previous
-    report = ingest_drop(drop, day, settings, extra).as_dict()
+        return report
     for table, counts in report["tables"].items():
         get_run_logger().info(
             "%s %s: raw=%d curated=%d quarantined=%d duplicates=%d %s",

@@ -16,8 +16,13 @@ from pipeline.data.contracts import CHART_MEASURES, CONTRACTS
 
 
 def serving_logs(events_dir: Path, day: date) -> dict[str, list[Path]]:
-    """Session events accepted by serving on ``day`` (its durable log), as extra sources."""
-    return {"session_events": sorted((events_dir / day.isoformat()).glob("*.jsonl"))}
+    """Session events accepted by serving on ``day`` (its durable log), as extra sources.
+
+    A missing or empty day folder gives no files; anything there that is not a regular
+    ``*.jsonl`` file (a stray folder of that name) is not serving's and is left alone.
+    """
+    logs = (events_dir / day.isoformat()).glob("*.jsonl")
+    return {"session_events": sorted(p for p in logs if p.is_file())}
 
 
 def days_to_ingest(raw_dir: Path, events_dir: Path, up_to: date) -> list[tuple[date, Path]]:
@@ -28,7 +33,7 @@ def days_to_ingest(raw_dir: Path, events_dir: Path, up_to: date) -> list[tuple[d
             day = date.fromisoformat(folder.name)
         except ValueError:
             continue
-        if day <= up_to and any(folder.glob("*.jsonl")):
+        if day <= up_to and serving_logs(events_dir, day)["session_events"]:
             days.setdefault(day, raw_dir / day.isoformat())
     return sorted(days.items())
 

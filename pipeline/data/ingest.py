@@ -35,7 +35,13 @@ from pipeline.data.contracts import (
     add_reasons,
     conform,
 )
-from pipeline.data.curated import ITEM_SIZES_SCHEMA, partition, report_path
+from pipeline.data.curated import (
+    ITEM_SIZES_SCHEMA,
+    partition,
+    previous_report,
+    report_path,
+    serving_logs,
+)
 from pipeline.privacy import pseudonymise_column, redact_without_consent, without_body
 
 log = logging.getLogger(__name__)
@@ -337,6 +343,29 @@ def ingest_drop(
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(report.as_dict(), indent=2, sort_keys=True))
     return report
+
+
+def ingest_day(drop: Path, day: date, settings: Settings) -> tuple[dict, bool]:
+    """Ingest one day: its raw drop together with serving's event log for that day.
+
+    This is the one way a day is ingested (the ``ingest`` flow and ``fitrec ingest`` both call
+    it), so a day's curated session events always include what serving accepted that day. A
+    day whose files are exactly those of its last ingest is not read again.
+
+    Args:
+        drop: The day's raw drop folder (it may be missing when only serving logged events).
+        day: The day being ingested.
+        settings: Where curated, quarantine and the event log live; the pseudonym key.
+
+    Returns:
+        The day's report (as :meth:`IngestReport.as_dict`) and whether it was skipped as
+        unchanged (then the report is the previous one).
+    """
+    extra = serving_logs(settings.events_dir, day)
+    previous = previous_report(settings.curated_dir, day)
+    if previous and previous.get("fingerprint") == drop_fingerprint(drop, extra):
+        return previous, True
+    return ingest_drop(drop, day, settings, extra).as_dict(), False
 
 
 def _ingest_table(

@@ -21,11 +21,10 @@ from pipeline.config import Settings
 from pipeline.data import adapters
 from pipeline.data.contracts import CONTRACTS
 from pipeline.data.ingest import ingest_drop
-from pipeline.evaluation.evaluate import evaluate
+from pipeline.evaluation.candidate import train_and_evaluate_candidate
 from pipeline.evaluation.metrics import fit_auc
 from pipeline.features.build import customer_features, feature_paths, item_features
 from pipeline.features.declarations import CUSTOMER_VIEW, ITEM_ENTITY, ITEM_VIEW, TIMESTAMP
-from pipeline.model.bundle import export_bundle
 from pipeline.model.config import ModelConfig
 from pipeline.model.examples import (
     CUSTOMER_NUMERIC,
@@ -36,8 +35,6 @@ from pipeline.model.examples import (
     session_examples,
 )
 from pipeline.model.inputs import fit_feature_matrix
-from pipeline.model.scoring import Scorer
-from pipeline.model.training import fit
 
 log = logging.getLogger(__name__)
 EVENT_TABLES = ("session_events", "try_ons", "purchases")
@@ -219,14 +216,16 @@ def run(
     """Train and evaluate; returns one JSON-ready dict of metrics per method."""
     cfg = cfg or ModelConfig()
     data = prepare(source, spec, workdir, cfg, test_source)
-    model, losses = fit(data, cfg)
-    scorer = Scorer(export_bundle(model, data, cfg, workdir / "bundle"))
     from pipeline.evaluation.baselines import all_baselines
 
     # On raw click streams a quarter of next clicks repeat the last one; let item-KNN vote
     # for repeats there (its authors' setting for such data), not on collapsed steps.
     knn = {"repeat_weight": 1.0} if not spec.collapse_repeats else {}
-    evaluation = evaluate(scorer, data, all_baselines(session_knn=knn))
+    # The same train, export, score and evaluate sequence as a retrain.
+    trained = train_and_evaluate_candidate(
+        data, cfg, workdir / "bundle", all_baselines(session_knn=knn)
+    )
+    losses, evaluation = trained.losses, trained.evaluation
     result: dict[str, object] = {
         "dataset": spec.name,
         "split": spec.split if test_source is None else "given test file",

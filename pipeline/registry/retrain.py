@@ -13,14 +13,13 @@ import numpy as np
 import polars as pl
 
 from pipeline.config import Settings
-from pipeline.evaluation.evaluate import evaluate, model_top_k, plots
+from pipeline.evaluation.candidate import train_and_evaluate_candidate
+from pipeline.evaluation.evaluate import model_top_k, plots
 from pipeline.evaluation.metrics import ranking_metrics
 from pipeline.features.declarations import FEATURE_SERVICE, ITEM_ENTITY
-from pipeline.model.bundle import export_bundle
 from pipeline.model.config import ModelConfig
 from pipeline.model.examples import build_dataset
 from pipeline.model.scoring import Scorer
-from pipeline.model.training import fit
 from pipeline.registry import tracking as registry
 
 log = logging.getLogger(__name__)
@@ -41,10 +40,8 @@ def train_candidate(
 ) -> Candidate:
     """Train on everything before ``run_date``, evaluate on ``run_date``, export the bundle."""
     data = build_dataset(settings.curated_dir, settings.features_dir, run_date, cfg.session_len)
-    model, losses = fit(data, cfg)
-    bundle = export_bundle(model, data, cfg, out / "bundle")
-    scorer = Scorer(bundle)
-    evaluation = evaluate(scorer, data, baselines)
+    trained = train_and_evaluate_candidate(data, cfg, out / "bundle", baselines)
+    losses, scorer, evaluation = trained.losses, trained.scorer, trained.evaluation
     metrics = evaluation.flat()
     metrics |= {
         "final_loss": losses["loss"][-1],
@@ -65,10 +62,10 @@ def train_candidate(
         "run_date": run_date.isoformat(),
         "items": data.items.height,
         "feature_service": FEATURE_SERVICE,
-        "full_softmax": model.full,
+        "full_softmax": trained.model.full,
     }
     return Candidate(
-        bundle=bundle,
+        bundle=trained.bundle,
         metrics=metrics,
         params=params,
         example_items=scorer.popular[:3] or scorer.item_ids[:3].tolist(),
