@@ -18,7 +18,7 @@ import time
 import uuid
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, BinaryIO, Literal, cast
 
 import orjson
 import redis
@@ -56,7 +56,7 @@ class EventLog:
         self.directory = directory
         self.sync_seconds = sync_seconds
         self._lock = threading.Lock()
-        self._file = None
+        self._file: BinaryIO | None = None
         self._day = ""
         self._last_sync = 0.0
         self.name = f"serving-{socket.gethostname()}-{os.getpid()}.jsonl"
@@ -71,11 +71,12 @@ class EventLog:
                 folder.mkdir(parents=True, exist_ok=True)
                 self._file = open(folder / self.name, "ab")  # noqa: SIM115 - kept open
                 self._day = day
-            self._file.write(line)
-            self._file.flush()  # in the OS once this returns: survives a process crash
+            file = self._file
+            file.write(line)
+            file.flush()  # in the OS once this returns: survives a process crash
             now = time.monotonic()
             if now - self._last_sync >= self.sync_seconds:
-                os.fsync(self._file.fileno())
+                os.fsync(file.fileno())
                 self._last_sync = now
 
     def _close(self) -> None:
@@ -109,7 +110,7 @@ class SessionStore:
     def get(self, session_id: str) -> SessionState | None:
         if self.client is None:
             return self._local.get(session_id)
-        raw = self.client.get(self.key(session_id))
+        raw = cast(bytes | None, self.client.get(self.key(session_id)))
         return SessionState.from_json(raw) if raw else None
 
     def put(self, state: SessionState) -> None:

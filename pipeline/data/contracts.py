@@ -7,6 +7,7 @@ so ingest can split curated rows from quarantine without losing any.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Final
 
@@ -312,7 +313,9 @@ def conform(raw: pl.DataFrame, contract: Contract) -> pl.DataFrame:
     return add_reasons(typed, checks).select(*contract.names, "reason")
 
 
-def add_reasons(frame: pl.DataFrame, checks: list[tuple[pl.Expr, str]]) -> pl.DataFrame:
+def add_reasons(
+    frame: pl.DataFrame, checks: Sequence[tuple[pl.Expr | pl.Series, str]]
+) -> pl.DataFrame:
     """Append to ``reason`` the name of every check that is true for a row (nulls are false).
 
     Checks are evaluated as booleans over all rows; reason strings are built only for the

@@ -97,7 +97,8 @@ def drop_fingerprint(drop: Path, extra: dict[str, list[Path]] | None = None) -> 
     again, an unchanged one not."""
     digest = hashlib.sha256()
     paths = [drop / name for name in sorted(RAW_FILES.values())]
-    paths += [p for table in sorted(extra or {}) for p in sorted(extra[table])]
+    sources = extra or {}
+    paths += [p for table in sorted(sources) for p in sorted(sources[table])]
     for path in paths:
         digest.update(str(path.relative_to(path.parent.parent)).encode())
         if path.is_file():
@@ -396,7 +397,7 @@ def _ingest_table(
     exact_duplicates = rows_in - raw.height
 
     frame = pl.concat([conform(raw, contract), raw.select(SOURCE, LINE, FILE)], how="horizontal")
-    checks: list[tuple[pl.Expr, str]] = []
+    checks: list[tuple[pl.Expr | pl.Series, str]] = []
     if "__bad_json" in raw.columns:
         frame = frame.with_columns(raw.get_column("__bad_json"))
         checks.append((pl.col("__bad_json"), "bad_json"))

@@ -162,6 +162,8 @@ def evaluate_fit(
 def _size_accuracy(scorer: Scorer, fitted: pl.DataFrame, limit: int = 2000) -> float | None:
     """Share of "fits" rows whose size is the one the fit head recommends for that item."""
     fitted = fitted.head(limit)
+    if scorer.item_sizes is None:
+        return None
     sizes = scorer.item_sizes.select(ITEM_ENTITY, "size", "size_rank")
     candidates = (
         fitted.with_row_index("__row")

@@ -13,6 +13,7 @@ import logging
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
+from typing import cast
 
 import numpy as np
 import polars as pl
@@ -62,6 +63,8 @@ SPECS = {
 
 def _event_time(table: str, frame: pl.DataFrame) -> pl.Series:
     column = CONTRACTS[table].timestamp
+    if column is None:
+        raise ValueError(f"table {table!r} has no event time")
     return frame.get_column(column).str.to_datetime("%Y-%m-%dT%H:%M:%SZ", strict=False)
 
 
@@ -83,7 +86,7 @@ def split_source(source: adapters.RawTables, spec: Spec) -> tuple[adapters.RawTa
             is_test = pl.Series(u >= 0.9)
         else:
             ts = _event_time(table, frame)
-            cutoff = ts.max() - timedelta(days=spec.test_days)
+            cutoff = cast(datetime, ts.max()) - timedelta(days=spec.test_days)
             if "session_id" in frame.columns and table == "session_events":
                 starts = (
                     frame.with_columns(ts.alias("__ts"))
@@ -184,7 +187,8 @@ def _time_range(source: adapters.RawTables) -> tuple[datetime, datetime]:
     if not stamps:
         raise ValueError(f"{source.name}: no events to split")
     joined = pl.concat(stamps)
-    return joined.min().replace(tzinfo=UTC), joined.max().replace(tzinfo=UTC)
+    first, last = cast(datetime, joined.min()), cast(datetime, joined.max())
+    return first.replace(tzinfo=UTC), last.replace(tzinfo=UTC)
 
 
 def gbdt_fit_auc(data: Dataset, seed: int = 7) -> float | None:

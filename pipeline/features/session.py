@@ -32,7 +32,8 @@ class SessionState:
 
     def features(self) -> dict[str, object]:
         """The session view's features (names as in :mod:`pipeline.features.declarations`)."""
-        age = (self.last_ts - self.first_ts) if self.first_ts is not None else 0.0
+        first, last = self.first_ts, self.last_ts
+        age = last - first if first is not None and last is not None else 0.0
         return {
             "session_items": list(self.items),
             "session_event_types": list(self.event_types),

@@ -46,7 +46,7 @@ CUSTOMER_NUMERIC = numeric(CUSTOMER_FEATURES)
 ITEM_NUMERIC = numeric(ITEM_FEATURES)
 _DEFAULTS = {**defaults(CUSTOMER_FEATURES), **defaults(ITEM_FEATURES)}
 # Strongest event of a step, by how much it says about intent.
-_STRENGTH = {t: i for i, t in enumerate(sorted(EVENT_TYPES, key=ENGAGEMENT_WEIGHTS.get))}
+_STRENGTH = {t: i for i, t in enumerate(sorted(EVENT_TYPES, key=lambda t: ENGAGEMENT_WEIGHTS[t]))}
 FIT_INDEX = {name: i for i, name in enumerate(FIT_CLASSES)}
 
 
