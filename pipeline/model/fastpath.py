@@ -25,6 +25,11 @@ FILE = "fastpath.npz"
 EPSILON = 1e-7  # tf-keras backend.epsilon(), the floor of Normalization's scale
 PROJECTION_BYTES = 256 * 2**20  # the most memory a precomputed GRU input projection may use
 
+# The parts :meth:`FastModel.score_parts` splits a retrieval score into: the neural score of
+# the customer alone and what the session adds to it, the transition memory (items viewed
+# after or with the session's) and its re-views, the learned item bias, the trend prior.
+SCORE_PARTS = ("history", "session", "also_viewed", "revisit", "bestseller", "trend")
+
 
 def _dense(prefix: str, layer) -> dict[str, np.ndarray]:
     out = {f"{prefix}.kernel": layer.kernel.numpy()}
@@ -171,6 +176,10 @@ class FastModel:
         self.memory = {k.split(".", 1)[1]: v for k, v in w.items() if k.startswith("memory.")}
         self.n_items = len(self.item_matrix)
         self.dim = self.gru_recurrent.shape[0]
+        # Catalogue averages of the static parts, for :meth:`score_parts`.
+        self.item_mean = self.item_matrix.mean(axis=0)
+        self.bias_mean = np.float32(self.item_bias.mean())
+        self.prior_mean = np.float32(self.item_prior.mean())
 
     @classmethod
     def load(cls, path: Path) -> FastModel:
@@ -275,6 +284,78 @@ class FastModel:
             "keep": _sigmoid(logits[:, 1]),
             "customer": who,
         }
+
+    def score_parts(
+        self,
+        who: np.ndarray,
+        query: np.ndarray,
+        session_items: list[str],
+        indices: np.ndarray,
+    ) -> dict[str, np.ndarray]:
+        """How far each part of :meth:`serve`'s score lifts items above the catalogue average.
+
+        The retrieval score is linear in its parts, so ``score[i] - mean(score)`` splits
+        exactly into the keys of :data:`SCORE_PARTS` (they add up to it, float32 rounding
+        aside). The neural part is split by a second query without the session: ``history``
+        is what the customer alone scores, ``session`` what the session adds to that.
+
+        Args:
+            who: The customer vector :meth:`serve` returned (``customer``).
+            query: Its query vector (``query[0]``).
+            session_items: The same padded session :meth:`serve` saw.
+            indices: Catalogue indices to explain (the picks: only they are computed).
+
+        Returns:
+            One array per part, aligned with ``indices``.
+        """
+        idx = self.items.lookup(session_items)
+        empty = np.zeros_like(idx)
+        alone = self.query(who, empty, empty) if idx.any() else query
+        if self.full:
+            scale = self.neural_scale
+        else:  # cosine retrieval: the query is normalised, nothing else is added
+            scale = np.float32(1.0 / np.sqrt(max(float(query @ query), 1e-12)))
+        vectors = self.item_matrix[indices] - self.item_mean
+        zero = np.zeros(len(indices), np.float32)
+        parts = {
+            "history": scale * (vectors @ alone),
+            "session": scale * (vectors @ (query - alone)),
+            "also_viewed": zero,
+            "revisit": zero,
+            "bestseller": zero,
+            "trend": zero,
+        }
+        if not self.full:
+            return parts
+        memory = self.memory_scores(idx)
+        # Re-views: the session's own items (lookup index - 2 is the catalogue index).
+        w = self.memory_weights[2] * self.memory_decay ** np.arange(
+            len(idx) - 1, -1, -1, dtype=np.float32
+        )
+        seen = np.bincount(np.maximum(idx - 2, 0), weights=w * (idx >= 2), minlength=self.n_items)
+        mean_memory = np.float32(memory.mean())
+        parts["revisit"] = seen[indices].astype(np.float32) - np.float32(seen.mean())
+        parts["also_viewed"] = memory[indices] - mean_memory - parts["revisit"]
+        parts["bestseller"] = scale * (self.item_bias[indices] - self.bias_mean)
+        parts["trend"] = self.item_prior[indices] - self.prior_mean
+        return parts
+
+    def memory_anchors(self, session_items: list[str], indices: np.ndarray) -> np.ndarray:
+        """For each of catalogue ``indices``, the catalogue index of the session item whose
+        transitions (successors, neighbours) add the most to its score; -1 where none do."""
+        idx = self.items.lookup(session_items)
+        m, w = self.memory, self.memory_weights
+        decay = self.memory_decay ** np.arange(len(idx) - 1, -1, -1, dtype=np.float32)
+        targets = np.asarray(indices, np.int64)[:, None, None]
+        neighbour = w[1] * m["neighbour_value"][idx] * decay[:, None]  # [L, M]
+        per = ((m["neighbour_index"][idx][None] == targets) * neighbour[None]).sum(axis=2)
+        successor = (m["successor_index"][idx[-1]][None] == targets[:, 0]) * (
+            w[0] * m["successor_value"][idx[-1]]
+        )
+        per[:, -1] += successor.sum(axis=1)
+        per[:, idx < 2] = 0.0  # padding and unknown items anchor nothing
+        best = per.argmax(axis=1)
+        return np.where(per.max(axis=1) > 0, idx[best] - 2, -1)
 
     def rank(self, query: np.ndarray, candidates: np.ndarray) -> np.ndarray:
         """Logits of purchase and keep for one query against candidate vectors."""
