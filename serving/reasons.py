@@ -65,15 +65,16 @@ def drivers(contributions: Mapping[str, np.ndarray]) -> list[list[str]]:
     if not names:
         return []
     stacked = np.stack([np.asarray(contributions[n], dtype=np.float64) for n in names])
-    order = np.argsort(-stacked, axis=0, kind="stable")
-    out = []
-    for row in range(stacked.shape[1]):
-        first, second = order[0, row], order[1, row] if len(names) > 1 else None
-        keys = [names[first]]
-        if second is not None and stacked[second, row] >= SECOND_REASON_LIFT:
-            keys.append(names[second])
-        out.append(keys)
-    return out
+    order = np.argsort(-stacked, axis=0, kind="stable")[:2]
+    firsts = order[0].tolist()
+    if len(names) == 1:
+        return [[names[i]] for i in firsts]
+    seconds = order[1].tolist()
+    strong = (np.take_along_axis(stacked, order[1:2], axis=0)[0] >= SECOND_REASON_LIFT).tolist()
+    return [
+        [names[a], names[b]] if keep else [names[a]]
+        for a, b, keep in zip(firsts, seconds, strong, strict=True)
+    ]
 
 
 def explain(

@@ -176,6 +176,7 @@ class FastModel:
         self.memory = {k.split(".", 1)[1]: v for k, v in w.items() if k.startswith("memory.")}
         self.n_items = len(self.item_matrix)
         self.dim = self.gru_recurrent.shape[0]
+        self._no_session: tuple[np.ndarray, np.ndarray] | None = None  # see score_parts
         # Catalogue averages of the static parts, for :meth:`score_parts`.
         self.item_mean = self.item_matrix.mean(axis=0)
         self.bias_mean = np.float32(self.item_bias.mean())
@@ -225,9 +226,18 @@ class FastModel:
         has_session = np.float32(mask.any())
         return np.concatenate([last_state, context, item_vectors[-1], [has_session]])
 
-    def query(self, who: np.ndarray, idx: np.ndarray, events: np.ndarray) -> np.ndarray:
-        """The query vector from the customer vector and the session."""
-        x = np.concatenate([who, self.session_vector(idx, events)]).astype(np.float32)[None]
+    def query(
+        self,
+        who: np.ndarray,
+        idx: np.ndarray,
+        events: np.ndarray,
+        session: np.ndarray | None = None,
+    ) -> np.ndarray:
+        """The query vector from the customer vector and the session (or its ``session``
+        vector, when already known)."""
+        if session is None:
+            session = self.session_vector(idx, events)
+        x = np.concatenate([who, session]).astype(np.float32)[None]
         return self.out(np.concatenate([x, self.hidden(x)], axis=1))[0]
 
     def memory_scores(self, idx: np.ndarray) -> np.ndarray:
@@ -261,14 +271,16 @@ class FastModel:
         candidates: int,
     ) -> dict[str, np.ndarray]:
         """What the ``serve`` signature returns, for one query, plus the customer vector
-        (``customer``, for :meth:`fit` on the same request)."""
+        (``customer``, for :meth:`fit` on the same request) and, for full-softmax bundles,
+        the transition memory's scores (``memory``, for :meth:`score_parts`)."""
         idx = self.items.lookup(session_items)
         events = self.events.lookup(session_events)
         who = self.customer_vector(customer_id, features)
         query = self.query(who, idx, events)
         if self.full:
             neural = self.item_matrix @ query + self.item_bias
-            scores = self.neural_scale * neural + self.memory_scores(idx) + self.item_prior
+            memory = self.memory_scores(idx)
+            scores = self.neural_scale * neural + memory + self.item_prior
         else:
             norm = np.sqrt(max(float(query @ query), 1e-12))
             scores = self.item_matrix @ (query / norm)
@@ -276,7 +288,9 @@ class FastModel:
         part = np.argpartition(-scores, n - 1)[:n] if n < self.n_items else np.arange(n)
         top = part[np.lexsort((part, -scores[part]))]  # top_k's order: ties by index
         logits = self.rank(query, self.item_raw[top])
+        extra = {"memory": memory} if self.full else {}  # for score_parts on the same request
         return {
+            **extra,
             "query": query[None],
             "indices": top.astype(np.int32),
             "scores": scores[top],
@@ -291,6 +305,7 @@ class FastModel:
         query: np.ndarray,
         session_items: list[str],
         indices: np.ndarray,
+        memory: np.ndarray | None = None,
     ) -> dict[str, np.ndarray]:
         """How far each part of :meth:`serve`'s score lifts items above the catalogue average.
 
@@ -304,13 +319,21 @@ class FastModel:
             query: Its query vector (``query[0]``).
             session_items: The same padded session :meth:`serve` saw.
             indices: Catalogue indices to explain (the picks: only they are computed).
+            memory: The transition memory's scores :meth:`serve` returned, if it did.
 
         Returns:
             One array per part, aligned with ``indices``.
         """
         idx = self.items.lookup(session_items)
-        empty = np.zeros_like(idx)
-        alone = self.query(who, empty, empty) if idx.any() else query
+        if idx.any():
+            if self._no_session is None or len(self._no_session[0]) != len(idx):
+                # All padding encodes to a constant: encode it once per session length.
+                empty = np.zeros_like(idx)
+                self._no_session = (empty, self.session_vector(empty, empty))
+            empty, vector = self._no_session
+            alone = self.query(who, empty, empty, vector)
+        else:
+            alone = query
         if self.full:
             scale = self.neural_scale
         else:  # cosine retrieval: the query is normalised, nothing else is added
@@ -327,15 +350,14 @@ class FastModel:
         }
         if not self.full:
             return parts
-        memory = self.memory_scores(idx)
+        if memory is None:
+            memory = self.memory_scores(idx)
         # Re-views: the session's own items (lookup index - 2 is the catalogue index).
-        w = self.memory_weights[2] * self.memory_decay ** np.arange(
-            len(idx) - 1, -1, -1, dtype=np.float32
-        )
-        seen = np.bincount(np.maximum(idx - 2, 0), weights=w * (idx >= 2), minlength=self.n_items)
-        mean_memory = np.float32(memory.mean())
-        parts["revisit"] = seen[indices].astype(np.float32) - np.float32(seen.mean())
-        parts["also_viewed"] = memory[indices] - mean_memory - parts["revisit"]
+        decay = self.memory_decay ** np.arange(len(idx) - 1, -1, -1, dtype=np.float32)
+        seen = self.memory_weights[2] * decay * (idx >= 2)
+        revisit = (idx[None, :] - 2 == np.asarray(indices)[:, None]) @ seen
+        parts["revisit"] = (revisit - seen.sum() / self.n_items).astype(np.float32)
+        parts["also_viewed"] = memory[indices] - np.float32(memory.mean()) - parts["revisit"]
         parts["bestseller"] = scale * (self.item_bias[indices] - self.bias_mean)
         parts["trend"] = self.item_prior[indices] - self.prior_mean
         return parts
@@ -346,16 +368,20 @@ class FastModel:
         idx = self.items.lookup(session_items)
         m, w = self.memory, self.memory_weights
         decay = self.memory_decay ** np.arange(len(idx) - 1, -1, -1, dtype=np.float32)
+        steps = np.flatnonzero(idx >= 2)  # padding and unknown items anchor nothing
+        if steps.size == 0:
+            return np.full(len(indices), -1, np.int64)
+        seen = idx[steps]
         targets = np.asarray(indices, np.int64)[:, None, None]
-        neighbour = w[1] * m["neighbour_value"][idx] * decay[:, None]  # [L, M]
-        per = ((m["neighbour_index"][idx][None] == targets) * neighbour[None]).sum(axis=2)
-        successor = (m["successor_index"][idx[-1]][None] == targets[:, 0]) * (
-            w[0] * m["successor_value"][idx[-1]]
-        )
-        per[:, -1] += successor.sum(axis=1)
-        per[:, idx < 2] = 0.0  # padding and unknown items anchor nothing
+        neighbour = w[1] * m["neighbour_value"][seen] * decay[steps, None]  # [steps, M]
+        per = ((m["neighbour_index"][seen][None] == targets) * neighbour[None]).sum(axis=2)
+        if steps[-1] == len(idx) - 1:  # successors of the last item
+            successor = (m["successor_index"][idx[-1]][None] == targets[:, 0]) * (
+                w[0] * m["successor_value"][idx[-1]]
+            )
+            per[:, -1] += successor.sum(axis=1)
         best = per.argmax(axis=1)
-        return np.where(per.max(axis=1) > 0, idx[best] - 2, -1)
+        return np.where(per.max(axis=1) > 0, seen[best] - 2, -1)
 
     def rank(self, query: np.ndarray, candidates: np.ndarray) -> np.ndarray:
         """Logits of purchase and keep for one query against candidate vectors."""

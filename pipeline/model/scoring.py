@@ -182,7 +182,11 @@ class Scorer:
         if self.fast is None or "customer" not in served:
             return None
         return self.fast.score_parts(
-            served["customer"], served["query"][0], sessions[0].tolist(), indices
+            served["customer"],
+            served["query"][0],
+            sessions[0].tolist(),
+            indices,
+            served.get("memory"),
         )
 
     def memory_anchors(self, sessions: np.ndarray, indices: np.ndarray) -> list[str | None]:
