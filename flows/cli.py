@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import subprocess
 import sys
 import tempfile
+from collections.abc import Iterator
 from datetime import date
 from pathlib import Path
 from typing import Annotated
@@ -15,6 +17,15 @@ import typer
 from pipeline.config import get_settings
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
+
+
+@app.callback()
+def _start() -> None:
+    # Every command: third-party notices and INFO chatter out, errors and the rest kept.
+    from pipeline.quiet import quiet_third_parties
+
+    quiet_third_parties()
+
 
 FLOWS = (
     "ingest",
@@ -175,6 +186,9 @@ def _apply_profile() -> None:
 def _run_flow(flow_name: str, day: date, start: date | None = None) -> object:
     from dataclasses import asdict
 
+    from pipeline.quiet import import_quietly
+
+    import_quietly()  # the flows import TensorFlow and Feast: load them first, quietly
     from flows.backfill import backfill
     from flows.features import build_features
     from flows.ingest import ingest
@@ -213,6 +227,9 @@ def recommend(
     """Print the top-k for a customer and session from the champion model, with sizes."""
     from pydantic import ValidationError
 
+    from pipeline.quiet import import_quietly
+
+    import_quietly()
     from serving import NoChampionError, RecommendationRequest, Recommender
 
     try:
@@ -229,27 +246,52 @@ def recommend(
     except NoChampionError as exc:
         typer.echo(str(exc), err=True)
         raise typer.Exit(1) from None
-    _print(recommender.recommend(request), request)
+    _print(recommender, recommender.recommend(request), request)
 
 
-def _print(result, request) -> None:
+def _print(recommender, result, request) -> None:
+    """The answer as a table: what each item is, its size and why it was picked."""
+    from rich.console import Console
+    from rich.table import Table
+
+    shown = [*request.session_items, *(i.item_id for i in result.items)]
+    about = recommender.describe(shown)
+
+    def name(item_id: str) -> str:
+        row = about.get(item_id)
+        return f"{item_id} ({row['category']}, {row['brand']})" if row else item_id
+
     who = request.customer_id or "anonymous"
     state = "known customer" if result.known_customer else "unknown customer (cold start)"
-    typer.echo(f"model version {result.model_version}; {who}: {state}")
-    typer.echo(f"session: {', '.join(request.session_items) or '(empty)'}")
+    console = Console()
+    if not console.is_terminal:  # piped or logged: rich would assume 80 columns
+        console = Console(width=120)
+    console.print(f"model version {result.model_version}; {who}: {state}")
+    console.print(f"session: {', '.join(map(name, request.session_items)) or '(empty)'}")
     if result.ignored_items:
-        typer.echo(f"ignored unknown items: {', '.join(result.ignored_items)}")
+        console.print(f"ignored unknown items: {', '.join(result.ignored_items)}")
     if result.degraded:
-        typer.echo("(degraded: answered without the online store)")
+        console.print("(degraded: answered without the online store)")
+    table = Table(title=f"top {len(result.items)} for {who}", title_justify="left")
+    for column in ("#", "item", "category", "brand", "price", "size (fit)", "why"):
+        table.add_column(column, justify="right" if column in ("#", "price") else "left")
     for rank, item in enumerate(result.items, 1):
-        size = (
-            f"  size {item.recommended_size} ({item.fit_confidence:.0%})"
-            if item.recommended_size
-            else ""
+        row = about.get(item.item_id, {})
+        price = row.get("price")
+        size = item.recommended_size
+        fit = f"{size} ({item.fit_confidence:.0%})" if size and item.fit_confidence else size
+        # The size column already says how well it fits: the reason column need not.
+        why = [r for r in item.reasons if not r.startswith("fits you in")] or item.reasons
+        table.add_row(
+            str(rank),
+            item.item_id,
+            row.get("category") or "",
+            row.get("brand") or "",
+            f"{price:,.2f}" if price is not None else "",
+            fit or "",
+            "; ".join(why),
         )
-        typer.echo(
-            f"{rank:>3}. {item.item_id}  {item.score:8.4f}{size}  - {'; '.join(item.reasons)}"
-        )
+    console.print(table)
 
 
 @app.command()
@@ -258,20 +300,75 @@ def demo(
     days: int = typer.Option(14, min=3),
 ) -> None:
     """Generate data (once), run the nightly flow, print recommendations for a sample session."""
+    import os
+
+    # Stage lines and a spinner instead of Prefect's per-task INFO lines (they stay in the
+    # run's logs on the Prefect server); its warnings and errors still print.
+    os.environ.setdefault("PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL", "WARNING")
+    # The temporary Prefect server can take longer than Prefect's 20 s to start on a busy
+    # laptop; a first run should wait rather than fail.
+    os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "90")
     settings = get_settings()
     if not any(settings.raw_dir.glob("????-??-??")):
         generate(customers=customers, days=days, seed=7, out=None, dirty=0.005)
     day = _latest_drop(settings.raw_dir)
-    result = _run_flow("nightly", day)
-    typer.echo(json.dumps({k: v for k, v in result.items() if k != "metrics"}, default=str))
+    with _stages(f"nightly flow for {day}"):
+        result = _run_flow("nightly", day)
     metrics = result["metrics"]
+    verdict = "promoted to champion" if result.get("promoted") else "not promoted"
+    typer.echo(f"model version {result.get('version')} {verdict}: {result['reason']}")
     typer.echo(
-        "recall@20 model={:.3f} popularity={:.3f}".format(
-            metrics["model_recall_at_20"], metrics["popularity_recall_at_20"]
+        "recall@20 on {}: model {:.3f}, popularity baseline {:.3f}".format(
+            day, metrics["model_recall_at_20"], metrics["popularity_recall_at_20"]
         )
     )
     customer, items = _sample_session(settings.raw_dir / day.isoformat())
     recommend(customer=customer, session=",".join(items), k=10)
+
+
+@contextlib.contextmanager
+def _stages(title: str) -> Iterator[None]:
+    """A spinner naming the running stage of a flow, and one line per finished stage.
+
+    Reads the "Beginning (sub)flow run" records of Prefect's run loggers, so it follows any
+    flow without the flow knowing. It watches the log record factory rather than adding a
+    handler: Prefect re-applies its logging config when its server starts, which drops
+    handlers added before.
+    """
+    import logging
+    import re
+    import time
+
+    from rich.console import Console
+
+    console = Console(stderr=True)
+    begins = re.compile(r"Beginning (?:sub)?flow run '[^']+' for flow '([^']+)'")
+    state = {"stage": "", "since": time.monotonic()}
+    make_record = logging.getLogRecordFactory()
+
+    def finish() -> None:
+        if state["stage"]:
+            seconds = time.monotonic() - state["since"]
+            console.print(f"  [green]done[/] {state['stage']:<22} {seconds:6.1f}s")
+
+    with console.status(title) as status:
+
+        def record(*args, **kwargs) -> logging.LogRecord:
+            made = make_record(*args, **kwargs)
+            if made.name == "prefect.flow_runs":
+                match = begins.search(str(made.msg) % made.args if made.args else str(made.msg))
+                if match and match.group(1) != "nightly":
+                    finish()
+                    state.update(stage=match.group(1), since=time.monotonic())
+                    status.update(f"{title}: {match.group(1)}")
+            return made
+
+        logging.setLogRecordFactory(record)
+        try:
+            yield
+            finish()
+        finally:
+            logging.setLogRecordFactory(make_record)
 
 
 def _sample_session(drop: Path) -> tuple[str, list[str]]:

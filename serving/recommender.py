@@ -34,6 +34,7 @@ from pipeline.registry.tracking import configure
 from pipeline.rules.compiled import CatalogueRules
 from pipeline.rules.schema import Context, Rules, load_rules
 from serving.events import SessionStore
+from serving.reasons import drivers, explain, lifts
 
 log = logging.getLogger(__name__)
 
@@ -191,6 +192,12 @@ class Recommender:
     @property
     def version(self) -> str:
         return self._model.version
+
+    def describe(self, item_ids: list[str]) -> dict[str, dict]:
+        """Catalogue attributes (category, brand, style, colour, price, sizes in stock) of
+        the known ``item_ids`` in the current model, by id (for people, not page views)."""
+        frame = self._model.attributes.filter(pl.col(ITEM_ENTITY).is_in(item_ids))
+        return {row[ITEM_ENTITY]: row for row in frame.iter_rows(named=True)}
 
     @property
     def rules(self) -> Rules:
@@ -356,9 +363,9 @@ class Recommender:
         # Relevance first, nudged by how likely the item is bought and kept (returns cost the
         # retailer twice); a full weight let purchase propensity override the session's
         # intent (share of dresses after a dress session: 0.5 -> 0.3).
-        final = out["scores"] + self.settings.serving_ranking_weight * (
-            np.log(out["purchase"] + 1e-6) + np.log(out["keep"] + 1e-6)
-        )
+        weight = self.settings.serving_ranking_weight
+        log_purchase, log_keep = np.log(out["purchase"] + 1e-6), np.log(out["keep"] + 1e-6)
+        final = out["scores"] + weight * (log_purchase + log_keep)
         # Sizes before the rules when a rule reads them (for the best candidates), else only
         # for the picks.
         by_size = self.rules.in_stock_in_recommended_size
@@ -379,14 +386,22 @@ class Recommender:
         )
         if not by_size:
             sizes = scorer.best_sizes(customer, features, picked_ids.tolist(), who, row[0])
+        # Why each pick: the largest contribution to its final score (only the k picks).
+        position = dict(zip(ids, range(len(ids)), strict=True))
+        at = [position[i] for i in picked_ids.tolist()]
+        parts = scorer.score_parts(out, items, top[at])
+        leads: list[list[str]] = [[] for _ in at]
+        if parts is not None:
+            leads = drivers(lifts(parts, at, log_purchase, log_keep, weight, scores - final[at]))
+        anchored = any("also_viewed" in keys for keys in leads)
+        anchors = scorer.memory_anchors(items, top[at]) if anchored else [None] * len(at)
         answer = []
-        picks = zip(picked_ids.tolist(), scores.tolist(), reasons_of, strict=True)
-        for item_id, score, reasons in picks:
+        picks = zip(picked_ids.tolist(), scores.tolist(), reasons_of, leads, anchors, strict=True)
+        for item_id, score, rule_reasons, lead, anchor in picks:
             size, confidence = sizes.get(item_id, (None, None))
-            if session:
-                reasons.insert(0, "goes with what you are looking at")
-            if size is not None:
-                reasons.append(f"fits you in {size} ({confidence:.0%})")
+            reasons = explain(
+                lead, rule_reasons, size, confidence, bool(customer), bool(session), anchor
+            )
             answer.append(
                 ScoredItem(
                     item_id=item_id,

@@ -25,6 +25,11 @@ FILE = "fastpath.npz"
 EPSILON = 1e-7  # tf-keras backend.epsilon(), the floor of Normalization's scale
 PROJECTION_BYTES = 256 * 2**20  # the most memory a precomputed GRU input projection may use
 
+# The parts :meth:`FastModel.score_parts` splits a retrieval score into: the neural score of
+# the customer alone and what the session adds to it, the transition memory (items viewed
+# after or with the session's) and its re-views, the learned item bias, the trend prior.
+SCORE_PARTS = ("history", "session", "also_viewed", "revisit", "bestseller", "trend")
+
 
 def _dense(prefix: str, layer) -> dict[str, np.ndarray]:
     out = {f"{prefix}.kernel": layer.kernel.numpy()}
@@ -171,6 +176,11 @@ class FastModel:
         self.memory = {k.split(".", 1)[1]: v for k, v in w.items() if k.startswith("memory.")}
         self.n_items = len(self.item_matrix)
         self.dim = self.gru_recurrent.shape[0]
+        self._no_session: tuple[np.ndarray, np.ndarray] | None = None  # see score_parts
+        # Catalogue averages of the static parts, for :meth:`score_parts`.
+        self.item_mean = self.item_matrix.mean(axis=0)
+        self.bias_mean = np.float32(self.item_bias.mean())
+        self.prior_mean = np.float32(self.item_prior.mean())
 
     @classmethod
     def load(cls, path: Path) -> FastModel:
@@ -216,9 +226,18 @@ class FastModel:
         has_session = np.float32(mask.any())
         return np.concatenate([last_state, context, item_vectors[-1], [has_session]])
 
-    def query(self, who: np.ndarray, idx: np.ndarray, events: np.ndarray) -> np.ndarray:
-        """The query vector from the customer vector and the session."""
-        x = np.concatenate([who, self.session_vector(idx, events)]).astype(np.float32)[None]
+    def query(
+        self,
+        who: np.ndarray,
+        idx: np.ndarray,
+        events: np.ndarray,
+        session: np.ndarray | None = None,
+    ) -> np.ndarray:
+        """The query vector from the customer vector and the session (or its ``session``
+        vector, when already known)."""
+        if session is None:
+            session = self.session_vector(idx, events)
+        x = np.concatenate([who, session]).astype(np.float32)[None]
         return self.out(np.concatenate([x, self.hidden(x)], axis=1))[0]
 
     def memory_scores(self, idx: np.ndarray) -> np.ndarray:
@@ -252,14 +271,16 @@ class FastModel:
         candidates: int,
     ) -> dict[str, np.ndarray]:
         """What the ``serve`` signature returns, for one query, plus the customer vector
-        (``customer``, for :meth:`fit` on the same request)."""
+        (``customer``, for :meth:`fit` on the same request) and, for full-softmax bundles,
+        the transition memory's scores (``memory``, for :meth:`score_parts`)."""
         idx = self.items.lookup(session_items)
         events = self.events.lookup(session_events)
         who = self.customer_vector(customer_id, features)
         query = self.query(who, idx, events)
         if self.full:
             neural = self.item_matrix @ query + self.item_bias
-            scores = self.neural_scale * neural + self.memory_scores(idx) + self.item_prior
+            memory = self.memory_scores(idx)
+            scores = self.neural_scale * neural + memory + self.item_prior
         else:
             norm = np.sqrt(max(float(query @ query), 1e-12))
             scores = self.item_matrix @ (query / norm)
@@ -267,7 +288,9 @@ class FastModel:
         part = np.argpartition(-scores, n - 1)[:n] if n < self.n_items else np.arange(n)
         top = part[np.lexsort((part, -scores[part]))]  # top_k's order: ties by index
         logits = self.rank(query, self.item_raw[top])
+        extra = {"memory": memory} if self.full else {}  # for score_parts on the same request
         return {
+            **extra,
             "query": query[None],
             "indices": top.astype(np.int32),
             "scores": scores[top],
@@ -275,6 +298,90 @@ class FastModel:
             "keep": _sigmoid(logits[:, 1]),
             "customer": who,
         }
+
+    def score_parts(
+        self,
+        who: np.ndarray,
+        query: np.ndarray,
+        session_items: list[str],
+        indices: np.ndarray,
+        memory: np.ndarray | None = None,
+    ) -> dict[str, np.ndarray]:
+        """How far each part of :meth:`serve`'s score lifts items above the catalogue average.
+
+        The retrieval score is linear in its parts, so ``score[i] - mean(score)`` splits
+        exactly into the keys of :data:`SCORE_PARTS` (they add up to it, float32 rounding
+        aside). The neural part is split by a second query without the session: ``history``
+        is what the customer alone scores, ``session`` what the session adds to that.
+
+        Args:
+            who: The customer vector :meth:`serve` returned (``customer``).
+            query: Its query vector (``query[0]``).
+            session_items: The same padded session :meth:`serve` saw.
+            indices: Catalogue indices to explain (the picks: only they are computed).
+            memory: The transition memory's scores :meth:`serve` returned, if it did.
+
+        Returns:
+            One array per part, aligned with ``indices``.
+        """
+        idx = self.items.lookup(session_items)
+        if idx.any():
+            if self._no_session is None or len(self._no_session[0]) != len(idx):
+                # All padding encodes to a constant: encode it once per session length.
+                empty = np.zeros_like(idx)
+                self._no_session = (empty, self.session_vector(empty, empty))
+            empty, vector = self._no_session
+            alone = self.query(who, empty, empty, vector)
+        else:
+            alone = query
+        if self.full:
+            scale = self.neural_scale
+        else:  # cosine retrieval: the query is normalised, nothing else is added
+            scale = np.float32(1.0 / np.sqrt(max(float(query @ query), 1e-12)))
+        vectors = self.item_matrix[indices] - self.item_mean
+        zero = np.zeros(len(indices), np.float32)
+        parts = {
+            "history": scale * (vectors @ alone),
+            "session": scale * (vectors @ (query - alone)),
+            "also_viewed": zero,
+            "revisit": zero,
+            "bestseller": zero,
+            "trend": zero,
+        }
+        if not self.full:
+            return parts
+        if memory is None:
+            memory = self.memory_scores(idx)
+        # Re-views: the session's own items (lookup index - 2 is the catalogue index).
+        decay = self.memory_decay ** np.arange(len(idx) - 1, -1, -1, dtype=np.float32)
+        seen = self.memory_weights[2] * decay * (idx >= 2)
+        revisit = (idx[None, :] - 2 == np.asarray(indices)[:, None]) @ seen
+        parts["revisit"] = (revisit - seen.sum() / self.n_items).astype(np.float32)
+        parts["also_viewed"] = memory[indices] - np.float32(memory.mean()) - parts["revisit"]
+        parts["bestseller"] = scale * (self.item_bias[indices] - self.bias_mean)
+        parts["trend"] = self.item_prior[indices] - self.prior_mean
+        return parts
+
+    def memory_anchors(self, session_items: list[str], indices: np.ndarray) -> np.ndarray:
+        """For each of catalogue ``indices``, the catalogue index of the session item whose
+        transitions (successors, neighbours) add the most to its score; -1 where none do."""
+        idx = self.items.lookup(session_items)
+        m, w = self.memory, self.memory_weights
+        decay = self.memory_decay ** np.arange(len(idx) - 1, -1, -1, dtype=np.float32)
+        steps = np.flatnonzero(idx >= 2)  # padding and unknown items anchor nothing
+        if steps.size == 0:
+            return np.full(len(indices), -1, np.int64)
+        seen = idx[steps]
+        targets = np.asarray(indices, np.int64)[:, None, None]
+        neighbour = w[1] * m["neighbour_value"][seen] * decay[steps, None]  # [steps, M]
+        per = ((m["neighbour_index"][seen][None] == targets) * neighbour[None]).sum(axis=2)
+        if steps[-1] == len(idx) - 1:  # successors of the last item
+            successor = (m["successor_index"][idx[-1]][None] == targets[:, 0]) * (
+                w[0] * m["successor_value"][idx[-1]]
+            )
+            per[:, -1] += successor.sum(axis=1)
+        best = per.argmax(axis=1)
+        return np.where(per.max(axis=1) > 0, seen[best] - 2, -1)
 
     def rank(self, query: np.ndarray, candidates: np.ndarray) -> np.ndarray:
         """Logits of purchase and keep for one query against candidate vectors."""

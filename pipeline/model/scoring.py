@@ -160,6 +160,32 @@ class Scorer:
         out = self._serve(**inputs, candidates=tf.constant(n, tf.int32))
         return {k: v.numpy() for k, v in out.items()}
 
+    def score_parts(
+        self, served: dict[str, np.ndarray], sessions: np.ndarray, indices: np.ndarray
+    ) -> dict[str, np.ndarray] | None:
+        """What lifted catalogue items ``indices`` above the average item in a :meth:`serve`
+        answer, one array per :data:`~pipeline.model.fastpath.SCORE_PARTS` key (see
+        :meth:`~pipeline.model.fastpath.FastModel.score_parts`); None for bundles without
+        the fast path. Costs one more query without the session, then O(len(indices))."""
+        if self.fast is None or "customer" not in served:
+            return None
+        return self.fast.score_parts(
+            served["customer"],
+            served["query"][0],
+            sessions[0].tolist(),
+            indices,
+            served.get("memory"),
+        )
+
+    def memory_anchors(self, sessions: np.ndarray, indices: np.ndarray) -> list[str | None]:
+        """For each of catalogue ``indices``, the session item (of the one padded session in
+        ``sessions``) whose transitions lift it the most; None where none does or the bundle
+        has no fast path."""
+        if self.fast is None or not self.fast.full:
+            return [None] * len(indices)
+        anchors = self.fast.memory_anchors(sessions[0].tolist(), indices)
+        return [self.item_ids[a] if a >= 0 else None for a in anchors.tolist()]
+
     def top_k(self, scores: np.ndarray, k: int, exclude: list[list[int]] | None = None):
         """Exact top-k over the whole catalogue for each row of scores."""
         scores = scores.copy()

@@ -138,3 +138,43 @@ def test_candidates_beyond_the_catalogue_return_all_of_it(tmp_path):
     got = fast.serve("c1", np.zeros(N_FEATURES, np.float32), items, events, N_ITEMS)
     assert sorted(got["indices"].tolist()) == list(range(N_ITEMS))
     assert np.all(np.diff(got["scores"]) <= 0)
+
+
+@pytest.mark.parametrize("softmax", ["full", "sampled"])
+def test_score_parts_add_up_to_the_lift_over_the_average_item(tmp_path, softmax):
+    model = _trained_looking_model(softmax, seed=5)
+    _, fast = _fast(model, tmp_path)
+    features = np.random.default_rng(2).normal(size=N_FEATURES).astype(np.float32)
+    for customer, items, events in CASES:
+        items, events = _pad(items, events)
+        served = fast.serve(customer, features, items, events, N_ITEMS)
+        scores = np.empty(N_ITEMS, np.float32)
+        scores[served["indices"]] = served["scores"]
+        picks = served["indices"][:7]
+        parts = fast.score_parts(served["customer"], served["query"][0], items, picks)
+        assert list(parts) == list(fastpath.SCORE_PARTS)
+        total = np.sum(list(parts.values()), axis=0)
+        np.testing.assert_allclose(total, scores[picks] - scores.mean(), rtol=1e-4, atol=1e-4)
+        if not any(i != PAD for i in items):  # no session: the query is the customer's alone
+            assert not parts["session"].any()
+        if softmax == "sampled":  # cosine retrieval: only the neural parts
+            assert not parts["trend"].any() and not parts["bestseller"].any()
+
+
+def test_memory_anchors_name_the_session_item_whose_transitions_lift_the_pick(tmp_path):
+    model = _trained_looking_model("full", seed=5)
+    _, fast = _fast(model, tmp_path)
+    items, events = _pad(["i3", "i7"], ["view", "view"])
+    idx = fast.items.lookup(items)
+    successors = fast.memory["successor_index"][idx[-1]]
+    only_after_i7 = [
+        j
+        for j in successors.tolist()
+        if j not in fast.memory["neighbour_index"][idx[-2]].tolist()
+        and fast.memory["successor_value"][idx[-1]][successors.tolist().index(j)] > 0
+    ]
+    assert only_after_i7, "the random memory should have a successor of i7 alone"
+    anchors = fast.memory_anchors(items, np.array([only_after_i7[0], N_ITEMS - 1]))
+    assert ITEMS[anchors[0]] == "i7"
+    empty, _ = _pad([], [])
+    assert fast.memory_anchors(empty, np.array([0, 1])).tolist() == [-1, -1]
