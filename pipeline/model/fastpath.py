@@ -14,7 +14,7 @@ Mirrors :mod:`pipeline.model`: keep the two in step (the equality test fails oth
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 
@@ -104,7 +104,7 @@ def export(
         "memory_decay": np.array(model.cfg.memory_decay, np.float32),
         **{f"memory.{k}": v.numpy() for k, v in model.memory.items()},
     }
-    np.savez(path, **arrays)
+    np.savez(path, **cast(dict[str, Any], arrays))  # numpy types **kwds as bool
     return path
 
 
