@@ -192,10 +192,9 @@ class NodeConnections:
     that redis-py's pipeline objects would build command by command.
 
     The fast writer sends pre-encoded RESP bytes for thousands of rows with
-    :meth:`redis.connection.Connection.send_packed_command` and reads the replies with
-    ``read_response`` (hiredis parses them: about 1 us per reply, measured on 10,000
-    ``HSET`` replies; Redis itself spends about 10 us executing each). Which node owns a key
-    is the cluster client's decision (``keyslot`` and its slot cache).
+    :meth:`redis.connection.Connection.send_packed_command` and reads the replies in bulk
+    (:mod:`pipeline.features.online.replies`). Which node owns a key is the cluster client's
+    decision (``keyslot`` and its slot cache).
     """
 
     def __init__(self, client: RedisClient):

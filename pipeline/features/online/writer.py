@@ -3,7 +3,8 @@
 Feast's stock ``materialize`` builds one protobuf object per value and one redis-py command per
 row, which caps it at a few thousand rows per second. :class:`RedisFeatureWriter` writes
 *exactly* the same bytes (:mod:`pipeline.features.online.encoding`), thousands of rows per
-pipelined batch over redis-py connections (:mod:`pipeline.features.online.connection`): the
+pipelined batch over redis-py connections (:mod:`pipeline.features.online.connection`;
+replies are counted in bulk by :mod:`pipeline.features.online.replies`): the
 latest row per entity, Feast's rule of never overwriting a stored ``_ts`` that is newer or
 equal, ``key_ttl_seconds``, and resumable chunks with a checkpoint file.
 
@@ -32,6 +33,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal, cast
 
+import hiredis
 import numpy as np
 import polars as pl
 import pyarrow as pa
@@ -41,6 +43,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from redis.backoff import ExponentialBackoff
 from redis.retry import Retry
 
+from pipeline.features.online import replies
 from pipeline.features.online.bytematrix import I64, payload_bytes
 from pipeline.features.online.connection import NodeConnections, feast_connection_target
 from pipeline.features.online.encoding import (
@@ -379,7 +382,7 @@ class RedisFeatureWriter:
                 groups.append(
                     (name, rows, cast(pa.LargeBinaryArray, commands.take(pa.array(rows))))
                 )
-        errors: list[Exception] = []
+        errors: list[str] = []
         values: list[Any] | None = None
         with nodes.session():
             # Every node gets its batch before any reply is read: the nodes work in parallel.
@@ -389,52 +392,32 @@ class RedisFeatureWriter:
                 )
             for name, group_rows, subset in groups:
                 connection = nodes.connection(name)
-                replies = []
-                for _ in range(len(subset) * per_row):
-                    try:
-                        replies.append(connection.read_response())
-                    except redis.exceptions.ResponseError as error:  # the stream stays in step
-                        errors.append(error)
-                        replies.append(None)
-                if mode == "count" or not any(replies):
+                count = len(subset) * per_row
+                if mode == "count":
+                    errors += replies.count_lines(connection, count)
+                    continue
+                got = replies.first_fields(connection, count)
+                if got is None:
                     continue
                 if values is None:
                     values = [None] * n
                 positions = range(n) if group_rows is None else group_rows.tolist()
-                for row, reply in zip(positions, replies, strict=True):
-                    if reply:
-                        values[row] = reply[0]
+                for row, reply in zip(positions, got, strict=True):
+                    if isinstance(reply, hiredis.ReplyError):
+                        errors.append(str(reply))
+                    else:
+                        values[row] = reply
         if errors:
-            kind = ClusterMoved if _redirected(errors) and nodes.cluster else RedisWriteError
-            messages = [_reply_text(e) for e in errors]
-            raise kind(
-                f"Redis rejected {len(errors)} of {n * per_row} commands; first: {messages[0]}",
-                messages,
+            moved = nodes.cluster and any(e.startswith(_REDIRECTS) for e in errors)
+            raise (ClusterMoved if moved else RedisWriteError)(
+                f"Redis rejected {len(errors)} of {n * per_row} commands; first: {errors[0]}",
+                errors,
             )
         return values
 
 
-# redis-py turns an error reply's code into an exception class and drops it from the message;
-# put it back so the message reads as Redis wrote it ("OOM command not allowed ...").
-_ERROR_CODES = {
-    redis.exceptions.OutOfMemoryError: "OOM",
-    redis.exceptions.MovedError: "MOVED",
-    redis.exceptions.AskError: "ASK",
-    redis.exceptions.TryAgainError: "TRYAGAIN",
-    redis.exceptions.ReadOnlyError: "READONLY",
-    redis.exceptions.ClusterDownError: "CLUSTERDOWN",
-    redis.exceptions.AuthenticationError: "NOAUTH",
-}
-
-
-def _reply_text(error: Exception) -> str:
-    code = _ERROR_CODES.get(type(error))
-    return f"{code} {error}" if code else str(error)
-
-
-def _redirected(errors: Sequence[Exception]) -> bool:
-    moved = (redis.exceptions.MovedError, redis.exceptions.AskError, redis.exceptions.TryAgainError)
-    return any(isinstance(e, moved) for e in errors)
+# Error replies that mean "this slot lives elsewhere now" (resharding, failover).
+_REDIRECTS = ("MOVED", "ASK", "TRYAGAIN")
 
 
 def save_checkpoint(path: Path, fingerprint: str, rows_done: int, total: int) -> None:
