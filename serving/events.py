@@ -123,7 +123,9 @@ class SessionStore:
 def redis_client(settings: Settings) -> redis.Redis | redis.RedisCluster:
     """A client for serving's own keys, with short timeouts (fail fast, answer degraded)."""
     target = RedisTarget.parse(settings.redis_url or "")
-    return target.client(socket_timeout=settings.redis_timeout_seconds, retries=0)
+    # A timeout in the URL is the operator's word for this client; else serving's setting.
+    timeout = target.options.get("socket_timeout", settings.redis_timeout_seconds)
+    return target.client(socket_timeout=timeout, retries=0)
 
 
 class FeastPusher:

@@ -69,7 +69,7 @@ class RedisTarget:
                 f"rediss+cluster://, not {scheme + sep if sep else 'no scheme'}"
             )
         cluster = scheme in CLUSTER_SCHEMES
-        authority, _, tail = _split_authority(rest)
+        authority, tail = _split_authority(rest)
         userinfo, at, hosts = authority.rpartition("@")
         if not at:
             userinfo, hosts = "", authority
@@ -106,7 +106,7 @@ class RedisTarget:
             parts = self.url.split(",")
             return ",".join("password=***" if p.startswith("password=") else p for p in parts)
         scheme, _, rest = self.url.partition("://")
-        authority, _, tail = _split_authority(rest)
+        authority, tail = _split_authority(rest)
         userinfo, _, hosts = authority.rpartition("@")
         user = userinfo.partition(":")[0]
         return f"{scheme}://{user}:***@{hosts}{tail}"
@@ -121,16 +121,16 @@ class RedisTarget:
         """A redis-py client (a cluster client for a cluster URL).
 
         Args:
-            socket_timeout: Seconds per socket operation (also the connect timeout) unless
-                the URL sets them.
+            socket_timeout: Seconds per socket operation, in place of the URL's (None keeps
+                the URL's); redis-py also connects within it unless the URL sets
+                ``socket_connect_timeout``.
             retries: Retries on connection errors and timeouts, with exponential backoff
                 (redis-py's :class:`~redis.retry.Retry`); 0 fails at once (serving).
-            **overrides: Further redis-py keyword arguments.
+            **overrides: Further redis-py keyword arguments, in place of the URL's.
         """
         options = dict(self.options)
         if socket_timeout is not None:
-            options.setdefault("socket_timeout", socket_timeout)
-            options.setdefault("socket_connect_timeout", socket_timeout)
+            options["socket_timeout"] = socket_timeout
         options.update(overrides)
         retry = Retry(
             ExponentialBackoff(cap=2.0, base=0.05),
@@ -261,7 +261,7 @@ class NodeConnections:
         self.release()
 
 
-def _split_authority(rest: str) -> tuple[str, str, str]:
+def _split_authority(rest: str) -> tuple[str, str]:
     """``authority`` and the rest (path and query) of what follows ``scheme://``.
 
     The authority ends at the first ``/`` or ``?`` after the last ``@`` (a percent-encoded
@@ -273,7 +273,7 @@ def _split_authority(rest: str) -> tuple[str, str, str]:
         index = rest.find(mark, at + 1)
         if index >= 0:
             cut = min(cut, index)
-    return rest[:cut], "", rest[cut:]
+    return rest[:cut], rest[cut:]
 
 
 def _host_port(node: str) -> tuple[str, int]:

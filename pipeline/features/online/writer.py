@@ -174,7 +174,11 @@ class RedisFeatureWriter:
         # A stalled server must fail the write (the flow retries, the checkpoint resumes),
         # never hang it; connection errors are not retried here for the same reason.
         timeout = socket_timeout or target.options.get("socket_timeout") or 60.0
-        client = target.client(retries=0, socket_timeout=timeout, socket_connect_timeout=timeout)
+        client = target.client(
+            retries=0,
+            socket_timeout=timeout,
+            socket_connect_timeout=target.options.get("socket_connect_timeout", timeout),
+        )
         self._nodes = NodeConnections(client)
         # Resharding: each batch is idempotent, so it is sent again after the slot map is
         # reloaded, with backoff (TRYAGAIN during a migration clears in milliseconds).

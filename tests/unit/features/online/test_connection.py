@@ -91,3 +91,12 @@ def test_feast_connection_strings_still_parse() -> None:
     assert feast_connection_target("redis://:x@h:1/0", cluster=False).password == "x"
     with pytest.raises(ValueError, match="redis_type"):
         feast_connection_target("redis://h:1/0", cluster=True)
+
+
+def test_an_explicit_timeout_wins_over_the_urls() -> None:
+    target = RedisTarget.parse("redis://h:1/0?socket_timeout=5")
+    kept = target.client().connection_pool.connection_kwargs
+    assert kept["socket_timeout"] == 5
+    given = target.client(socket_timeout=0.05).connection_pool.connection_kwargs
+    assert given["socket_timeout"] == 0.05
+    assert given["db"] == 0
