@@ -10,10 +10,16 @@ consent lose them at ingest (:func:`redact_without_consent`), quarantined text t
 
 from __future__ import annotations
 
+import base64
 import hmac
+from collections.abc import Sequence
 
 import orjson
 import polars as pl
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from pipeline.data.contracts import CUSTOMERS
 
@@ -69,3 +75,46 @@ def without_body(text: str) -> str:
     if not isinstance(record, dict):
         return text
     return orjson.dumps({k: v for k, v in record.items() if k not in CUSTOMERS.sensitive}).decode()
+
+
+# --- sealed text --------------------------------------------------------------------------
+# Text that may hold a raw customer id but cannot be parsed to pseudonymise it (a malformed
+# quarantined line, say) is kept only sealed: AES-256-GCM under a key derived (HKDF-SHA256)
+# from the pseudonym key, so that only whoever holds that secret can read it back.
+
+SEALED_PREFIX = "sealed:v1:"
+_SEAL_INFO = b"fitrec sealed text v1"
+
+
+def _seal_key(key: str) -> bytes:
+    return HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=_SEAL_INFO).derive(
+        key.encode()
+    )
+
+
+def seal(text: str, key: str) -> str:
+    """Encrypt ``text`` (AES-256-GCM) into a printable token.
+
+    The nonce is synthetic (an HMAC of the text under the derived key), so sealing the same
+    text twice gives the same token: a re-run of ingest stays byte-identical, and a nonce is
+    only ever reused for the very same plaintext."""
+    secret = _seal_key(key)
+    plain = text.encode("utf-8", "surrogatepass")
+    nonce = hmac.digest(secret, plain, "sha256")[:12]
+    sealed = AESGCM(secret).encrypt(nonce, plain, None)
+    return SEALED_PREFIX + base64.urlsafe_b64encode(nonce + sealed).decode()
+
+
+def unseal(token: str, keys: Sequence[str]) -> str:
+    """The text of a :func:`seal` token, trying each key in turn (current key first, then
+    keys being rotated out); ``ValueError`` if none of them opens it."""
+    if not token.startswith(SEALED_PREFIX):
+        raise ValueError("not a sealed token")
+    raw = base64.urlsafe_b64decode(token[len(SEALED_PREFIX) :])
+    for key in keys:
+        try:
+            plain = AESGCM(_seal_key(key)).decrypt(raw[:12], raw[12:], None)
+        except InvalidTag:
+            continue
+        return plain.decode("utf-8", "surrogatepass")
+    raise ValueError("no key opens this sealed token")
