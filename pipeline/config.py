@@ -6,12 +6,13 @@ Nothing happens at import; call :func:`get_settings` to build them once.
 
 from __future__ import annotations
 
+import re
 from functools import lru_cache
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import Field, SecretStr, field_validator, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 FEATURE_REPO = PROJECT_ROOT / "feature_repo"
@@ -89,6 +90,68 @@ class Settings(BaseSettings):
     redis_timeout_seconds: float = Field(
         default=0.05, gt=0, description="Serving's Redis timeout: fail fast, answer degraded."
     )
+
+    # --- the HTTP API: who may call it, how much, how big (serving/security.py) ----------
+    api_key_hashes: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description=(
+            "SHA-256 hex digests of the accepted API keys, comma-separated (several: rotation). "
+            "None: the API is open (embedded profile only; production refuses to start)."
+        ),
+    )
+    api_protect_probes: bool = Field(
+        default=False, description="Require an API key on /health and /metrics too."
+    )
+    api_rate_limit: str = Field(
+        default="200/second",
+        description="Requests per key (or per client address when open), `limits` notation.",
+    )
+    api_max_body_bytes: int = Field(
+        default=64 * 1024, ge=1024, description="Largest request body; more is a 413."
+    )
+    redis_breaker_failures: int = Field(
+        default=3, ge=1, description="Consecutive failed Redis calls that open the breaker."
+    )
+    redis_breaker_reset_seconds: float = Field(
+        default=5.0, gt=0, description="Open breaker's cool-down before one probe call."
+    )
+    events_max_future_seconds: float = Field(
+        default=86_400.0,
+        ge=0,
+        le=366 * 86_400,
+        description="How far in the future an event's ts may be.",
+    )
+    events_max_age_days: int = Field(
+        default=30, ge=1, le=3660, description="How old an event's ts may be (ingest horizon)."
+    )
+    events_sync_seconds: float = Field(
+        default=0.2, gt=0, description="Longest time an accepted event waits for fsync."
+    )
+
+    @field_validator("api_key_hashes", mode="before")
+    @classmethod
+    def _key_hashes(cls, value: object) -> object:
+        if isinstance(value, str):
+            value = [part for part in value.replace(" ", ",").split(",") if part]
+        if isinstance(value, list):
+            value = [str(v).strip().lower() for v in value]
+            if not all(re.fullmatch(r"[0-9a-f]{64}", v) for v in value):
+                raise ValueError(
+                    "FITREC_API_KEY_HASHES: each entry must be a SHA-256 hex digest "
+                    "(python -m serving.security hash-key)"
+                )
+        return value
+
+    @field_validator("api_rate_limit")
+    @classmethod
+    def _rate_limit(cls, value: str) -> str:
+        from limits import parse_many
+
+        try:
+            parse_many(value)
+        except ValueError as error:
+            raise ValueError(f"FITREC_API_RATE_LIMIT: {error} (e.g. 200/second)") from None
+        return value
 
     @field_validator("data_dir")
     @classmethod
