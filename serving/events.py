@@ -5,6 +5,11 @@ the raw ``session_events`` format the nightly ingest reads), so nothing is lost 
 sessions and retrains; then the session state in Redis (capped, with a TTL) is updated with
 :func:`pipeline.features.session.apply_event`; then the session's features are pushed through
 Feast's push source in the background.
+
+An event's ``ts`` must be an ISO 8601 string (a number is refused: the spec says date-time)
+between ``FITREC_EVENTS_MAX_AGE_DAYS`` ago and ``FITREC_EVENTS_MAX_FUTURE_SECONDS`` ahead, so
+every accepted event lands in a day folder the nightly ingest reads (``events/YYYY-MM-DD/``);
+anything else is a 422 naming ``ts``.
 """
 
 from __future__ import annotations
@@ -16,23 +21,46 @@ import socket
 import threading
 import time
 import uuid
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Annotated, BinaryIO, Literal, cast
 
 import orjson
 import redis
-from pydantic import BaseModel, ConfigDict, StringConstraints
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, StringConstraints
 
 from pipeline.config import Settings
 from pipeline.features.declarations import SESSION_PUSH, SESSION_TTL, TIMESTAMP
 from pipeline.features.online.connection import RedisTarget
 from pipeline.features.session import SessionState, apply_event
 from pipeline.privacy import pseudonymise
+from serving.breaker import Breaker, BreakerOpen
 
 log = logging.getLogger(__name__)
 
 Id = Annotated[str, StringConstraints(min_length=1, max_length=128, pattern=r"^[\w.\-:]+$")]
+
+
+def _iso_string(value: object) -> object:
+    # pydantic would read a number as seconds since 1970; the spec promises a date-time string.
+    if not isinstance(value, str | datetime):
+        raise ValueError("ts must be an ISO 8601 date-time string")
+    return value
+
+
+def _in_utc(value: datetime) -> datetime:
+    value = value if value.tzinfo else value.replace(tzinfo=UTC)
+    try:
+        return value.astimezone(UTC)
+    except OverflowError:  # 0001-01-01T00:00:00+01:00 is before year 1 in UTC
+        raise ValueError("ts is outside the representable range") from None
+
+
+EventTime = Annotated[datetime, BeforeValidator(_iso_string), AfterValidator(_in_utc)]
+
+
+class EventTimeError(ValueError):
+    """An event's time is outside the accepted window (answered as a 422 on ``ts``)."""
 
 
 class SessionEventRequest(BaseModel):
@@ -45,12 +73,17 @@ class SessionEventRequest(BaseModel):
     customer_id: Annotated[str, StringConstraints(min_length=1, max_length=128)] | None = None
     event_type: Literal["view", "try_on", "add_to_cart", "remove_from_cart", "purchase"]
     item_id: Id
-    ts: datetime | None = None
+    ts: EventTime | None = None
 
 
 class EventLog:
-    """Append-only JSON-lines log, one file per day and process; flushed on every event and
-    fsynced at least every ``sync_seconds``."""
+    """Append-only JSON-lines log, one file per day and process.
+
+    Every event is flushed to the OS before :meth:`append` returns (it survives a crash of the
+    process); it is fsynced (it survives a crash of the machine) within ``sync_seconds``: on
+    a later write once that long has passed, and by a background timer when no write comes,
+    so an idle server's last events are synced too.
+    """
 
     def __init__(self, directory: Path, sync_seconds: float = 0.2):
         self.directory = directory
@@ -59,7 +92,12 @@ class EventLog:
         self._file: BinaryIO | None = None
         self._day = ""
         self._last_sync = 0.0
+        self._dirty = False
+        self.syncs = 0
         self.name = f"serving-{socket.gethostname()}-{os.getpid()}.jsonl"
+        self._stop = threading.Event()
+        self._timer = threading.Thread(target=self._sync_loop, name="event-log-sync", daemon=True)
+        self._timer.start()
 
     def append(self, record: dict) -> None:
         line = orjson.dumps(record) + b"\n"
@@ -74,10 +112,31 @@ class EventLog:
             file = self._file
             file.write(line)
             file.flush()  # in the OS once this returns: survives a process crash
-            now = time.monotonic()
-            if now - self._last_sync >= self.sync_seconds:
-                os.fsync(file.fileno())
-                self._last_sync = now
+            self._dirty = True
+            if time.monotonic() - self._last_sync >= self.sync_seconds:
+                self._sync()
+
+    def _sync(self) -> None:
+        if self._file is not None and self._dirty:
+            os.fsync(self._file.fileno())
+            self.syncs += 1
+        self._dirty = False
+        self._last_sync = time.monotonic()
+
+    def _sync_loop(self) -> None:
+        while not self._stop.wait(self.sync_seconds / 2):
+            with self._lock:
+                if self._dirty and time.monotonic() - self._last_sync >= self.sync_seconds / 2:
+                    try:
+                        self._sync()
+                    except OSError as exc:  # a full disk: keep serving, say so
+                        log.error("event log fsync failed: %s", exc)
+
+    @property
+    def unsynced(self) -> bool:
+        """Whether some appended event is not fsynced yet."""
+        with self._lock:
+            return self._dirty
 
     def _close(self) -> None:
         if self._file is not None:
@@ -85,8 +144,10 @@ class EventLog:
             os.fsync(self._file.fileno())
             self._file.close()
             self._file = None
+            self._dirty = False
 
     def close(self) -> None:
+        self._stop.set()
         with self._lock:
             self._close()
 
@@ -96,9 +157,10 @@ class SessionStore:
 
     PREFIX = "fitrec:session:"
 
-    def __init__(self, settings: Settings):
+    def __init__(self, settings: Settings, breaker: Breaker | None = None):
         self.ttl = int(SESSION_TTL.total_seconds())
         self.client: redis.Redis | redis.RedisCluster | None = None
+        self.breaker = breaker or Breaker.from_settings(settings)
         self._local: dict[str, SessionState] = {}
         if settings.redis_url:
             self.client = redis_client(settings)
@@ -110,14 +172,14 @@ class SessionStore:
     def get(self, session_id: str) -> SessionState | None:
         if self.client is None:
             return self._local.get(session_id)
-        raw = cast(bytes | None, self.client.get(self.key(session_id)))
+        raw = cast(bytes | None, self.breaker.call(self.client.get, self.key(session_id)))
         return SessionState.from_json(raw) if raw else None
 
     def put(self, state: SessionState) -> None:
         if self.client is None:
             self._local[state.session_id] = state
             return
-        self.client.set(self.key(state.session_id), state.to_json(), ex=self.ttl)
+        self.breaker.call(self.client.set, self.key(state.session_id), state.to_json(), ex=self.ttl)
 
 
 def redis_client(settings: Settings) -> redis.Redis | redis.RedisCluster:
@@ -190,16 +252,39 @@ class EventProcessor:
         self.settings = settings
         self.sessions = sessions
         self.pusher = pusher
-        self.log = event_log or EventLog(settings.events_dir)
+        self.log = event_log or EventLog(settings.events_dir, settings.events_sync_seconds)
         self._key = settings.pseudonym_key.get_secret_value()
         self.accepted = 0
         self.degraded = 0
 
+    def event_time(self, event: SessionEventRequest, now: datetime | None = None) -> datetime:
+        """The event's time in UTC (now when it has none), checked against the window the
+        nightly ingest reads.
+
+        Raises:
+            EventTimeError: More than ``events_max_future_seconds`` ahead or more than
+                ``events_max_age_days`` ago.
+        """
+        now = now or datetime.now(UTC)
+        if event.ts is None:
+            return now
+        ts = event.ts if event.ts.tzinfo else event.ts.replace(tzinfo=UTC)
+        ahead = timedelta(seconds=self.settings.events_max_future_seconds)
+        horizon = timedelta(days=self.settings.events_max_age_days)
+        if ts > now + ahead:
+            raise EventTimeError(f"ts is more than {ahead} in the future")
+        if ts < now - horizon:
+            raise EventTimeError(f"ts is more than {horizon.days} days in the past")
+        return ts
+
     def process(self, event: SessionEventRequest) -> tuple[SessionState | None, bool]:
         """Accept one event; returns the new session state (None if Redis failed) and whether
-        the state update was degraded. The event is in the durable log either way."""
-        ts = event.ts or datetime.now(UTC)
-        ts = ts if ts.tzinfo else ts.replace(tzinfo=UTC)
+        the state update was degraded. The event is in the durable log either way.
+
+        Raises:
+            EventTimeError: ``ts`` outside the accepted window (nothing is logged).
+        """
+        ts = self.event_time(event)
         record = {
             "event_id": event.event_id or f"srv-{uuid.uuid4().hex}",
             "session_id": event.session_id,
@@ -223,7 +308,8 @@ class EventProcessor:
             self.sessions.put(state)
         except (redis.RedisError, OSError) as exc:
             self.degraded += 1
-            log.warning("session %s not updated (Redis unavailable: %s)", event.session_id, exc)
+            if not isinstance(exc, BreakerOpen):  # while open: counted, not logged per event
+                log.warning("session not updated (Redis unavailable: %s)", exc)
             return None, True
         if self.pusher is not None:
             self.pusher.submit(state)

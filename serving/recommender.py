@@ -33,6 +33,7 @@ from pipeline.privacy import pseudonymise
 from pipeline.registry.tracking import configure
 from pipeline.rules.compiled import CatalogueRules
 from pipeline.rules.schema import Context, Rules, load_rules
+from serving.breaker import Breaker, BreakerOpen
 from serving.events import SessionStore
 from serving.reasons import drivers, explain, lifts
 
@@ -169,7 +170,9 @@ class Recommender:
         self._model = model  # replaced as a whole on swap: readers see old or new, never half
         self._rules = rules or (load_rules(settings.rules_path) if settings.rules_path else Rules())
         self.features = CustomerFeatures(settings)
-        self.sessions = SessionStore(settings)
+        # One breaker for both Redis paths (features and sessions live in the same Redis).
+        self.breaker = Breaker.from_settings(settings)
+        self.sessions = SessionStore(settings, self.breaker)
         self.counters = Counters()
         ttl = settings.serving_cache_seconds
         self._feature_cache: TTLCache = TTLCache(maxsize=100_000, ttl=max(ttl, 0.001))
@@ -314,10 +317,13 @@ class Recommender:
             if not want_features and not session_id:
                 return features or {}, None, False
             try:
-                row, raw = self.features.read_with_session(
+                row, raw = self.breaker.call(
+                    self.features.read_with_session,
                     pseudonym if want_features else None,
                     self.sessions.key(session_id) if session_id else None,
                 )
+            except BreakerOpen:  # Redis known down: no call made, answer degraded at once
+                return features or {}, None, True
             except Exception as exc:  # noqa: BLE001 - Redis down, timeouts: serve without
                 log.warning("online features or session unavailable: %s", exc)
                 return features or {}, None, True
