@@ -205,10 +205,9 @@ def create_app(
         event: SessionEventRequest, processor: ProcessorDep, metrics: MetricsDep
     ) -> EventResponse:
         start = time.perf_counter()
+        processor.event_time(event)  # refused (422) outside the window the ingest reads
         try:
             state, degraded = processor.process(event)
-        except EventTimeError:
-            raise
         except Exception:
             metrics.errors.labels("events").inc()
             raise
