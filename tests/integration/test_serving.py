@@ -4,11 +4,9 @@ outages, the durable event log and the HTTP app."""
 from __future__ import annotations
 
 import json
-import shutil
 import threading
 import time
 from collections import Counter as Tally
-from datetime import date
 
 import polars as pl
 import pytest
@@ -17,42 +15,14 @@ from hypothesis import HealthCheck, given
 from hypothesis import settings as hsettings
 from hypothesis import strategies as st
 
-from pipeline.data.curated import drops_up_to
 from pipeline.model.config import ModelConfig
 from pipeline.rules.schema import Rules
-from pipeline.testing.servers import RestartableRedis
 from serving.app import create_app
 from serving.events import EventProcessor, SessionEventRequest
 from serving.recommender import LoadedModel, RecommendationRequest, Recommender
-from tests.conftest import Environment
 
 pytestmark = pytest.mark.slow
 FAST = ModelConfig(epochs=3, embedding_dim=16)
-
-
-@pytest.fixture(scope="module")
-def served(raw_drops, prefect_harness, tmp_path_factory):
-    """A nightly run into a Redis we can kill; yields (settings, run date, redis handle)."""
-    server = RestartableRedis(tmp_path_factory.mktemp("redis-serving"))
-    server.start()
-    try:
-        with Environment(tmp_path_factory.mktemp("serving"), server.url) as settings:
-            shutil.copytree(raw_drops, settings.raw_dir)
-            run_date = drops_up_to(settings.raw_dir, date.max)[-1][0]
-            from flows.nightly import nightly
-
-            nightly(run_date, FAST)
-            yield settings, run_date, server
-    finally:
-        server.kill()
-
-
-@pytest.fixture(scope="module")
-def recommender(served):
-    settings, _, _ = served
-    rec = Recommender.from_registry(settings)
-    yield rec
-    rec.close()
 
 
 def _catalogue(rec: Recommender) -> pl.DataFrame:

@@ -1,0 +1,95 @@
+"""Fixtures shared by the serving test modules: one nightly run for the whole session.
+
+Training a model is the expensive part, so it happens once (``served_run``); each module gets
+the run's environment for its own duration (``served``), so FITREC_* never leak past it.
+"""
+
+from __future__ import annotations
+
+import shutil
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import date
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from pipeline.config import Settings
+from pipeline.model.config import ModelConfig
+from pipeline.testing.servers import RestartableRedis
+from tests.conftest import Environment
+
+FAST = ModelConfig(epochs=3, embedding_dim=16)
+
+
+@pytest.fixture(scope="session")
+def served_run(
+    raw_drops: Path, prefect_harness: None, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[tuple[Path, date, RestartableRedis]]:
+    """A nightly run into a Redis we can kill; yields (data dir, run date, redis handle)."""
+    from pipeline.data.curated import drops_up_to
+
+    server = RestartableRedis(tmp_path_factory.mktemp("redis-serving"))
+    server.start()
+    data_dir = tmp_path_factory.mktemp("serving")
+    try:
+        with Environment(data_dir, server.url) as settings:
+            shutil.copytree(raw_drops, settings.raw_dir)
+            run_date = drops_up_to(settings.raw_dir, date.max)[-1][0]
+            from flows.nightly import nightly
+
+            nightly(run_date, FAST)
+        yield data_dir, run_date, server
+    finally:
+        server.kill()
+
+
+@pytest.fixture(scope="module")
+def served(
+    served_run: tuple[Path, date, RestartableRedis],
+) -> Iterator[tuple[Settings, date, RestartableRedis]]:
+    """The nightly run's environment for one module; yields (settings, run date, redis)."""
+    data_dir, run_date, server = served_run
+    if server.process is None:  # a module before this one left it killed
+        server.start()
+    with Environment(data_dir, server.url) as settings:
+        yield settings, run_date, server
+
+
+@pytest.fixture(scope="module")
+def recommender(served):
+    from serving.recommender import Recommender
+
+    settings, _, _ = served
+    rec = Recommender.from_registry(settings)
+    yield rec
+    rec.close()
+
+
+@contextmanager
+def live_app(app: Any, timeout: float = 120) -> Iterator[str]:
+    """Serve ``app`` with uvicorn on a free port in a thread; yields its base URL."""
+    import uvicorn
+
+    from pipeline.testing.servers import free_port
+
+    port = free_port()
+    config = uvicorn.Config(
+        app, host="127.0.0.1", port=port, log_level="warning", access_log=False, lifespan="on"
+    )
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, name="live-app", daemon=True)
+    thread.start()
+    deadline = time.monotonic() + timeout
+    while not server.started:
+        if not thread.is_alive() or time.monotonic() > deadline:
+            raise RuntimeError("uvicorn did not start")
+        time.sleep(0.05)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout)
