@@ -143,7 +143,6 @@ def create_app(
         rec = recommender or Recommender.from_registry(settings)
         pusher = FeastPusher(rec.features.fs) if settings.redis_url else None
         proc = processor or EventProcessor(settings, rec.sessions, pusher)
-        app.state.guard = guard
         if watch:
             rec.watch()
         app.state.recommender = rec
