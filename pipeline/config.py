@@ -103,7 +103,7 @@ class Settings(BaseSettings):
         default=False, description="Require an API key on /health and /metrics too."
     )
     api_rate_limit: str = Field(
-        default="200/second",
+        default="1000/second",
         description="Requests per key (or per client address when open), `limits` notation.",
     )
     api_max_body_bytes: int = Field(
