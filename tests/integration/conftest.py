@@ -7,18 +7,15 @@ the run's environment for its own duration (``served``), so FITREC_* never leak 
 from __future__ import annotations
 
 import shutil
-import threading
-import time
 from collections.abc import Iterator
-from contextlib import contextmanager
 from datetime import date
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from pipeline.config import Settings
 from pipeline.model.config import ModelConfig
+from pipeline.testing.drills import live_app  # noqa: F401  (re-exported for the modules)
 from pipeline.testing.servers import RestartableRedis
 from tests.conftest import Environment
 
@@ -67,29 +64,3 @@ def recommender(served):
     rec = Recommender.from_registry(settings)
     yield rec
     rec.close()
-
-
-@contextmanager
-def live_app(app: Any, timeout: float = 120) -> Iterator[str]:
-    """Serve ``app`` with uvicorn on a free port in a thread; yields its base URL."""
-    import uvicorn
-
-    from pipeline.testing.servers import free_port
-
-    port = free_port()
-    config = uvicorn.Config(
-        app, host="127.0.0.1", port=port, log_level="warning", access_log=False, lifespan="on"
-    )
-    server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, name="live-app", daemon=True)
-    thread.start()
-    deadline = time.monotonic() + timeout
-    while not server.started:
-        if not thread.is_alive() or time.monotonic() > deadline:
-            raise RuntimeError("uvicorn did not start")
-        time.sleep(0.05)
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        thread.join(timeout)

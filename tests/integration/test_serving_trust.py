@@ -7,26 +7,23 @@ from __future__ import annotations
 import json
 import os
 import signal
-import subprocess
-import sys
 import threading
 import time
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
 import httpx
 import pytest
 from fastapi.testclient import TestClient
 
-from pipeline.config import PROJECT_ROOT, Settings
+from pipeline.config import Settings
 from pipeline.data.curated import days_to_ingest, serving_logs
-from pipeline.testing.servers import RestartableRedis, free_port
+from pipeline.testing.drills import kill9_drill, live_app, percentile
+from pipeline.testing.servers import RestartableRedis
 from serving.app import create_app
 from serving.breaker import OPEN
 from serving.events import EventProcessor
 from serving.recommender import Recommender
 from serving.security import API_KEY_HEADER, INPUT_PREFIX, hash_key
-from tests.integration.conftest import live_app
 
 pytestmark = pytest.mark.slow
 
@@ -168,11 +165,6 @@ def test_accepted_events_that_are_never_ingested(served, recommender, tmp_path):
     assert logged == set(accepted)
 
 
-def _percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
-
-
 def test_serving_can_be_stalled(served, recommender, tmp_path):
     settings, _, _ = served
     # Big bodies are refused before parsing, and a 422 never echoes the body.
@@ -252,8 +244,8 @@ def test_serving_can_be_stalled(served, recommender, tmp_path):
                     "fitrec_redis_breaker_state 1.0" in metrics
                 )
                 print(
-                    f"frozen redis, breaker open: p50={_percentile(latencies, 0.5) * 1e3:.2f} ms "
-                    f"p99={_percentile(latencies, 0.99) * 1e3:.2f} ms over {len(latencies)}"
+                    f"frozen redis, breaker open: p50={percentile(latencies, 0.5) * 1e3:.2f} ms "
+                    f"p99={percentile(latencies, 0.99) * 1e3:.2f} ms over {len(latencies)}"
                 )
 
                 os.kill(pid, signal.SIGCONT)
@@ -273,92 +265,13 @@ def test_kill_9_loses_no_accepted_event(served, tmp_path):
     """Events under load into a real uvicorn process, ``kill -9`` mid-load: every event
     answered ``accepted`` is in the durable log."""
     settings, _, server = served
-    port = free_port()
     env = {
-        **os.environ,
         "FITREC_DATA_DIR": str(settings.data_dir),
         "FITREC_REDIS_URL": server.url,
         "FITREC_API_KEY_HASHES": hash_key(NEW_KEY),
         "FITREC_API_RATE_LIMIT": "100000/second",
-        "PYTHONPATH": str(PROJECT_ROOT),
-        "TF_USE_LEGACY_KERAS": "1",
     }
-    log_file = (tmp_path / "uvicorn.log").open("wb")
-    process = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "uvicorn",
-            "serving.app:create_app",
-            "--factory",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--log-level",
-            "warning",
-        ],
-        env=env,
-        cwd=PROJECT_ROOT,
-        stdout=log_file,
-        stderr=subprocess.STDOUT,
-    )
-    url = f"http://127.0.0.1:{port}"
-    accepted: list[str] = []
-    lock = threading.Lock()
-    try:
-        deadline = time.monotonic() + 600  # loading TensorFlow and the model on a busy box
-        while True:
-            try:
-                if httpx.get(url + "/health", timeout=10).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            assert process.poll() is None, Path(log_file.name).read_text()[-3000:]
-            assert time.monotonic() < deadline, "serving did not start"
-            time.sleep(0.5)
-
-        def load(worker: int) -> None:
-            with httpx.Client(base_url=url, headers=auth(), timeout=30) as client:
-                for n in range(100_000):
-                    event_id = f"kill9-{worker}-{n}"
-                    body = {
-                        "event_id": event_id,
-                        "session_id": f"k9-{worker}-{n % 7}",
-                        "event_type": "view",
-                        "item_id": "I000007",
-                    }
-                    try:
-                        answer = client.post("/events", json=body)
-                    except httpx.HTTPError:
-                        return  # the server is gone
-                    if answer.status_code == 200 and answer.json()["accepted"]:
-                        with lock:
-                            accepted.append(event_id)
-
-        threads = [threading.Thread(target=load, args=(w,)) for w in range(4)]
-        for thread in threads:
-            thread.start()
-        deadline = time.monotonic() + 300
-        while len(accepted) < 1000 and time.monotonic() < deadline:
-            time.sleep(0.01)
-        process.send_signal(signal.SIGKILL)  # mid-load: requests are in flight
-        process.wait(60)
-        for thread in threads:
-            thread.join(120)
-    finally:
-        if process.poll() is None:
-            process.kill()
-        log_file.close()
-    logged = set()
-    for path in settings.events_dir.rglob("*.jsonl"):
-        for line in path.read_bytes().splitlines():
-            try:
-                logged.add(json.loads(line)["event_id"])
-            except ValueError:
-                continue  # a line cut by the kill was never answered accepted
-    assert len(accepted) >= 1000
-    missing = set(accepted) - logged
-    kept = len(accepted) - len(missing)
-    print(f"kill -9 drill: events_accepted={len(accepted)} events_in_log={kept}")
-    assert not missing
+    result = kill9_drill(env, settings.events_dir, NEW_KEY, tmp_path, target=1000)
+    print(f"kill -9 drill: events_accepted={result.accepted} events_in_log={result.in_log}")
+    assert result.accepted >= 1000
+    assert result.in_log == result.accepted
