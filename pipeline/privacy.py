@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import base64
 import hmac
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 
 import orjson
 import polars as pl
@@ -29,6 +29,18 @@ PSEUDONYM_PREFIX = "c_"
 def pseudonymise(customer_id: str, key: str) -> str:
     """Return the stable pseudonym of one customer id (HMAC-SHA256, 80 bits shown)."""
     return PSEUDONYM_PREFIX + hmac.digest(key.encode(), customer_id.encode(), "sha256").hex()[:20]
+
+
+def key_id(key: str) -> str:
+    """A short public name of a pseudonym key (HMAC of a fixed text under it): says which key
+    made a pseudonym (serving's event log records it) without revealing the key."""
+    return hmac.digest(key.encode(), b"fitrec pseudonym key id", "sha256").hex()[:8]
+
+
+def translation(raw_ids: Iterable[str], old_key: str, new_key: str) -> dict[str, str]:
+    """Old pseudonym -> new pseudonym for these raw ids (a key rotation: serving logs written
+    under the old key are re-keyed at ingest from the raw ids the retailer's drops hold)."""
+    return {pseudonymise(i, old_key): pseudonymise(i, new_key) for i in set(raw_ids)}
 
 
 # Pseudonyms already computed in this process, per key (most customers come back daily).
