@@ -196,7 +196,9 @@ def _body_nulled(frame: pl.DataFrame, who: Who, columns: list[str]) -> tuple[pl.
     n = int(frame.select(hit.sum()).item())
     if not n:
         return frame, 0
-    updates = [pl.when(hit).then(None).otherwise(pl.col(c)).alias(c) for c in present]
+    updates = [
+        pl.when(hit).then(None).otherwise(pl.col(c)).alias(c) for c in present if c != "has_body"
+    ]
     if "body_data_consent" in frame.columns:
         updates.append(
             pl.when(hit)
