@@ -396,7 +396,7 @@ def erase_online(
 
         from pipeline.features.online.connection import RedisTarget
 
-        client = RedisTarget.parse(settings.redis_url).client()
+        client: Any = RedisTarget.parse(settings.redis_url).client()
         try:
             for key in customer_keys:
                 name = key + project.encode()
@@ -586,7 +586,7 @@ def find_traces(
     if settings.redis_url:
         from pipeline.features.online.connection import RedisTarget
 
-        client = RedisTarget.parse(settings.redis_url).client()
+        client: Any = RedisTarget.parse(settings.redis_url).client()
         try:
             hits = 0
             for name in client.scan_iter(count=1000):

@@ -1,0 +1,133 @@
+"""Erasure end to end: a demo-sized nightly run on real Redis, Feast, MLflow and Prefect;
+one customer who is in every store is erased, the next nightly trains a model without them
+and it becomes champion; then every store is searched for the raw id and the pseudonym."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from datetime import UTC, date, datetime, timedelta
+
+import polars as pl
+import pytest
+from mlflow import MlflowClient
+
+from pipeline import erasure
+from pipeline.config import CHAMPION
+from pipeline.data.curated import current_dimension, drops_up_to, scan_curated
+from pipeline.model.config import ModelConfig
+from pipeline.privacy import pseudonymise
+from pipeline.registry import tracking as registry
+from serving.events import EventLog, EventProcessor, SessionEventRequest, SessionStore
+from tests.conftest import Environment
+
+pytestmark = pytest.mark.slow
+FAST = ModelConfig(epochs=2, embedding_dim=16)
+
+
+def _serve(settings, day: date, customers: list[str]) -> None:
+    """Live events through serving's event path: the durable log and Redis session keys."""
+    log = EventLog(settings.events_dir)
+    processor = EventProcessor(settings, SessionStore(settings), event_log=log)
+    items = sorted(current_dimension(settings.curated_dir, "items", day)["item_id"])
+    noon = datetime(day.year, day.month, day.day, 12, tzinfo=UTC)
+    try:
+        for n, customer in enumerate(customers * 3):
+            _, degraded = processor.process(
+                SessionEventRequest(
+                    session_id=f"live-{n % len(customers)}",
+                    customer_id=customer,
+                    event_type="view",
+                    item_id=items[n],
+                    ts=noon + timedelta(seconds=n),
+                )
+            )
+            assert not degraded
+    finally:
+        log.close()
+
+
+def _in_every_table(settings, key: str) -> str:
+    common: set[str] | None = None
+    for table in ("session_events", "try_ons", "purchases"):
+        ids = set(
+            scan_curated(settings.curated_dir, table)
+            .select("customer_id")
+            .collect()["customer_id"]
+            .drop_nulls()
+        )
+        common = ids if common is None else common & ids
+    raws = pl.concat(
+        pl.read_parquet(p, columns=["customer_id"])
+        for p in sorted(settings.raw_dir.glob("*/customers.parquet"))
+    )["customer_id"].unique()
+    for raw in sorted(raws.drop_nulls()):
+        if pseudonymise(raw, key) in (common or set()):
+            return raw
+    raise AssertionError("no customer in every table")
+
+
+def test_an_erased_customer_is_nowhere_after_the_next_nightly(
+    raw_drops, redis_url, prefect_harness, tmp_path_factory
+):
+    from flows.nightly import nightly
+
+    data_dir = tmp_path_factory.mktemp("erase-e2e")
+    with Environment(data_dir, redis_url) as settings:
+        shutil.copytree(raw_drops, settings.raw_dir)
+        days = drops_up_to(settings.raw_dir, date.max)
+        run_date = days[-1][0]
+        key = settings.pseudonym_key.get_secret_value()
+        # Ingest what exists, find the customer, let serving see them, then the full night.
+        from pipeline.data.ingest import ingest_day
+
+        for day, folder in days:
+            ingest_day(folder, day, settings)
+        raw = _in_every_table(settings, key)
+        pseudonym = pseudonymise(raw, key)
+        _serve(settings, run_date, [raw, "C-not-erased"])
+        first = nightly(run_date, FAST)
+        assert first["promoted"]
+
+        before = erasure.find_traces(settings, [raw])
+        stores = {h.split("/")[0].split(":")[0] for h in before}
+        # raw drops, curated, features, Feast's registry/online files, serving's log,
+        # training outputs, the champion's artifacts in MLflow, the Redis online store
+        # and session keys.
+        assert {"raw", "curated", "features", "events", "training", "mlartifacts", "redis"} <= (
+            stores
+        ), before
+        client = MlflowClient(settings.tracking_uri, settings.tracking_uri)
+        old_champion = client.get_model_version_by_alias(settings.model_name, CHAMPION).version
+
+        record = erasure.erase_customers(settings, [raw])
+        assert record.champion_holds_until_retrain  # the documented window
+        assert record.leftovers == 0, erasure.find_traces(settings, [raw])
+        assert {"raw", "curated", "features", "online_store", "event_log", "session_keys"} <= set(
+            record.rows
+        )
+        left = erasure.find_traces(settings, [raw])
+        assert left and all(h.startswith("mlartifacts/") for h in left), left
+
+        # The next nightly: a re-ingest without them, a retrain; its model becomes champion
+        # (by the gate, or by hand as an operator would if the gate kept the old one).
+        second = nightly(run_date, FAST)
+        assert second["version"] != str(old_champion)
+        if not second["promoted"]:
+            registry.promote(settings, second["version"])
+        purged = erasure.purge_models(settings)
+        assert str(old_champion) in purged["deleted"] and not purged["champion_holds"]
+
+        assert erasure.find_traces(settings, [raw]) == []
+        assert erasure.find_traces(settings, [], [pseudonym]) == []
+        # The other customer served alongside is still there (nothing over-erased).
+        assert erasure.find_traces(settings, [], [pseudonymise("C-not-erased", key)])
+        # Every report says nothing about them: the erased re-ingest reconciles.
+        for report in sorted((settings.curated_dir / "_reports").glob("*.json")):
+            for counts in json.loads(report.read_text())["tables"].values():
+                assert counts["raw"] == (
+                    counts["curated"]
+                    + counts["quarantined"]
+                    + counts["exact_duplicates"]
+                    + counts["erased"]
+                )
