@@ -6,6 +6,22 @@ function to the id it is given. Body measurements are used only for customers wh
 and only as derived features (see :mod:`pipeline.features.build`); rows of customers without
 consent lose them at ingest (:func:`redact_without_consent`), quarantined text too
 (:func:`without_body`).
+
+The key (``FITREC_PSEUDONYM_KEY``) is required in the production profile. Rotating it, as an
+operator does it:
+
+1. set the new key as ``FITREC_PSEUDONYM_KEY`` and the old one first in
+   ``FITREC_PSEUDONYM_PREVIOUS_KEYS`` (for the pipeline and for serving);
+2. re-ingest every day from the raw drops (delete ``curated/_reports`` so no day is skipped),
+   rebuild features, materialise and retrain (``fitrec run nightly``); serving's event log
+   names the key of each pseudonym (``pseudonym_key_id``), and ingest re-keys lines made
+   under a previous key from the raw ids in the drops (:func:`translation`); sealed text
+   opens under any listed key (:func:`unseal`);
+3. once the model trained on the new pseudonyms is champion and the online store is
+   re-materialised, drop the old key from ``FITREC_PSEUDONYM_PREVIOUS_KEYS``.
+
+Between steps 1 and 3 serving pseudonymises with the new key, so a customer whose features
+are still stored under the old pseudonym is answered as a cold start until the rebuild.
 """
 
 from __future__ import annotations
