@@ -12,8 +12,10 @@ operator does it:
 
 1. set the new key as ``FITREC_PSEUDONYM_KEY`` and the old one first in
    ``FITREC_PSEUDONYM_PREVIOUS_KEYS`` (for the pipeline and for serving);
-2. re-ingest every day from the raw drops (delete ``curated/_reports`` so no day is skipped),
-   rebuild features, materialise and retrain (``fitrec run nightly``); serving's event log
+2. rebuild from the raw drops: move ``curated/``, ``quarantine/``, ``features/`` and
+   ``feast/checkpoints`` aside (an unchanged drop is otherwise skipped), then
+   ``fitrec run nightly`` re-ingests every day, rebuilds features, materialises and
+   retrains; serving's event log
    names the key of each pseudonym (``pseudonym_key_id``), and ingest re-keys lines made
    under a previous key from the raw ids in the drops (:func:`translation`); sealed text
    opens under any listed key (:func:`unseal`);
