@@ -496,15 +496,20 @@ def _delete_artifacts(client: Any, version: Any) -> None:
         parsed = urlparse(uri)
         if parsed.scheme in ("file", "") and parsed.path and Path(parsed.path).exists():
             shutil.rmtree(parsed.path, ignore_errors=True)
+    # MLflow 3: the version's source is its logged model, ``models:/m-...``.
     model_id = getattr(version, "model_id", None)
+    source = version.source or ""
+    if not model_id and source.startswith("models:/m-"):
+        model_id = source.removeprefix("models:/").split("/")[0]
     if model_id:
         try:
             model = client.get_logged_model(model_id)
             parsed = urlparse(model.artifact_location)
             if parsed.scheme in ("file", "") and Path(parsed.path).exists():
                 shutil.rmtree(parsed.path, ignore_errors=True)
-        except Exception:  # noqa: BLE001 - older MLflow: no logged models
-            pass
+            client.delete_logged_model(model_id)
+        except Exception as exc:  # noqa: BLE001 - older MLflow (no logged models): say so
+            log.warning("erasure: logged model of version %s not deleted: %s", version.version, exc)
     if version.run_id:
         client.delete_run(version.run_id)
 
