@@ -140,3 +140,46 @@ def test_an_erased_customer_is_nowhere_after_the_next_nightly(
                     + counts["exact_duplicates"]
                     + counts["erased"]
                 )
+
+
+def _tiny_drop(settings) -> None:
+    """Two customers in a raw drop and in serving's log (enough for the command paths)."""
+    drop = settings.raw_dir / "2024-05-01"
+    drop.mkdir(parents=True)
+    pl.DataFrame(
+        {"customer_id": ["C-a", "C-b", "C-c"], "height_cm": [170.0, 160.0, 180.0]}
+    ).write_parquet(drop / "customers.parquet")
+    lines = [
+        {"event_id": f"e{n}", "session_id": f"s{n}", "customer_id": c, "item_id": "I1"}
+        for n, c in enumerate(["C-a", "C-b", "C-c", "C-a"])
+    ]
+    (drop / "session_events.jsonl").write_text("".join(json.dumps(x) + "\n" for x in lines))
+
+
+def test_the_erase_command_and_the_batch_flow(prefect_harness, tmp_path):
+    from typer.testing import CliRunner
+
+    from flows.cli import app
+
+    with Environment(tmp_path / "var") as settings:
+        _tiny_drop(settings)
+        result = CliRunner().invoke(app, ["erase", "--customer", "C-a"])
+        assert result.exit_code == 0, result.output
+        record = json.loads(result.output)
+        assert record["rows"]["raw"] == 3 and record["leftovers"] == 0
+        assert "C-a" not in result.output
+        assert erasure.find_traces(settings, ["C-a"]) == []
+
+        ids = tmp_path / "requests.txt"
+        ids.write_text("# batch\nC-b\nC-c\n")
+        result = CliRunner().invoke(app, ["erase", "--file", str(ids)])
+        assert result.exit_code == 0, result.output
+        record = json.loads(result.output)
+        assert record["customers"] == 2 and record["rows"]["raw"] == 4
+        assert erasure.find_traces(settings, ["C-b", "C-c"]) == []
+        assert len(list(erasure.audit_records(settings))) == 2
+        for audit in (settings.privacy_dir / "audit").glob("*.json"):
+            assert not any(c in audit.read_text() for c in ("C-a", "C-b", "C-c"))
+
+        result = CliRunner().invoke(app, ["erase"])
+        assert result.exit_code != 0
