@@ -460,8 +460,11 @@ def purge_models(settings: Settings, pseudonyms: Iterable[str] | None = None) ->
 
     needles = frozenset(pseudonyms if pseudonyms is not None else erased_pseudonyms(settings))
     result: dict[str, Any] = {"deleted": [], "champion_holds": False}
-    if not needles:
-        return result
+    local_db = settings.tracking_uri.removeprefix("sqlite:///")
+    if not needles or (
+        settings.tracking_uri.startswith("sqlite:///") and not Path(local_db).exists()
+    ):
+        return result  # nobody erased, or no registry yet (not created just to look)
     client: MlflowClient = registry.configure(settings)
     try:
         versions = client.search_model_versions(f"name='{settings.model_name}'")

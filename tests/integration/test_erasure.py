@@ -15,6 +15,7 @@ from mlflow import MlflowClient
 from pipeline import erasure
 from pipeline.config import CHAMPION
 from pipeline.data.curated import current_dimension, drops_up_to, scan_curated
+from pipeline.features import store
 from pipeline.model.config import ModelConfig
 from pipeline.privacy import pseudonymise
 from pipeline.registry import tracking as registry
@@ -45,6 +46,19 @@ def _serve(settings, day: date, customers: list[str]) -> None:
             assert not degraded
     finally:
         log.close()
+
+
+def _with_body(settings, key: str, exclude: str) -> str:
+    """A raw id of a customer with consented body data (not ``exclude``)."""
+    customers = current_dimension(settings.curated_dir, "customers").filter(
+        pl.col("body_data_consent") & pl.col("height_cm").is_not_null()
+    )
+    raws = pl.concat(
+        pl.read_parquet(p, columns=["customer_id"])
+        for p in sorted(settings.raw_dir.glob("*/customers.parquet"))
+    )["customer_id"].unique()
+    wanted = set(customers["customer_id"]) - {exclude}
+    return next(r for r in sorted(raws.drop_nulls()) if pseudonymise(r, key) in wanted)
 
 
 def _in_every_table(settings, key: str) -> str:
@@ -108,6 +122,19 @@ def test_an_erased_customer_is_nowhere_after_the_next_nightly(
         ), before
         client = MlflowClient(settings.tracking_uri, settings.tracking_uri)
         old_champion = client.get_model_version_by_alias(settings.model_name, CHAMPION).version
+
+        # Consent withdrawal of someone else on the Redis online store: body features go,
+        # the rest stays.
+        body = erasure.body_feature_names()
+        withdrawn = _with_body(settings, key, exclude=pseudonym)
+        fs = store.feature_store(settings)
+        (online,) = store.read_customer_features(fs, [pseudonymise(withdrawn, key)])
+        assert online["has_body"] == 1.0
+        consent = erasure.erase_customers(settings, [withdrawn], body_only=True)
+        assert consent.rows["online_store"] == 1
+        (online,) = store.read_customer_features(fs, [pseudonymise(withdrawn, key)])
+        assert all(online[b] is None for b in body), online
+        assert any(v is not None for f, v in online.items() if f not in body)
 
         record = erasure.erase_customers(settings, [raw])
         assert record.champion_holds_until_retrain  # the documented window
