@@ -260,12 +260,17 @@ def erase_tables(
 
 def erase_quarantine(settings: Settings, who: Who, body_only: bool, record: AuditRecord) -> None:
     """Quarantined rows name the customer by pseudonym (in a pseudonym column or in the kept
-    text) or, for lines that could not be parsed, inside sealed text: unsealed to look."""
+    text) or, for lines that could not be parsed, inside sealed text: unsealed to look. Every
+    text column is looked at (the kept line, a sealed column, whatever ingest adds)."""
     root = settings.quarantine_dir
     for path in sorted(root.rglob("*.parquet")) if root.exists() else []:
         frame = pl.read_parquet(path)
-        texts = frame.get_column("raw").to_list() if "raw" in frame.columns else []
-        names = [_text_names(t, who) for t in texts] if texts else [False] * frame.height
+        texts = {
+            c: frame.get_column(c).to_list() for c, t in frame.schema.items() if t == pl.String
+        }
+        names = [False] * frame.height
+        for values in texts.values():
+            names = [n or _text_names(v, who) for n, v in zip(names, values, strict=True)]
         for column in ("customer_pseudonym", CUSTOMER):
             if column in frame.columns:
                 ids = frame.get_column(column).cast(pl.String).to_list()
@@ -276,13 +281,14 @@ def erase_quarantine(settings: Settings, who: Who, body_only: bool, record: Audi
         if body_only:
             out = frame.with_columns(
                 pl.Series(
-                    "raw",
+                    column,
                     [
-                        _strip_body(t, who) if hit else t
-                        for t, hit in zip(texts, names, strict=True)
+                        _strip_body(v, who) if hit and v is not None else v
+                        for v, hit in zip(values, names, strict=True)
                     ],
                     pl.String,
                 )
+                for column, values in texts.items()
             )
         else:
             out = frame.filter(~pl.Series(names, dtype=pl.Boolean))
@@ -304,7 +310,10 @@ def _text_names(text: str | None, who: Who) -> bool:
 
 def _strip_body(text: str, who: Who) -> str:
     if text.startswith(SEALED_PREFIX):
-        return seal(without_body(unseal(text, who.keys)), who.keys[0])
+        try:
+            return seal(without_body(unseal(text, who.keys)), who.keys[0])
+        except ValueError:  # sealed under a key no longer held: nobody can read it anyway
+            return text
     return without_body(text)
 
 

@@ -22,7 +22,7 @@ from pipeline.data.ingest import ingest_day
 from pipeline.features import store
 from pipeline.features.build import feature_paths
 from pipeline.features.declarations import CUSTOMER_VIEW
-from pipeline.privacy import pseudonymise, seal
+from pipeline.privacy import pseudonymise, seal, unseal
 from serving.events import EventLog, EventProcessor, SessionEventRequest, SessionStore
 from tests.conftest import prepare_days
 
@@ -277,3 +277,39 @@ def test_audit_records_and_ids_file(tmp_path):
     settings = Settings(data_dir=tmp_path / "var")
     record = erasure.erase_customers(settings, [], now=datetime(2024, 1, 1, tzinfo=UTC))
     assert record.customers == 0 and not list(erasure.audit_records(settings))
+
+
+@given(
+    height=st.floats(120, 230),
+    other=st.text(alphabet="ABCXYZ019-", min_size=1, max_size=8).filter(lambda s: s != "C-w"),
+)
+@hsettings(max_examples=20, deadline=None)
+def test_quarantine_sealed_and_plain_lines_by_customer(tmp_path_factory, height, other):
+    """Sealed lines are opened to find the customer (under any key in use); consent
+    withdrawal re-seals them without body data; other customers' lines stay as they were."""
+    settings = Settings(
+        data_dir=tmp_path_factory.mktemp("q") / "var",
+        pseudonym_key="new",
+        pseudonym_previous_keys="old",
+    )
+    mine = json.dumps({"customer_id": "C-w", "height_cm": height, "x": "}"})
+    theirs = json.dumps({"customer_id": other, "height_cm": height})
+    path = settings.quarantine_dir / "customers" / "date=2024-05-01" / "part-0.parquet"
+    path.parent.mkdir(parents=True)
+    frame = pl.DataFrame(
+        {
+            "reason": ["bad_json", "bad_json", "bad_type:height_cm"],
+            "raw": [seal(mine, "old"), seal(theirs, "new"), mine.replace("C-w", "c_plain")],
+        }
+    )
+    frame.write_parquet(path)
+    who = erasure.Who.of(["C-w"], settings)
+    record = erasure.AuditRecord("t", "now", "withdraw_consent", 1)
+    erasure.erase_quarantine(settings, who, True, record)
+    after = pl.read_parquet(path)
+    opened = unseal(after["raw"][0], settings.pseudonym_keys)
+    assert "height_cm" not in opened and "C-w" in opened
+    assert after["raw"][1] == frame["raw"][1] and after["raw"][2] == frame["raw"][2]
+    assert record.rows["quarantine"] == 1
+    erasure.erase_quarantine(settings, who, False, record)
+    assert pl.read_parquet(path)["raw"].to_list() == frame["raw"].to_list()[1:]
