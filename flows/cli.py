@@ -493,6 +493,44 @@ def rollback() -> None:
     typer.echo(f"champion: version {previous} (rolled back)")
 
 
+@app.command()
+def erase(
+    customer: Annotated[
+        list[str] | None, typer.Option("--customer", help="customer id (repeatable)")
+    ] = None,
+    ids_file: Annotated[
+        Path | None, typer.Option("--file", help="a file of customer ids, one a line (flow)")
+    ] = None,
+    body_only: Annotated[
+        bool, typer.Option("--body-only", help="consent withdrawal: drop only body data")
+    ] = False,
+    purge_models: Annotated[
+        bool,
+        typer.Option("--purge-models", help="only delete superseded versions holding erased ids"),
+    ] = False,
+) -> None:
+    """Erase customers everywhere (GDPR Art. 17), or withdraw consent to body data; prints
+    the audit record (counts only). ``--file`` runs the ``erase`` flow through Prefect."""
+    from dataclasses import asdict
+
+    from pipeline import erasure
+
+    settings = get_settings()
+    if purge_models:
+        typer.echo(json.dumps(erasure.purge_models(settings), indent=2))
+        return
+    if bool(customer) == bool(ids_file):
+        raise typer.BadParameter("give --customer ID (one or more) or --file PATH")
+    if ids_file is not None:
+        _apply_profile()
+        from flows.erase import erase as erase_flow
+
+        record = erase_flow(ids_file, body_only)
+    else:
+        record = asdict(erasure.erase_customers(settings, customer or [], body_only=body_only))
+    typer.echo(json.dumps(record, indent=2, sort_keys=True))
+
+
 @app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
 def feast(ctx: typer.Context) -> None:
     """Run the Feast CLI (e.g. `fitrec feast plan`) against this environment's config."""

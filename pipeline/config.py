@@ -6,6 +6,7 @@ Nothing happens at import; call :func:`get_settings` to build them once.
 
 from __future__ import annotations
 
+import logging
 import re
 from functools import lru_cache
 from pathlib import Path
@@ -14,11 +15,15 @@ from typing import Annotated, Literal
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+log = logging.getLogger(__name__)
+
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 FEATURE_REPO = PROJECT_ROOT / "feature_repo"
 MODEL_NAME = "fitrec-recommender"
 CHAMPION = "champion"
 CHALLENGER = "challenger"
+# The public development key: anyone can reverse pseudonyms made with it (enumerate ids).
+DEV_PSEUDONYM_KEY = "fitrec-dev-only-key"
 
 
 class Settings(BaseSettings):
@@ -65,8 +70,19 @@ class Settings(BaseSettings):
     experiment_name: str = "fitrec"
     model_name: str = MODEL_NAME
     pseudonym_key: SecretStr = Field(
-        default=SecretStr("fitrec-dev-only-key"),
-        description="HMAC key for customer pseudonyms; set a real secret outside the demo.",
+        default=SecretStr(DEV_PSEUDONYM_KEY),
+        description=(
+            "HMAC key for customer pseudonyms (and, derived, for sealed text); required in "
+            "the production profile, where the public development default is refused."
+        ),
+    )
+    pseudonym_previous_keys: Annotated[list[SecretStr], NoDecode] = Field(
+        default_factory=list,
+        description=(
+            "Keys being rotated out, comma-separated, newest first: sealed text made under "
+            "them still opens, and serving logs pseudonymised under them are translated at "
+            "ingest (see README, key rotation)."
+        ),
     )
     promotion_metric: str = "recall_at_20"
     promotion_tolerance: float = Field(default=0.0, ge=0.0)
@@ -175,11 +191,37 @@ class Settings(BaseSettings):
             ) from None
         return value
 
+    @field_validator("pseudonym_previous_keys", mode="before")
+    @classmethod
+    def _key_list(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [k.strip() for k in value.split(",") if k.strip()]
+        return value
+
     @model_validator(mode="after")
     def _production_defaults(self) -> Settings:
+        if self.profile == "production":
+            key = self.pseudonym_key.get_secret_value()
+            if not key or key == DEV_PSEUDONYM_KEY:
+                raise ValueError(
+                    "FITREC_PSEUDONYM_KEY must be set to a secret in the production profile "
+                    "(the development default is public: pseudonyms made with it can be "
+                    "reversed by enumerating customer ids)"
+                )
         if self.profile == "production" and not self.redis_url:
             self.redis_url = self.production_redis_url
         return self
+
+    @property
+    def uses_dev_pseudonym_key(self) -> bool:
+        return self.pseudonym_key.get_secret_value() == DEV_PSEUDONYM_KEY
+
+    @property
+    def pseudonym_keys(self) -> list[str]:
+        """Every pseudonym key in use: the current one first, then those being rotated out."""
+        keys = [self.pseudonym_key.get_secret_value()]
+        keys += [k.get_secret_value() for k in self.pseudonym_previous_keys]
+        return list(dict.fromkeys(k for k in keys if k))
 
     @property
     def redis_cluster(self) -> bool:
@@ -207,6 +249,11 @@ class Settings(BaseSettings):
         return self.data_dir / "feast"
 
     @property
+    def privacy_dir(self) -> Path:
+        """Erasure tombstones (pseudonyms only) and audit records."""
+        return self.data_dir / "privacy"
+
+    @property
     def events_dir(self) -> Path:
         """Durable log of events accepted by serving (ingested by the nightly flow)."""
         return self.data_dir / "events"
@@ -228,7 +275,21 @@ class Settings(BaseSettings):
         return "redis" if self.redis_url else "sqlite"
 
 
+_warned_dev_key = False
+
+
 @lru_cache(maxsize=1)
 def get_settings() -> Settings:
-    """Build the settings once per process (tests clear the cache to override)."""
-    return Settings()
+    """Build the settings once per process (tests clear the cache to override).
+
+    The production profile refuses the development pseudonym key (a ``ValidationError`` at
+    start-up); elsewhere its use is logged once per process as a warning."""
+    global _warned_dev_key
+    settings = Settings()
+    if settings.uses_dev_pseudonym_key and not _warned_dev_key:
+        _warned_dev_key = True
+        log.warning(
+            "FITREC_PSEUDONYM_KEY is the public development key: customer pseudonyms are "
+            "reversible; set a secret outside the demo (required with FITREC_PROFILE=production)"
+        )
+    return settings

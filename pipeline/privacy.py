@@ -6,13 +6,31 @@ function to the id it is given. Body measurements are used only for customers wh
 and only as derived features (see :mod:`pipeline.features.build`); rows of customers without
 consent lose them at ingest (:func:`redact_without_consent`), quarantined text too
 (:func:`without_body`).
+
+The key (``FITREC_PSEUDONYM_KEY``) is required in the production profile. Rotating it, as an
+operator does it:
+
+1. set the new key as ``FITREC_PSEUDONYM_KEY`` and the old one first in
+   ``FITREC_PSEUDONYM_PREVIOUS_KEYS`` (for the pipeline and for serving);
+2. rebuild from the raw drops: move ``curated/``, ``quarantine/``, ``features/`` and
+   ``feast/checkpoints`` aside (an unchanged drop is otherwise skipped), then
+   ``fitrec run nightly`` re-ingests every day, rebuilds features, materialises and
+   retrains; serving's event log
+   names the key of each pseudonym (``pseudonym_key_id``), and ingest re-keys lines made
+   under a previous key from the raw ids in the drops (:func:`translation`); sealed text
+   opens under any listed key (:func:`unseal`);
+3. once the model trained on the new pseudonyms is champion and the online store is
+   re-materialised, drop the old key from ``FITREC_PSEUDONYM_PREVIOUS_KEYS``.
+
+Between steps 1 and 3 serving pseudonymises with the new key, so a customer whose features
+are still stored under the old pseudonym is answered as a cold start until the rebuild.
 """
 
 from __future__ import annotations
 
 import base64
 import hmac
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 
 import orjson
 import polars as pl
@@ -29,6 +47,18 @@ PSEUDONYM_PREFIX = "c_"
 def pseudonymise(customer_id: str, key: str) -> str:
     """Return the stable pseudonym of one customer id (HMAC-SHA256, 80 bits shown)."""
     return PSEUDONYM_PREFIX + hmac.digest(key.encode(), customer_id.encode(), "sha256").hex()[:20]
+
+
+def key_id(key: str) -> str:
+    """A short public name of a pseudonym key (HMAC of a fixed text under it): says which key
+    made a pseudonym (serving's event log records it) without revealing the key."""
+    return hmac.digest(key.encode(), b"fitrec pseudonym key id", "sha256").hex()[:8]
+
+
+def translation(raw_ids: Iterable[str], old_key: str, new_key: str) -> dict[str, str]:
+    """Old pseudonym -> new pseudonym for these raw ids (a key rotation: serving logs written
+    under the old key are re-keyed at ingest from the raw ids the retailer's drops hold)."""
+    return {pseudonymise(i, old_key): pseudonymise(i, new_key) for i in set(raw_ids)}
 
 
 # Pseudonyms already computed in this process, per key (most customers come back daily).

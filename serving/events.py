@@ -33,7 +33,7 @@ from pipeline.config import Settings
 from pipeline.features.declarations import SESSION_PUSH, SESSION_TTL, TIMESTAMP
 from pipeline.features.online.connection import RedisTarget
 from pipeline.features.session import SessionState, apply_event
-from pipeline.privacy import pseudonymise
+from pipeline.privacy import key_id, pseudonymise
 from serving.breaker import Breaker, BreakerOpen
 
 log = logging.getLogger(__name__)
@@ -254,6 +254,7 @@ class EventProcessor:
         self.pusher = pusher
         self.log = event_log or EventLog(settings.events_dir, settings.events_sync_seconds)
         self._key = settings.pseudonym_key.get_secret_value()
+        self._key_id = key_id(self._key)
         self.accepted = 0
         self.degraded = 0
 
@@ -286,17 +287,20 @@ class EventProcessor:
         """
         ts = event.ts or datetime.now(UTC)
         ts = ts if ts.tzinfo else ts.replace(tzinfo=UTC)
+        # Pseudonymised at the edge: the log never holds the raw id (ingest takes the
+        # pseudonym as it is, re-keying it when it was made under a key rotated out).
+        pseudonym = pseudonymise(event.customer_id, self._key) if event.customer_id else None
         record = {
             "event_id": event.event_id or f"srv-{uuid.uuid4().hex}",
             "session_id": event.session_id,
-            "customer_id": event.customer_id,
+            "customer_pseudonym": pseudonym,
+            "pseudonym_key_id": self._key_id if pseudonym else None,
             "event_type": event.event_type,
             "item_id": event.item_id,
             "ts": ts.astimezone(UTC).isoformat(timespec="seconds").replace("+00:00", "Z"),
         }
         self.log.append(record)
         self.accepted += 1
-        pseudonym = pseudonymise(event.customer_id, self._key) if event.customer_id else None
         try:
             state = apply_event(
                 self.sessions.get(event.session_id),

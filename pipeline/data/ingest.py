@@ -42,7 +42,14 @@ from pipeline.data.curated import (
     report_path,
     serving_logs,
 )
-from pipeline.privacy import pseudonymise_column, redact_without_consent, without_body
+from pipeline.erasure import erased_pseudonyms
+from pipeline.privacy import (
+    key_id,
+    pseudonymise_column,
+    redact_without_consent,
+    translation,
+    without_body,
+)
 
 log = logging.getLogger(__name__)
 
@@ -64,12 +71,15 @@ SOURCE, LINE, FILE = "__source", "__line", "__file"
 
 @dataclass
 class TableReport:
-    """One raw table of one drop: ``raw == curated + quarantined + exact_duplicates``."""
+    """One raw table of one drop:
+    ``raw == curated + quarantined + exact_duplicates + erased`` (``erased``: rows of erased
+    customers, dropped by :func:`pipeline.erasure.erased_pseudonyms`)."""
 
     raw: int = 0
     curated: int = 0
     quarantined: int = 0
     exact_duplicates: int = 0
+    erased: int = 0
     reasons: dict[str, int] = field(default_factory=dict)
     redacted_body: int = 0
     null_rates: dict[str, float] = field(default_factory=dict)
@@ -208,6 +218,41 @@ def read_raw(path: Path, contract: Contract) -> pl.DataFrame:
         pl.struct(source_columns).struct.json_encode().alias(SOURCE),
         (pl.int_range(pl.len(), dtype=pl.Int64) + first_line).alias(LINE),
     )
+
+
+SERVED = "__served_pseudonym"
+
+
+def served_pseudonyms(frame: pl.DataFrame, path: Path, settings: Settings) -> pl.DataFrame:
+    """Rows of serving's event log carry ``customer_pseudonym`` (pseudonymised at the edge,
+    under the key named by ``pseudonym_key_id``), never a raw id: keep it in ``SERVED``,
+    re-keyed to the current key when it was made under one being rotated out."""
+    if not path.is_relative_to(settings.events_dir) or frame.is_empty():
+        return frame
+    text = frame.get_column(SOURCE)  # a malformed line gives nulls (and is bad_json)
+    pseudonym = text.str.json_path_match("$.customer_pseudonym")
+    made_by = text.str.json_path_match("$.pseudonym_key_id")
+    current, *previous = settings.pseudonym_keys
+    for old in previous:
+        mask = made_by == key_id(old)
+        if mask.any():
+            mapping = translation(raw_customer_ids(settings.raw_dir), old, current)
+            pseudonym = pl.select(
+                pl.when(mask).then(pseudonym.replace(mapping)).otherwise(pseudonym)
+            ).to_series()
+    return frame.with_columns(pseudonym.alias(SERVED))
+
+
+def raw_customer_ids(raw_dir: Path) -> set[str]:
+    """Every customer id of the raw drops (for re-keying pseudonyms after a key rotation)."""
+    ids: set[str] = set()
+    for path in sorted(raw_dir.glob("????-??-??/customers.parquet")):
+        try:
+            column = pl.read_parquet(path, columns=["customer_id"]).get_column("customer_id")
+        except Exception:  # noqa: BLE001 - an unreadable drop is ingest's to report
+            continue
+        ids.update(column.cast(pl.String).drop_nulls().to_list())
+    return ids
 
 
 # --- checks -------------------------------------------------------------------------------
@@ -382,8 +427,12 @@ def _ingest_table(
     contract = CONTRACTS[table]
     raw = pl.concat(
         [
-            read_raw(path, contract).with_columns(
-                pl.lit(f"{path.parent.name}/{path.name}").alias(FILE)
+            served_pseudonyms(
+                read_raw(path, contract).with_columns(
+                    pl.lit(f"{path.parent.name}/{path.name}").alias(FILE)
+                ),
+                path,
+                settings,
             )
             for path in paths
         ],
@@ -396,7 +445,8 @@ def _ingest_table(
     raw = raw.filter(pl.col(SOURCE).is_first_distinct())
     exact_duplicates = rows_in - raw.height
 
-    frame = pl.concat([conform(raw, contract), raw.select(SOURCE, LINE, FILE)], how="horizontal")
+    kept = [SOURCE, LINE, FILE, *([SERVED] if SERVED in raw.columns else [])]
+    frame = pl.concat([conform(raw, contract), raw.select(kept)], how="horizontal")
     checks: list[tuple[pl.Expr | pl.Series, str]] = []
     if "__bad_json" in raw.columns:
         frame = frame.with_columns(raw.get_column("__bad_json"))
@@ -405,6 +455,14 @@ def _ingest_table(
         frame = pseudonymise_column(
             frame.with_columns(pl.col("customer_id").alias("__raw_customer")), "customer_id", key
         )
+        if SERVED in frame.columns:  # serving logged the pseudonym itself: never hashed twice
+            frame = frame.with_columns(pl.coalesce(SERVED, "customer_id").alias("customer_id"))
+        # Erased customers (GDPR Art. 17) are not ingested again: dropped, counted, no trace.
+        tombstoned = pl.col("customer_id").is_in(list(erased_pseudonyms(settings)))
+        erased = int(frame.select(tombstoned.sum()).item())
+        frame = frame.filter(~tombstoned.fill_null(False))
+    else:
+        erased = 0
     if contract.timestamp and table not in DIMENSIONS:
         checks.append((pl.col(contract.timestamp) > cutoff, "future_timestamp"))
     sizes: pl.DataFrame | None = None
@@ -452,7 +510,11 @@ def _ingest_table(
     good = frame.filter(pl.col("reason").is_null()).select(contract.names)
     bad = _quarantine_rows(frame.filter(pl.col("reason").is_not_null()), day)
     report = TableReport(
-        raw=rows_in, curated=good.height, quarantined=bad.height, exact_duplicates=exact_duplicates
+        raw=rows_in,
+        curated=good.height,
+        quarantined=bad.height,
+        exact_duplicates=exact_duplicates,
+        erased=erased,
     )
     report.reasons = dict(
         sorted(bad.get_column("reason").str.split(";").explode().value_counts().iter_rows())

@@ -184,6 +184,7 @@ def test_production_profile_runs_nightly_through_the_deployment(raw_drops, tmp_p
             env = {
                 **base,
                 "FITREC_PROFILE": "production",
+                "FITREC_PSEUDONYM_KEY": "orchestration-test-secret",  # production requires one
                 "FITREC_DATA_DIR": str(data),
                 "FITREC_PREFECT_API_URL": api,
                 "FITREC_MLFLOW_SERVER_URL": f"http://127.0.0.1:{mlflow_port}",
