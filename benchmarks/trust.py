@@ -130,6 +130,39 @@ def kill9_drill(workdir: Path, redis_url: str) -> tuple[int, int]:
     return result.accepted, result.in_log
 
 
+def erase_drill(run_date: date) -> int:
+    """Erase the busiest customer (in every store, served live too), run the next nightly,
+    make its model champion (by the gate, or by hand as an operator would), purge superseded
+    versions; returns the traces of the raw id and the pseudonym left anywhere."""
+    from flows.nightly import nightly
+    from pipeline import erasure
+    from pipeline.config import get_settings
+    from pipeline.model.config import ModelConfig
+    from pipeline.privacy import pseudonymise
+    from pipeline.registry import tracking as registry
+    from pipeline.testing.drills import customer_in_every_table, serve_events
+
+    settings = get_settings()
+    raw = customer_in_every_table(settings)
+    pseudonym = pseudonymise(raw, settings.pseudonym_key.get_secret_value())
+    serve_events(settings, run_date, [raw])
+    before = erasure.find_traces(settings, [raw])
+    record = erasure.erase_customers(settings, [raw])
+    second = nightly(run_date, ModelConfig(epochs=3, embedding_dim=16))
+    if not second["promoted"]:
+        registry.promote(settings, second["version"])
+    erasure.purge_models(settings)
+    left = erasure.find_traces(settings, [raw]) + erasure.find_traces(settings, [], [pseudonym])
+    stores = sorted({h.split("/")[0].split(":")[0] for h in before})
+    print(
+        f"erasure: {len(before)} traces in {len(stores)} stores before ({', '.join(stores)}), "
+        f"rows erased {sum(record.rows.values())}, {len(left)} left after the next nightly"
+    )
+    for hit in left[:10]:
+        print("  left:", hit)
+    return len(left)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--workdir", type=Path, default=None)
@@ -145,18 +178,19 @@ def main() -> None:
     try:
         environment(workdir, redis.url)
         started = time.perf_counter()
-        prepare(workdir)
+        run_date = prepare(workdir)
         print(f"prepared in {time.perf_counter() - started:.0f} s")
         assert redis.process is not None
         http = http_drills(redis.process.pid, args.requests)
         accepted, in_log = kill9_drill(workdir, redis.url)
+        leftovers = erase_drill(run_date)
     finally:
         redis.kill()
     ratio = http["naive_p99_ms"] / max(http["breaker_p99_ms"], 1e-9)
     print(f"frozen Redis p99: naive/ours = {ratio:.1f}x")
     print(
         f"trust http_cases={int(http['http_cases'])} http_5xx={int(http['http_5xx'])} "
-        f"events_accepted={accepted} events_in_log={in_log} "
+        f"events_accepted={accepted} events_in_log={in_log} erase_leftovers={leftovers} "
         f"p99_ms_redis_frozen={http['breaker_p99_ms']:.2f}"
     )
 

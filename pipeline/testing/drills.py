@@ -20,13 +20,13 @@ from collections import Counter
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import httpx
 
-from pipeline.config import PROJECT_ROOT
+from pipeline.config import PROJECT_ROOT, Settings
 from pipeline.testing.servers import free_port
 from serving.security import API_KEY_HEADER
 
@@ -254,3 +254,69 @@ def frozen(pid: int) -> Iterator[None]:
         yield
     finally:
         os.kill(pid, signal.SIGCONT)
+
+
+# --- erasure ------------------------------------------------------------------------------
+
+
+def serve_events(settings: Settings, day: date, customers: list[str]) -> None:
+    """Live events through serving's event path: the durable log and Redis session keys."""
+    from pipeline.data.curated import current_dimension
+    from serving.events import EventLog, EventProcessor, SessionEventRequest, SessionStore
+
+    log = EventLog(settings.events_dir)
+    processor = EventProcessor(settings, SessionStore(settings), event_log=log)
+    items = sorted(current_dimension(settings.curated_dir, "items", day)["item_id"])
+    noon = datetime(day.year, day.month, day.day, 12, tzinfo=UTC)
+    try:
+        for n, customer in enumerate(customers * 3):
+            _, degraded = processor.process(
+                SessionEventRequest(
+                    session_id=f"live-{n % len(customers)}",
+                    customer_id=customer,
+                    event_type="view",
+                    item_id=items[n],
+                    ts=noon + timedelta(seconds=n),
+                )
+            )
+            if degraded:
+                raise RuntimeError("serving's session store did not answer")
+    finally:
+        log.close()
+
+
+def customer_in_every_table(settings: Settings) -> str:
+    """The raw id of the busiest customer found in every event table (the model's vocabulary
+    holds only customers with enough examples): one who is in every store after a night."""
+    import polars as pl
+
+    from pipeline.data.curated import scan_curated
+    from pipeline.privacy import pseudonymise
+
+    key = settings.pseudonym_key.get_secret_value()
+    common: set[str] | None = None
+    for table in ("session_events", "try_ons", "purchases"):
+        ids = set(
+            scan_curated(settings.curated_dir, table)
+            .select("customer_id")
+            .collect()["customer_id"]
+            .drop_nulls()
+        )
+        common = ids if common is None else common & ids
+    raws = pl.concat(
+        pl.read_parquet(p, columns=["customer_id"])
+        for p in sorted(settings.raw_dir.glob("*/customers.parquet"))
+    )["customer_id"].unique()
+    # The busiest of them: the model's vocabulary holds only customers with enough examples.
+    busiest = (
+        scan_curated(settings.curated_dir, "session_events")
+        .group_by("customer_id")
+        .len()
+        .sort(["len", "customer_id"], descending=[True, False])
+        .collect()["customer_id"]
+    )
+    by_pseudonym = {pseudonymise(r, key): r for r in raws.drop_nulls()}
+    for pseudonym in busiest:
+        if pseudonym in (common or set()) and pseudonym in by_pseudonym:
+            return by_pseudonym[pseudonym]
+    raise LookupError("no customer in every table")
