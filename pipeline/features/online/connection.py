@@ -11,6 +11,12 @@ connections, TLS, AUTH, ``SELECT``, cluster slots, ``MOVED``/``ASK`` and topolog
 redis-py's (:class:`redis.Redis`, :class:`redis.cluster.RedisCluster`), and retries on
 connection errors use :class:`redis.retry.Retry` with exponential backoff.
 
+TLS with verification: ``rediss://alice:pw@redis.example:6380/0?ssl_cert_reqs=required&
+ssl_ca_certs=/etc/fitrec/ca.pem`` (``ssl_certfile`` and ``ssl_keyfile`` add a client
+certificate for ``tls-auth-clients yes``; ``ssl_check_hostname=false`` only for an address
+the certificate does not name). ``ssl_*`` options in a plain ``redis://`` URL are refused
+rather than ignored.
+
 Feast's ``connection_string`` (``host:port,password=...``) cannot carry a password with a
 comma, so the Feast online store built here (:func:`feast_online_store`) is Feast's Redis
 store reading the same URL (:mod:`pipeline.features.online.feast_store`).
@@ -35,6 +41,8 @@ from redis.retry import Retry
 
 SCHEMES = ("redis", "rediss", "redis+cluster", "rediss+cluster")
 CLUSTER_SCHEMES = ("redis+cluster", "rediss+cluster")
+CERT_REQS = ("none", "optional", "required")
+"""``ssl_cert_reqs`` values: redis-py's names for :mod:`ssl`'s ``CERT_*`` modes."""
 FEAST_STORE_TYPE = "pipeline.features.online.feast_store.RedisURLOnlineStore"
 
 RedisClient = redis.Redis | RedisCluster
@@ -89,6 +97,7 @@ class RedisTarget:
             if options.pop("db", 0):
                 raise ValueError("a Redis Cluster has only database 0")
         options.pop("connection_class", None)
+        _check_tls_options(options, tls=scheme.startswith("rediss"))
         if scheme.startswith("rediss"):
             options["ssl"] = True
         return cls(url=url, nodes=nodes, cluster=cluster, options=options)
@@ -259,6 +268,17 @@ class NodeConnections:
             self.release(broken=True)
             raise
         self.release()
+
+
+def _check_tls_options(options: dict[str, Any], *, tls: bool) -> None:
+    """TLS options in a plain URL would be dropped silently by redis-py: refuse them, and
+    a verification mode redis-py would only reject at the first connection."""
+    stray = sorted(name for name in options if name.startswith("ssl"))
+    if stray and not tls:
+        raise ValueError(f"{', '.join(stray)} need a rediss:// URL (TLS)")
+    mode = options.get("ssl_cert_reqs")
+    if mode is not None and mode not in CERT_REQS:  # redis-py's names are lower case
+        raise ValueError(f"ssl_cert_reqs must be one of {', '.join(CERT_REQS)}, not {mode!r}")
 
 
 def _split_authority(rest: str) -> tuple[str, str]:
