@@ -86,11 +86,7 @@ def redis_server(
     workdir.mkdir(parents=True, exist_ok=True)
     port = free_port()
     binary = redis_server_binary()
-    lines = [
-        f"user {_quote_acl(name)} on {_quote_acl('>' + pw)} ~* &* +@all"
-        for name, pw in (users or {}).items()
-    ]
-    lines += [f"user {rule}" for rule in acl]
+    lines = _acl_lines(users, acl)
     if password is not None:
         lines.append(f"requirepass {_quote_acl(password)}")
     files: TLSFiles | None = None
@@ -169,6 +165,15 @@ def with_credentials(url: str, username: str | None, password: str | None) -> st
     return f"{scheme}://{userinfo}{hosts}"
 
 
+def _acl_lines(users: Mapping[str, str] | None, acl: Sequence[str]) -> list[str]:
+    """redis.conf ``user`` lines: full permissions for ``users``, ``acl`` rules as given."""
+    lines = [
+        f"user {_quote_acl(name)} on {_quote_acl('>' + secret)} ~* &* +@all"
+        for name, secret in (users or {}).items()
+    ]
+    return lines + [f"user {rule}" for rule in acl]
+
+
 def _quote_acl(value: str) -> str:
     """One redis.conf argument, double-quoted: Redis unescapes these (``sdssplitargs``)."""
     for raw, escaped in (("\\", "\\\\"), ('"', '\\"'), ("\n", "\\n"), ("\r", "\\r")):
@@ -205,10 +210,16 @@ def _cluster_ready(clients: list[redis.Redis], nodes: int) -> bool:
 
 @contextmanager
 def redis_cluster(
-    workdir: Path, nodes: int = 3, binary: str | None = None, password: str | None = None
+    workdir: Path,
+    nodes: int = 3,
+    binary: str | None = None,
+    password: str | None = None,
+    users: Mapping[str, str] | None = None,
+    acl: Sequence[str] = (),
 ) -> Iterator[str]:
     """Start ``nodes`` redis-server processes as one Redis Cluster (masters only), every node
-    requiring ``password`` when one is given.
+    requiring ``password`` when one is given and knowing the ACL ``users`` and ``acl`` rules
+    (as for :func:`redis_server`).
 
     The slots are split evenly with ``CLUSTER ADDSLOTS`` and the nodes introduced with
     ``CLUSTER MEET`` through redis-py, so no ``redis-cli`` is needed (works with Redis 6.2 and
@@ -224,10 +235,14 @@ def redis_cluster(
             port = _cluster_port()
             node_dir = workdir / f"node{index}-{port}"
             node_dir.mkdir(parents=True, exist_ok=True)
+            config = node_dir / "acl.conf"
+            config.write_text("".join(line + "\n" for line in _acl_lines(users, acl)))
+            config.chmod(0o600)
             processes.append(
                 subprocess.Popen(
                     [
                         executable,
+                        str(config),
                         "--port",
                         str(port),
                         "--bind",
