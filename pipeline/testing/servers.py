@@ -61,6 +61,7 @@ def redis_server(
     acl: Sequence[str] = (),
     tls: TLSFiles | bool | None = None,
     tls_auth_clients: str = "optional",
+    binary: str | None = None,
 ) -> Iterator[str]:
     """Start a throwaway redis-server; yields its URL.
 
@@ -78,6 +79,7 @@ def redis_server(
             ``ssl_cert_reqs=required`` and the CA (and the client certificate when
             ``tls_auth_clients`` is ``"yes"``) in its query.
         tls_auth_clients: ``tls-auth-clients``: ``"no"``, ``"optional"`` or ``"yes"``.
+        binary: The redis-server to run (default :func:`redis_server_binary`).
 
     Raises:
         RuntimeError: The server did not start; with TLS, also when the binary is built
@@ -85,7 +87,7 @@ def redis_server(
     """
     workdir.mkdir(parents=True, exist_ok=True)
     port = free_port()
-    binary = redis_server_binary()
+    binary = binary or redis_server_binary()
     lines = _acl_lines(users, acl)
     if password is not None:
         lines.append(f"requirepass {_quote_acl(password)}")

