@@ -77,14 +77,11 @@ def make_tls_files(directory: Path, name: str = "fitrec test CA") -> TLSFiles:
         client_key=directory / "client.key",
     )
     _write_cert(files.ca_cert, ca_cert)
+    server_usage = [ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH]
     for cert_path, key_path, common_name, usage in (
-        (files.server_cert, files.server_key, "localhost", ExtendedKeyUsageOID.SERVER_AUTH),
-        (
-            files.client_cert,
-            files.client_key,
-            "fitrec test client",
-            ExtendedKeyUsageOID.CLIENT_AUTH,
-        ),
+        # A cluster node also presents its certificate as a client on the TLS bus.
+        (files.server_cert, files.server_key, "localhost", server_usage),
+        (files.client_cert, files.client_key, "fitrec client", [ExtendedKeyUsageOID.CLIENT_AUTH]),
     ):
         key = ec.generate_private_key(ec.SECP256R1())
         subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
@@ -100,7 +97,7 @@ def make_tls_files(directory: Path, name: str = "fitrec test CA") -> TLSFiles:
                 ),
                 critical=False,
             )
-            .add_extension(x509.ExtendedKeyUsage([usage]), critical=False)
+            .add_extension(x509.ExtendedKeyUsage(usage), critical=False)
             .add_extension(
                 x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()),
                 critical=False,

@@ -167,6 +167,28 @@ def with_credentials(url: str, username: str | None, password: str | None) -> st
     return f"{scheme}://{userinfo}{hosts}"
 
 
+def _listen(port: int, files: TLSFiles | None) -> list[str]:
+    """redis-server arguments to listen on ``port``: plain, or TLS only (bus included)."""
+    if files is None:
+        return ["--port", str(port)]
+    return [
+        "--port",
+        "0",
+        "--tls-port",
+        str(port),
+        "--tls-cluster",
+        "yes",
+        "--tls-cert-file",
+        str(files.server_cert),
+        "--tls-key-file",
+        str(files.server_key),
+        "--tls-ca-cert-file",
+        str(files.ca_cert),
+        "--tls-auth-clients",
+        "optional",
+    ]
+
+
 def _acl_lines(users: Mapping[str, str] | None, acl: Sequence[str]) -> list[str]:
     """redis.conf ``user`` lines: full permissions for ``users``, ``acl`` rules as given."""
     lines = [
@@ -218,10 +240,13 @@ def redis_cluster(
     password: str | None = None,
     users: Mapping[str, str] | None = None,
     acl: Sequence[str] = (),
+    tls: TLSFiles | bool | None = None,
 ) -> Iterator[str]:
     """Start ``nodes`` redis-server processes as one Redis Cluster (masters only), every node
     requiring ``password`` when one is given and knowing the ACL ``users`` and ``acl`` rules
-    (as for :func:`redis_server`).
+    (as for :func:`redis_server`). With ``tls`` (files, or ``True`` for a new CA under
+    ``workdir/tls``) the nodes serve TLS only, the cluster bus too (``tls-cluster yes``);
+    clients need ``rediss+cluster://`` with the CA (``tls-auth-clients optional``).
 
     The slots are split evenly with ``CLUSTER ADDSLOTS`` and the nodes introduced with
     ``CLUSTER MEET`` through redis-py, so no ``redis-cli`` is needed (works with Redis 6.2 and
@@ -229,6 +254,16 @@ def redis_cluster(
     """
     workdir.mkdir(parents=True, exist_ok=True)
     executable = binary or redis_server_binary()
+    files = (
+        None if not tls else tls if isinstance(tls, TLSFiles) else make_tls_files(workdir / "tls")
+    )
+    client_tls: dict[str, object] = {}
+    if files is not None:
+        client_tls = {
+            "ssl": True,
+            "ssl_cert_reqs": "required",
+            "ssl_ca_certs": str(files.ca_cert),
+        }
     processes: list[subprocess.Popen[bytes]] = []
     ports: list[int] = []
     clients: list[redis.Redis] = []
@@ -245,8 +280,7 @@ def redis_cluster(
                     [
                         executable,
                         str(config),
-                        "--port",
-                        str(port),
+                        *_listen(port, files),
                         "--bind",
                         "127.0.0.1",
                         "--cluster-enabled",
@@ -273,7 +307,12 @@ def redis_cluster(
             )
             ports.append(port)
         for process, port in zip(processes, ports, strict=True):
-            client = redis.Redis(host="127.0.0.1", port=port, password=password)
+            client = redis.Redis(
+                host="127.0.0.1",
+                port=port,
+                password=password,
+                **client_tls,  # type: ignore[arg-type]
+            )
             deadline = time.monotonic() + 20
             while True:
                 try:

@@ -26,6 +26,7 @@ import pytest
 import redis
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from redis.exceptions import RedisClusterException
 
 from pipeline.config import Settings
 from pipeline.features import store
@@ -36,7 +37,7 @@ from pipeline.features.online.connection import NodeConnections, RedisTarget
 from pipeline.features.online.reader import RedisFeatureReader
 from pipeline.features.session import SessionState
 from pipeline.testing.certificates import TLSFiles, make_tls_files
-from pipeline.testing.servers import redis_server, with_credentials
+from pipeline.testing.servers import redis_cluster, redis_server, with_credentials
 from serving.events import SessionStore, redis_client
 from tests.conftest import Environment, prepare_days
 
@@ -258,3 +259,39 @@ def test_a_redis_server_without_tls_fails_clearly(tmp_path: Path) -> None:
         with pytest.raises(RuntimeError, match="built without TLS") as raised, server:
             pass
         assert "FATAL CONFIG FILE ERROR" in str(raised.value)  # its own log, quoted
+
+
+def test_a_cluster_over_verified_tls(raw_drops: Path, tmp_path: Path) -> None:
+    """``rediss+cluster://``: three TLS-only nodes (TLS cluster bus), AUTH with an ACL user;
+    the fast writer's cluster path, Feast, the reader and the session store; a wrong CA is
+    refused."""
+    files = make_tls_files(tmp_path / "ca")
+    with redis_cluster(
+        tmp_path / "cluster", password=DEFAULT_PASSWORD, users={"alice": ALICE_PASSWORD}, tls=files
+    ) as hosts:
+        query = urlencode(
+            {"ssl_cert_reqs": "required", "ssl_ca_certs": str(files.ca_cert)}, safe="/"
+        )
+        url = f"rediss+cluster://alice:{quote(ALICE_PASSWORD, safe='')}@{hosts}?{query}"
+        client = RedisTarget.parse(url).client()
+        nodes = NodeConnections(client)
+        with nodes.session():
+            for name in set(nodes.node_of([b"a", b"b", b"c", b"d", b"e", b"f"])):
+                assert isinstance(nodes.connection(name)._sock, ssl.SSLSocket)
+        with Environment(tmp_path / "data", url) as settings:
+            prepare_days(settings, raw_drops)
+            fs = store.feature_store(settings)
+            store.apply(fs)
+            written = store.materialize_new(fs, settings.features_dir)
+            assert written and all("fast" in v for v in written.values()), written
+            assert_read_back(settings, fs)
+            sessions = SessionStore(settings)
+            state = SessionState(session_id="s-tls-c", items=["I3"], event_types=["view"])
+            sessions.put(state)
+            assert sessions.get("s-tls-c") == state
+        other = make_tls_files(tmp_path / "other-ca", name="someone else's CA")
+        wrong = replace_query(url, ssl_ca_certs=str(other.ca_cert))
+        refused = (redis.ConnectionError, RedisClusterException)  # the cluster client wraps it
+        with pytest.raises(refused, match="(?i)certificate verify failed") as raised:
+            RedisTarget.parse(wrong).client(retries=0, socket_timeout=30).ping()
+        assert ALICE_PASSWORD not in str(raised.value)
