@@ -29,7 +29,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import unquote
+from urllib.parse import unquote, unquote_plus
 
 import redis
 from redis.backoff import ExponentialBackoff
@@ -41,6 +41,8 @@ from redis.retry import Retry
 
 SCHEMES = ("redis", "rediss", "redis+cluster", "rediss+cluster")
 CLUSTER_SCHEMES = ("redis+cluster", "rediss+cluster")
+SECRET_OPTIONS = ("password", "ssl_password")
+"""Options whose values :meth:`RedisTarget.redacted` masks (``ssl_password`` unlocks a key)."""
 CERT_REQS = ("none", "optional", "required")
 """``ssl_cert_reqs`` values: redis-py's names for :mod:`ssl`'s ``CERT_*`` modes."""
 FEAST_STORE_TYPE = "pipeline.features.online.feast_store.RedisURLOnlineStore"
@@ -108,17 +110,20 @@ class RedisTarget:
         return None if value is None else str(value)
 
     def redacted(self) -> str:
-        """The URL with the password replaced by ``***``, for logs and errors."""
-        if self.password is None:
-            return self.url
+        """The URL with every secret (the password, and ``password``/``ssl_password``
+        options in the query or Feast's form) replaced by ``***``, for logs and errors."""
         if "://" not in self.url:  # Feast's form: host:port,password=...
-            parts = self.url.split(",")
-            return ",".join("password=***" if p.startswith("password=") else p for p in parts)
+            return ",".join(_mask_option(part) for part in self.url.split(","))
         scheme, _, rest = self.url.partition("://")
         authority, tail = _split_authority(rest)
-        userinfo, _, hosts = authority.rpartition("@")
-        user = userinfo.partition(":")[0]
-        return f"{scheme}://{user}:***@{hosts}{tail}"
+        userinfo, at, hosts = authority.rpartition("@")
+        if at:
+            user, colon, _ = userinfo.partition(":")
+            authority = f"{user}{':***' if colon else ''}@{hosts}"
+        path, mark, query = tail.partition("?")
+        if mark:
+            tail = f"{path}?{'&'.join(_mask_option(part) for part in query.split('&'))}"
+        return f"{scheme}://{authority}{tail}"
 
     def client(
         self,
@@ -268,6 +273,12 @@ class NodeConnections:
             self.release(broken=True)
             raise
         self.release()
+
+
+def _mask_option(part: str) -> str:
+    """``key=value`` with the value masked when the key names a secret."""
+    key, eq, _ = part.partition("=")
+    return f"{key}=***" if eq and unquote_plus(key).strip() in SECRET_OPTIONS else part
 
 
 def _check_tls_options(options: dict[str, Any], *, tls: bool) -> None:

@@ -150,3 +150,33 @@ def test_a_verified_tls_url_passes_its_files_to_redis_py_and_feast() -> None:
     client = target.client()
     assert client.connection_pool.connection_kwargs["ssl_ca_certs"] == "/tls/ca.crt"
     assert target.redacted().startswith("rediss://alice:***@127.0.0.1:6380/0?")
+
+
+@given(
+    user=st.sampled_from(["", "alice", "ü ser"]),
+    password=st.text(min_size=1, max_size=30),
+    key_password=st.text(min_size=1, max_size=30),
+    cluster=st.booleans(),
+)
+def test_redacted_masks_every_secret(
+    user: str, password: str, key_password: str, cluster: bool
+) -> None:
+    scheme = "rediss+cluster" if cluster else "rediss"
+    hosts = "h1:7000,h2:7001" if cluster else "h1:7000/2"
+    template = (
+        f"{scheme}://{quote(user, safe='')}:{{pw}}@{hosts}?ssl_ca_certs=/etc/ca.pem"
+        "&ssl_password={kpw}&ssl_cert_reqs=required"
+    )
+    url = template.format(pw=quote(password, safe=""), kpw=quote(key_password, safe=""))
+    target = RedisTarget.parse(url)
+    assert target.password == password
+    assert target.options["ssl_password"] == key_password
+    assert target.redacted() == template.format(pw="***", kpw="***")
+
+
+def test_redacted_masks_a_password_given_only_as_an_option() -> None:
+    target = RedisTarget.parse("redis://h:1/0?password=s3cret&socket_timeout=2")
+    assert target.password == "s3cret"
+    assert target.redacted() == "redis://h:1/0?password=***&socket_timeout=2"
+    feast = feast_connection_target("h:1,password=s3cret,ssl_password=k3y,ssl=true", False)
+    assert feast.redacted() == "h:1,password=***,ssl_password=***,ssl=true"
