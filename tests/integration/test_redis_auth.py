@@ -98,6 +98,12 @@ def test_every_component_reads_and_writes_with_one_url(protected: Settings) -> N
     assert sessions.get("s-auth") == state
 
 
+def as_user(settings: Settings, user: str | None, password: str) -> str:
+    """The server's URL for an ACL user, with a generous timeout (serving's own is 50 ms,
+    too short to be sure of on a loaded machine)."""
+    return with_credentials(settings.redis_url or "", user, password) + "?socket_timeout=60"
+
+
 def customer_window(settings: Settings) -> tuple[pl.DataFrame, datetime, datetime]:
     """The customer features computed, and their first and last event times."""
     computed = pl.read_parquet(feature_paths(settings.features_dir)[CUSTOMER_VIEW])
@@ -106,7 +112,7 @@ def customer_window(settings: Settings) -> tuple[pl.DataFrame, datetime, datetim
 
 
 def test_an_acl_user_materialises_and_serves(protected: Settings) -> None:
-    url = with_credentials(protected.redis_url or "", "alice", ALICE_PASSWORD)
+    url = as_user(protected, "alice", ALICE_PASSWORD)
     target = RedisTarget.parse(url)
     assert target.options["username"] == "alice" and target.password == ALICE_PASSWORD
     with Environment(protected.data_dir, url) as settings:
@@ -139,9 +145,9 @@ def test_an_acl_user_materialises_and_serves(protected: Settings) -> None:
 
 
 def test_a_read_only_acl_user_is_refused_every_write(protected: Settings, caplog) -> None:
-    admin = RedisTarget.parse(with_credentials(protected.redis_url or "", "alice", ALICE_PASSWORD))
+    admin = RedisTarget.parse(as_user(protected, "alice", ALICE_PASSWORD))
     admin.client().flushdb()  # nothing stored: the writer must try to write every row
-    url = with_credentials(protected.redis_url or "", "reader", READER_PASSWORD)
+    url = as_user(protected, "reader", READER_PASSWORD)
     caplog.set_level(logging.DEBUG)
     with Environment(protected.data_dir, url) as settings:
         reader_client = RedisTarget.parse(url).client()
@@ -165,7 +171,7 @@ def test_a_read_only_acl_user_is_refused_every_write(protected: Settings, caplog
 @pytest.mark.parametrize("user", ["alice", "reader", "nobody", None])
 def test_a_wrong_password_is_refused_without_showing_it(protected: Settings, user) -> None:
     wrong = (ALICE_PASSWORD if user == "alice" else READER_PASSWORD) + ",x"
-    target = RedisTarget.parse(with_credentials(protected.redis_url or "", user, wrong))
+    target = RedisTarget.parse(as_user(protected, user, wrong))
     # A cluster client wraps the node's AuthenticationError in RedisClusterException.
     with pytest.raises((redis.AuthenticationError, RedisClusterException)) as raised:
         target.client(retries=0).ping()

@@ -64,7 +64,11 @@ def tls_redis(raw_drops: Path, tmp_path_factory: pytest.TempPathFactory) -> Iter
         tls=files,
         tls_auth_clients="yes",
     ) as default_url:
-        url = with_credentials(default_url, "alice", ALICE_PASSWORD)
+        # A generous timeout: serving's own (50 ms) also bounds each TLS handshake, too short
+        # to be sure of on a loaded machine.
+        url = replace_query(
+            with_credentials(default_url, "alice", ALICE_PASSWORD), socket_timeout="60"
+        )
         with Environment(work / "data", url) as environment:
             prepare_days(environment, raw_drops)
             yield TLSRedis(url=url, files=files, work=work, settings=environment)
@@ -160,7 +164,7 @@ def test_a_server_of_another_ca_is_refused(tls_redis: TLSRedis, caplog) -> None:
     store.apply(store.feature_store(tls_redis.settings))  # the views exist, Redis refuses
     other = make_tls_files(tls_redis.work / "other-ca", name="someone else's CA")
     # Serving's own timeout is short; a TLS handshake on a loaded machine needs more.
-    url = replace_query(tls_redis.url, ssl_ca_certs=str(other.ca_cert), socket_timeout="30")
+    url = replace_query(tls_redis.url, ssl_ca_certs=str(other.ca_cert), socket_timeout="60")
     caplog.set_level(logging.DEBUG)
     with pytest.raises(redis.ConnectionError) as raised:
         RedisTarget.parse(url).client(retries=0, socket_timeout=30).ping()
@@ -270,7 +274,12 @@ def test_a_cluster_over_verified_tls(raw_drops: Path, tmp_path: Path) -> None:
         tmp_path / "cluster", password=DEFAULT_PASSWORD, users={"alice": ALICE_PASSWORD}, tls=files
     ) as hosts:
         query = urlencode(
-            {"ssl_cert_reqs": "required", "ssl_ca_certs": str(files.ca_cert)}, safe="/"
+            {
+                "ssl_cert_reqs": "required",
+                "ssl_ca_certs": str(files.ca_cert),
+                "socket_timeout": "60",
+            },
+            safe="/",
         )
         url = f"rediss+cluster://alice:{quote(ALICE_PASSWORD, safe='')}@{hosts}?{query}"
         client = RedisTarget.parse(url).client()
