@@ -304,3 +304,18 @@ def test_a_cluster_over_verified_tls(raw_drops: Path, tmp_path: Path) -> None:
         with pytest.raises(refused, match="(?i)certificate verify failed") as raised:
             RedisTarget.parse(wrong).client(retries=0, socket_timeout=30).ping()
         assert ALICE_PASSWORD not in str(raised.value)
+
+
+def test_the_materialize_flow_over_rediss(
+    tls_redis: TLSRedis, raw_drops: Path, tmp_path: Path, prefect_harness: None
+) -> None:
+    """``fitrec run materialize`` (the Prefect flow) into the TLS server, from a fresh data
+    dir (its own Feast registry) into an emptied store."""
+    from flows.materialize import materialize
+
+    RedisTarget.parse(tls_redis.url).client().flushdb()
+    with Environment(tmp_path / "data", tls_redis.url) as settings:
+        prepare_days(settings, raw_drops)
+        written = materialize()
+        assert written and all("fast" in v for v in written.values()), written
+        assert_read_back(settings, store.feature_store(settings))
