@@ -1,10 +1,11 @@
 """The online store over verified TLS, on a real redis-server serving only TLS (``port 0``,
 ``tls-port``, ``tls-auth-clients yes``) with a throwaway CA made by the test.
 
-Materialisation (fitrec's fast writer and Feast's own ``RedisOnlineStore`` write path),
-Feast's SDK reads, the serving reader and the session store all run through one
-``rediss://`` URL with ``ssl_cert_reqs=required``, an ACL user and a client certificate, and
-read back what was computed. A wrong CA, a missing client certificate and a wrong password
+Materialisation (fitrec's fast writer, Feast's own ``RedisOnlineStore`` write path and the
+``materialize`` flow), Feast's SDK reads, the serving reader and the session store all run
+through one ``rediss://`` URL with ``ssl_cert_reqs=required``, an ACL user and a client
+certificate, and read back what was computed; the same through ``rediss+cluster://`` on a
+three-node TLS cluster. A wrong CA, a missing client certificate and a wrong password
 are refused with errors that never show the password. The fast writer's replies are read off
 the TLS socket (:mod:`pipeline.features.online.replies`): a property test sends it pipelined
 batches of any size and checks every reply is counted.
