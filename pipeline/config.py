@@ -34,7 +34,10 @@ class Settings(BaseSettings):
     unless given explicitly.
     """
 
-    model_config = SettingsConfigDict(env_prefix="FITREC_", env_file=".env", extra="ignore")
+    # hide_input_in_errors: a bad FITREC_REDIS_URL must not print its password in the error.
+    model_config = SettingsConfigDict(
+        env_prefix="FITREC_", env_file=".env", extra="ignore", hide_input_in_errors=True
+    )
 
     profile: Literal["embedded", "production"] = "embedded"
     prefect_api_url: str = Field(

@@ -152,3 +152,16 @@ def test_rotation_translation_maps_old_pseudonyms_to_new_ones(ids, old, new):
     assert len(key_id(old)) == 8 and int(key_id(old), 16) >= 0
     if old != new:
         assert key_id(old) != key_id(new)  # 32 bits: a collision here would be a bug
+
+
+def test_a_bad_redis_url_does_not_print_its_password(monkeypatch):
+    from pydantic import ValidationError
+
+    from pipeline.config import Settings
+
+    for url in ("redis://:topsecret-9@h:1?ssl_cert_reqs=bogus", "redis://:topsecret-9@h:notaport"):
+        monkeypatch.setenv("FITREC_REDIS_URL", url)
+        with pytest.raises(ValidationError) as error:
+            Settings()
+        assert "topsecret-9" not in str(error.value)
+        assert "FITREC_REDIS_URL" in str(error.value)
