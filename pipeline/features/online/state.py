@@ -63,7 +63,7 @@ class Watermark:
                 rows=int(data["rows"]),
                 written_at=datetime.fromisoformat(data["written_at"]),
             )
-        except (ValueError, KeyError, TypeError):
+        except (ValueError, KeyError, TypeError, OverflowError):
             return None
 
 
@@ -145,7 +145,7 @@ def _redis_client(config: RepoConfig, socket_timeout: float = 30.0) -> Any:
 def _sqlite_path(config: RepoConfig) -> Path:
     path = Path(str(config.online_store.path))
     if not path.is_absolute():
-        path = Path(config.repo_path) / path
+        path = Path(str(config.repo_path)) / path
     return path
 
 
