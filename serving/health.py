@@ -3,7 +3,8 @@
 Three ways the store fails serving, each a reason code in the health answer (and a label of
 the ``fitrec_store_degraded_total`` counter):
 
-* ``redis_unreachable``: the breaker is open, or reading the store's watermark failed.
+* ``redis_unreachable``: the breaker is open, or reading the store's watermark failed (the
+  health read does not go through the breaker: page views alone open and close it).
 * ``store_empty``: the online store holds no watermark (or zero rows) for the customer view,
   as after a Redis restarted empty: materialisation has not (re)filled it.
 * ``features_missing``: of the recent lookups of customers in the model's vocabulary (at most
@@ -28,13 +29,16 @@ from prometheus_client.registry import Collector
 from pipeline.config import Settings
 from pipeline.features.declarations import CUSTOMER_VIEW
 from pipeline.features.online.state import Watermark, read_watermarks, state_key
-from serving.breaker import Breaker
+from serving.breaker import OPEN, Breaker, BreakerOpen
 
 WINDOW = 200
 """Recent lookups of vocabulary customers the missing share is taken over."""
 
 MIN_LOOKUPS = 20
 """Fewer lookups than this in the window say nothing about the share."""
+
+HEALTH_TIMEOUT_MAX = 1.0
+"""Seconds the health check waits on Redis at most."""
 
 REDIS_UNREACHABLE = "redis_unreachable"
 STORE_EMPTY = "store_empty"
@@ -86,7 +90,9 @@ class StoreHealth:
         if settings.redis_url:
             from pipeline.features.online.connection import RedisTarget
 
-            timeout = max(settings.redis_timeout_seconds, 0.5)  # one small read, off the loop
+            # One small read, off the event loop, never longer than HEALTH_TIMEOUT_MAX: a
+            # frozen Redis must not make /health wait as long as a page view may.
+            timeout = min(max(settings.redis_timeout_seconds, 0.25), HEALTH_TIMEOUT_MAX)
             self._client = RedisTarget.parse(settings.redis_url).client(
                 socket_timeout=timeout, retries=0
             )
@@ -94,10 +100,11 @@ class StoreHealth:
     def _customer_watermark(self) -> Watermark | None:
         if self._client is None:
             return read_watermarks(self.feast_config).get(CUSTOMER_VIEW)
-        raw = self.breaker.call(
-            self._client.hget, state_key(self.feast_config.project), CUSTOMER_VIEW
+        if self.breaker.state == OPEN:  # known down: no call (the breaker counts page views)
+            raise BreakerOpen("the Redis breaker is open")
+        return Watermark.from_json(
+            self._client.hget(state_key(self.feast_config.project), CUSTOMER_VIEW)
         )
-        return Watermark.from_json(raw)
 
     def check(self) -> HealthReport:
         """The store's state now (blocking: call it off the event loop)."""
