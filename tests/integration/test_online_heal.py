@@ -152,3 +152,53 @@ def test_redis_restarted_empty_heals_through_the_materialize_flow(served, fresh)
     assert drill.answers_after_degraded == 0
     assert drill.healed
     assert drill.line().startswith("redis_restart_healed=true ")
+
+
+def test_sqlite_store_deleted_is_seen_and_rewritten(raw_drops, prefect_harness, tmp_path):
+    """The SQLite online store: its database deleted, health says store_empty, the
+    materialise flow rewrites every view (the same values, counts equal to the offline side)
+    and health says ok."""
+    import shutil
+    from datetime import date
+
+    from flows.features import build_features
+    from flows.ingest import ingest
+    from flows.materialize import materialize
+    from pipeline.data.curated import drops_up_to
+    from serving.breaker import Breaker
+    from serving.health import StoreHealth
+    from tests.conftest import Environment
+
+    with Environment(tmp_path / "sqlite") as settings:
+        shutil.copytree(raw_drops, settings.raw_dir)
+        run_date = drops_up_to(settings.raw_dir, date.max)[-1][0]
+        ingest(run_date)
+        build_features(run_date)
+        first = materialize()
+        assert not any(v.startswith("rewrote") for v in first.values())
+        assert set(materialize().values()) == {"up to date"}
+        fs = store.feature_store(settings)
+        health = StoreHealth(settings, Breaker.from_settings(settings), fs.config)
+        assert health.check().status == "ok"
+        ids = pl.read_parquet(feature_paths(settings.features_dir)[CUSTOMER_VIEW])
+        sample = ids.get_column(view_spec(fs.get_feature_view(CUSTOMER_VIEW), fs.config).join_key)
+        sample = sample.unique().sort().head(25).to_list()
+        before = store.read_customer_features(fs, sample)
+        assert all(any(v is not None for v in row.values()) for row in before)
+
+        (settings.feast_dir / "online_store.db").unlink()
+        report = health.check()
+        assert report.status == "degraded" and report.reasons == ["store_empty"]
+        assert not any(s.complete for s in _states(settings).values())
+
+        healed = materialize()
+        assert all(
+            v.startswith("rewrote in full (online store is empty") for v in healed.values()
+        ), healed
+        fs = store.feature_store(settings)
+        assert store.read_customer_features(fs, sample) == before
+        states = _states(settings)
+        assert states and all(
+            s.complete and s.offline_rows == s.online_rows for s in states.values()
+        )
+        assert health.check().status == "ok"
