@@ -137,6 +137,7 @@ def test_any_deleted_subset_or_lost_watermark_is_rewritten(served, recommender, 
 def test_redis_restarted_empty_heals_through_the_materialize_flow(served, fresh):
     settings, _, server = served
     drill = redis_restart_drill(settings, server, fresh)
+    print(drill.line(), drill.materialize_output, drill.counts, drill.health_empty)
     assert drill.health_before["status"] == "ok"
     assert drill.health_down["status"] == "degraded"
     assert "redis_unreachable" in drill.health_down["reasons"]
