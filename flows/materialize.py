@@ -1,8 +1,9 @@
-"""Flow ``materialize``: feast apply, then load new feature rows into the online store."""
+"""Flow ``materialize``: feast apply, then load new feature rows into the online store, and
+rewrite any view the online store has lost (each such view's line says why, also logged)."""
 
 from __future__ import annotations
 
-from prefect import flow, task
+from prefect import flow, get_run_logger, task
 
 from pipeline.config import get_settings
 from pipeline.features import store
@@ -16,9 +17,13 @@ def apply_repo() -> None:
 @task(retries=3, retry_delay_seconds=[2, 10, 30])
 def materialize_online() -> dict[str, str]:
     settings = get_settings()
-    return store.materialize_new(
+    done = store.materialize_new(
         store.feature_store(settings), settings.features_dir, settings.feast_dir / "checkpoints"
     )
+    for view, line in done.items():
+        if line.startswith("rewrote"):  # the online store had lost rows: say so loudly
+            get_run_logger().warning("%s: %s", view, line)
+    return done
 
 
 @flow(name="materialize")

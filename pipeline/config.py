@@ -116,6 +116,15 @@ class Settings(BaseSettings):
     redis_timeout_seconds: float = Field(
         default=0.05, gt=0, description="Serving's Redis timeout: fail fast, answer degraded."
     )
+    store_missing_threshold: float = Field(
+        default=0.5,
+        ge=0,
+        le=1,
+        description=(
+            "Share of recent lookups of customers in the model's vocabulary that found no "
+            "online features above which /health says degraded (features_missing)."
+        ),
+    )
 
     # --- the HTTP API: who may call it, how much, how big (serving/security.py) ----------
     api_key_hashes: Annotated[list[str], NoDecode] = Field(

@@ -15,7 +15,7 @@ from __future__ import annotations
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from fastapi import Depends, FastAPI, Request, Response
 from fastapi.concurrency import run_in_threadpool
@@ -29,10 +29,11 @@ from prometheus_client import (
     Histogram,
     generate_latest,
 )
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 from pipeline.config import Settings, get_settings
 from serving.events import EventProcessor, EventTimeError, FeastPusher, SessionEventRequest
+from serving.health import StoreDegradedCollector
 from serving.recommender import Recommendation, RecommendationRequest, Recommender
 from serving.security import (
     ERROR_RESPONSES,
@@ -55,9 +56,14 @@ class EventResponse(BaseModel):
 
 
 class Health(BaseModel):
-    status: str
+    status: Literal["ok", "degraded"]
     model_version: str
     online_store: str
+    reasons: list[str] = Field(
+        default_factory=list,
+        description="Why degraded: redis_unreachable, store_empty, features_missing.",
+    )
+    details: list[str] = Field(default_factory=list, description="A sentence per reason.")
 
 
 class Metrics:
@@ -97,6 +103,7 @@ class Metrics:
         }
         for name, read in gauges.items():
             Gauge(name, name.replace("_", " "), registry=self.registry).set_function(read)
+        self.registry.register(StoreDegradedCollector(recommender.store_health))
 
 
 # The app's parts live on ``app.state`` from start-up (the lifespan) to shut-down; endpoints
@@ -229,8 +236,13 @@ def create_app(
 
     @app.get("/health", response_model=Health, dependencies=probes, responses=probe_responses)
     async def health(recommender: RecommenderDep) -> Health:
+        report = await run_in_threadpool(recommender.health)  # one Redis read, off the loop
         return Health(
-            status="ok", model_version=recommender.version, online_store=settings.online_store
+            status="degraded" if report.status == "degraded" else "ok",
+            model_version=recommender.version,
+            online_store=settings.online_store,
+            reasons=report.reasons,
+            details=report.details,
         )
 
     @app.get(

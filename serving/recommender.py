@@ -35,6 +35,7 @@ from pipeline.rules.compiled import CatalogueRules
 from pipeline.rules.schema import Context, Rules, load_rules
 from serving.breaker import Breaker, BreakerOpen
 from serving.events import SessionStore
+from serving.health import HealthReport, StoreHealth
 from serving.reasons import drivers, explain, lifts
 
 log = logging.getLogger(__name__)
@@ -162,6 +163,12 @@ class CustomerFeatures:
         return row, values[0] if values else None
 
 
+def _in_vocabulary(model: LoadedModel, pseudonym: str) -> bool:
+    """Whether the model's customer embedding knows ``pseudonym`` (False if it cannot say)."""
+    ids = getattr(getattr(model.scorer, "fast", None), "customer", None)
+    return ids is not None and pseudonym in ids.index
+
+
 class Recommender:
     """Champion model + online features + rules; construct once per process."""
 
@@ -173,6 +180,7 @@ class Recommender:
         # One breaker for both Redis paths (features and sessions live in the same Redis).
         self.breaker = Breaker.from_settings(settings)
         self.sessions = SessionStore(settings, self.breaker)
+        self.store_health = StoreHealth(settings, self.breaker, self.features.fs.config)
         self.counters = Counters()
         ttl = settings.serving_cache_seconds
         self._feature_cache: TTLCache = TTLCache(maxsize=100_000, ttl=max(ttl, 0.001))
@@ -247,6 +255,12 @@ class Recommender:
 
     def close(self) -> None:
         self._stop.set()
+        self.store_health.close()
+
+    def health(self) -> HealthReport:
+        """The online store's health now (blocking: one small Redis read, call it off the
+        event loop); see :mod:`serving.health`."""
+        return self.store_health.check()
 
     def clear_feature_cache(self) -> None:
         """Forget the cached customer features: the next request of each customer reads the
@@ -263,6 +277,11 @@ class Recommender:
 
         features, state, degraded = self._lookups(pseudonym, request.session_id)
         known = any(v is not None for v in features.values())
+        if pseudonym and not degraded and _in_vocabulary(model, pseudonym):
+            # The model was trained on this customer, so the store should hold their
+            # features: without them the answer is a cold start by fault, not by design.
+            self.store_health.missing.record(not known)
+            degraded = not known
         session_items, purchased = list(request.session_items), []
         if state is not None:
             session_items = [*state.items, *request.session_items]

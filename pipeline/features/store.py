@@ -125,31 +125,49 @@ def apply(store: FeatureStore) -> None:
 def materialize_new(
     store: FeatureStore, features_dir: Path, checkpoint_dir: Path | None = None
 ) -> dict[str, str]:
-    """Load feature rows newer than the last materialisation into the online store.
+    """Load feature rows newer than the last materialisation into the online store, and
+    rewrite any view the online store has lost.
 
     Like ``feast materialize-incremental``, but bounded by the data rather than by the clock
-    (Feast starts from *now* minus the TTL, which would skip older snapshots). Into Redis it
-    writes with :mod:`pipeline.features.online` (same bytes as Feast, 15-25x faster, resumable
-    from ``checkpoint_dir``); into SQLite with Feast's own materialisation. Returns what was
-    written per view.
+    (Feast starts from *now* minus the TTL, which would skip older snapshots). Before trusting
+    the registry's "materialised up to", the online store itself is inspected
+    (:mod:`pipeline.features.online.state`): a view whose watermark is missing or whose stored
+    entities are fewer than the offline side's is rewritten in full, and its line says why.
+    After each view its watermark (end, entities) is written into the online store. Into
+    Redis it writes with :mod:`pipeline.features.online` (same bytes as Feast, 15-25x faster,
+    resumable from ``checkpoint_dir``); into SQLite with Feast's own materialisation. Returns
+    what was done per view.
     """
     from feast.infra.online_stores.redis import RedisOnlineStoreConfig
 
-    from pipeline.features.online.materialize import materialize_view
-
-    fast = isinstance(store.config.online_store, RedisOnlineStoreConfig)
     from pipeline.features.build import feature_paths
     from pipeline.features.declarations import TIMESTAMP
+    from pipeline.features.online.layout import view_spec
+    from pipeline.features.online.materialize import materialize_view
+    from pipeline.features.online.state import (
+        Watermark,
+        inspect_views,
+        offline_entities,
+        write_watermark,
+    )
 
+    fast = isinstance(store.config.online_store, RedisOnlineStoreConfig)
     paths = feature_paths(features_dir)
+    views = [*store.list_feature_views(), *store.list_stream_feature_views()]
+    states = inspect_views(store, views, paths, TIMESTAMP)
     done: dict[str, str] = {}
-    for view in [*store.list_feature_views(), *store.list_stream_feature_views()]:
+    for view in views:
         path = paths.get(view.name)
         if path is None or not path.exists():
             continue
         stamps = pl.read_parquet(path, columns=[TIMESTAMP]).get_column(TIMESTAMP)
         end = cast(datetime, stamps.max()) + timedelta(seconds=1)
-        start = view.most_recent_end_time or cast(datetime, stamps.min())
+        first = cast(datetime, stamps.min())
+        start = view.most_recent_end_time or first
+        why = ""
+        state = states.get(view.name)
+        if view.most_recent_end_time is not None and state is not None and not state.complete:
+            start, why = first, f"rewrote in full ({state.reason}): "
         if start.tzinfo is None:
             start = start.replace(tzinfo=UTC)
         if start >= end:
@@ -157,10 +175,18 @@ def materialize_new(
             continue
         if fast:
             rows = materialize_view(store, view.name, start, end, checkpoint_dir)
-            done[view.name] = f"{start.isoformat()} .. {end.isoformat()}: {rows} rows (fast)"
+            done[view.name] = f"{why}{start.isoformat()} .. {end.isoformat()}: {rows} rows (fast)"
         else:
             store.materialize(start_date=start, end_date=end, feature_views=[view.name])
-            done[view.name] = f"{start.isoformat()} .. {end.isoformat()}"
+            done[view.name] = f"{why}{start.isoformat()} .. {end.isoformat()}"
+        join_key = view_spec(view, store.config).join_key
+        entities = offline_entities(path, join_key, TIMESTAMP, end)
+        mark = Watermark(
+            end=end if end.tzinfo else end.replace(tzinfo=UTC),
+            rows=len(entities),
+            written_at=datetime.now(UTC),
+        )
+        write_watermark(store.config, view.name, mark)
     return done
 
 

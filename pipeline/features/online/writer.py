@@ -310,6 +310,13 @@ class RedisFeatureWriter:
             checkpoint.unlink(missing_ok=True)
         return stats.written
 
+    def stored_event_nanos(self, view: FeatureView, keys: pl.Series) -> I64:
+        """The stored ``_ts`` of ``view`` for each entity key in ``keys``, in nanoseconds
+        since the epoch (0 where the store holds no row): one pipelined HMGET per key."""
+        spec = view_spec(view, self.config)
+        raw, bulk = key_arrays(spec, keys, self._project)
+        return self._stored_nanos(spec, raw, bulk)
+
     # -- internals --------------------------------------------------------------------------
 
     @staticmethod
