@@ -130,6 +130,23 @@ def kill9_drill(workdir: Path, redis_url: str) -> tuple[int, int]:
     return result.accepted, result.in_log
 
 
+def heal_drill(redis: object) -> bool:
+    """Kill Redis, restart it empty, run the materialise flow: is the store whole again, and
+    did serving's health say degraded until then?"""
+    from pipeline.config import get_settings
+    from pipeline.testing.heal import redis_restart_drill
+    from serving.recommender import Recommender
+
+    settings = get_settings()
+    rec = Recommender.from_registry(settings)
+    try:
+        drill = redis_restart_drill(settings, redis, rec)  # type: ignore[arg-type]
+    finally:
+        rec.close()
+    print(f"online store lost: {drill.line()}")
+    return drill.healed
+
+
 def erase_drill(run_date: date) -> int:
     """Erase the busiest customer (in every store, served live too), run the next nightly,
     make its model champion (by the gate, or by hand as an operator would), purge superseded
@@ -183,13 +200,17 @@ def main() -> None:
         assert redis.process is not None
         http = http_drills(redis.process.pid, args.requests)
         accepted, in_log = kill9_drill(workdir, redis.url)
+        healed = heal_drill(redis)
         leftovers = erase_drill(run_date)
     finally:
         redis.kill()
     ratio = http["naive_p99_ms"] / max(http["breaker_p99_ms"], 1e-9)
     print(f"frozen Redis p99: naive/ours = {ratio:.1f}x")
     print(
-        f"trust http_cases={int(http['http_cases'])} http_5xx={int(http['http_5xx'])} "
+        f"trust ingest_cases={ingest['cases']} ingest_crashes={ingest['crashes']} "
+        f"reconciled={ingest['reconciled']}/{ingest['cases']} "
+        f"http_cases={int(http['http_cases'])} http_5xx={int(http['http_5xx'])} "
+        f"redis_restart_healed={'true' if healed else 'false'} "
         f"events_accepted={accepted} events_in_log={in_log} erase_leftovers={leftovers} "
         f"p99_ms_redis_frozen={http['breaker_p99_ms']:.2f}"
     )

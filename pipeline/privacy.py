@@ -22,8 +22,9 @@ operator does it:
 3. once the model trained on the new pseudonyms is champion and the online store is
    re-materialised, drop the old key from ``FITREC_PSEUDONYM_PREVIOUS_KEYS``.
 
-Between steps 1 and 3 serving pseudonymises with the new key, so a customer whose features
-are still stored under the old pseudonym is answered as a cold start until the rebuild.
+Between steps 1 and 3 serving looks a customer up under the new pseudonym and, when the store
+has nothing there, under each previous key's (one more Redis round trip for those customers
+only), so nobody turns cold start during the rebuild.
 """
 
 from __future__ import annotations

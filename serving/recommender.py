@@ -186,6 +186,9 @@ class Recommender:
         self._feature_cache: TTLCache = TTLCache(maxsize=100_000, ttl=max(ttl, 0.001))
         self._answer_cache: TTLCache = TTLCache(maxsize=1_000, ttl=max(ttl, 0.001))
         self._key = settings.pseudonym_key.get_secret_value()
+        # Keys being rotated out (newest first): until the rebuild under the new key, a
+        # customer's features and the model's vocabulary still use the old pseudonym.
+        self._previous_keys = settings.pseudonym_keys[1:]
         self._stop = threading.Event()
         self._watcher: threading.Thread | None = None
         self._compiled: tuple[LoadedModel, Rules, CatalogueRules] | None = None
@@ -277,6 +280,11 @@ class Recommender:
 
         features, state, degraded = self._lookups(pseudonym, request.session_id)
         known = any(v is not None for v in features.values())
+        if request.customer_id and not known and not degraded and self._previous_keys:
+            pseudonym, features, degraded = self._under_previous_keys(
+                request.customer_id, pseudonym, features
+            )
+            known = any(v is not None for v in features.values())
         if pseudonym and not degraded and _in_vocabulary(model, pseudonym):
             # The model was trained on this customer, so the store should hold their
             # features: without them the answer is a cold start by fault, not by design.
@@ -318,6 +326,20 @@ class Recommender:
         if cold and not degraded:
             self._answer_cache[(request.k, model.version)] = answer
         return answer
+
+    def _under_previous_keys(
+        self, customer_id: str, pseudonym: str, features: dict
+    ) -> tuple[str, dict, bool]:
+        """During a key rotation: the customer's features under the first previous key that
+        has them (pseudonym, features, degraded); the current pseudonym if none has."""
+        for key in self._previous_keys:
+            old = pseudonymise(customer_id, key)
+            found, _, degraded = self._lookups(old, None)
+            if degraded:
+                return pseudonym, features, True
+            if any(v is not None for v in found.values()):
+                return old, found, False
+        return pseudonym, features, False
 
     def _lookups(
         self, pseudonym: str, session_id: str | None
