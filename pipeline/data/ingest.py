@@ -563,7 +563,9 @@ def _quarantine_rows(
     visible: list[str] = []
     sealed: list[str | None] = []
     customers: list[str | None] = []
-    for row in bad.iter_rows(named=True):
+    wanted = [SOURCE, PRE, LINE, FILE, BYTES, "__raw_customer", "customer_id", "body_data_consent"]
+    # Only these columns go to Python: a time in year 0 is fine in Polars, not in datetime.
+    for row in bad.select(c for c in wanted if c in bad.columns).iter_rows(named=True):
         text, pre = row[SOURCE], row[PRE]
         raw_id = row["__raw_customer"] if has_customer else None
         pseudonym = row["customer_id"] if has_customer else None

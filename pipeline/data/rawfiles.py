@@ -264,6 +264,8 @@ def read_csv_records(data: bytes, contract: Contract) -> pl.DataFrame:
         rows.append(row)
     if header is None:
         return unreadable(contract, "empty_file")
+    if header_reason and not rows:  # a header that is garbage, and nothing else
+        return unreadable(contract, header_reason)
     return _frame(rows, contract)
 
 
