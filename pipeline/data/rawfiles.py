@@ -30,6 +30,8 @@ from pathlib import Path
 
 import orjson
 import polars as pl
+import pyarrow.parquet as pq
+from polars.exceptions import PanicException
 
 from pipeline.data.contracts import Contract
 
@@ -149,14 +151,17 @@ def read_json_lines(data: bytes, contract: Contract) -> pl.DataFrame:
     """JSON lines: clean lines through Polars, suspicious ones one by one (see module)."""
     if _utf8(data) is None or b"\x1f" in data or b"\x00" in data:
         return _slow_lines(data, contract)
-    lines = pl.read_csv(
-        data,
-        has_header=False,
-        separator="\x1f",
-        quote_char=None,
-        new_columns=[SOURCE],
-        schema={SOURCE: pl.String},
-    )
+    try:
+        lines = pl.read_csv(
+            data,
+            has_header=False,
+            separator="\x1f",
+            quote_char=None,
+            new_columns=[SOURCE],
+            schema={SOURCE: pl.String},
+        )
+    except (Exception, PanicException):  # noqa: BLE001 - the slow path reads any bytes
+        return _slow_lines(data, contract)
     lines = (
         lines.with_row_index(LINE, offset=1)
         .with_columns(pl.col(LINE).cast(pl.Int64), pl.col(SOURCE).str.strip_suffix("\r"))
@@ -181,7 +186,7 @@ def read_json_lines(data: bytes, contract: Contract) -> pl.DataFrame:
         fields = pl.read_ndjson(body, schema=dict.fromkeys(contract.names, pl.String))
         if fields.height != clean.height:
             raise ValueError("line count changed")
-    except Exception:  # noqa: BLE001 - Polars raises several types; the slow path decides
+    except (Exception, PanicException):  # noqa: BLE001 - Polars raises several types
         return _slow_lines(data, contract)
     fast = pl.concat([fields, clean], how="horizontal").with_columns(
         pl.lit(None, pl.String).alias(PRE),
@@ -275,9 +280,13 @@ _SCALAR_TYPES = (pl.String, pl.Categorical, pl.Enum, pl.Boolean, pl.Date, pl.Dat
 def read_parquet_rows(path: Path, contract: Contract) -> pl.DataFrame:
     """Parquet rows as strings; a file that cannot be read, or whose contract column is not a
     scalar (a List, a Struct, bytes), is one ``corrupt_file`` or ``bad_column_type`` row."""
+    # pyarrow checks a file before decoding it; Polars' own reader can panic (a
+    # BaseException) on a corrupt page.
     try:
-        frame = pl.read_parquet(path)
-    except Exception:  # noqa: BLE001 - pyarrow and Polars raise many types for bad files
+        frame = pl.from_arrow(pq.read_table(path))
+    except (Exception, PanicException):  # noqa: BLE001 - many types for bad files
+        return unreadable(contract, "corrupt_file")
+    if not isinstance(frame, pl.DataFrame):
         return unreadable(contract, "corrupt_file")
     for name in contract.names:
         if name in frame.columns:
@@ -290,7 +299,7 @@ def read_parquet_rows(path: Path, contract: Contract) -> pl.DataFrame:
             pl.col(n).cast(pl.String) if n in frame.columns else pl.lit(None, pl.String).alias(n)
             for n in contract.names
         )
-    except Exception:  # noqa: BLE001 - a column type Polars cannot render
+    except (Exception, PanicException):  # noqa: BLE001 - a type Polars cannot render
         return unreadable(contract, "corrupt_file")
     return strings.with_columns(
         source.alias(SOURCE),

@@ -98,4 +98,6 @@ class DayWriter:
         _apply(self.folder, self.data_dir)
 
     def abandon(self) -> None:
-        shutil.rmtree(self.folder, ignore_errors=True)
+        """Drop what was staged, unless it is committed: then :func:`recover` finishes it."""
+        if not (self.folder / JOURNAL).is_file():
+            shutil.rmtree(self.folder, ignore_errors=True)
