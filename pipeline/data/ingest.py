@@ -43,6 +43,7 @@ Erasure finds a customer's quarantine rows by ``customer_id`` and by unsealing
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import logging
@@ -158,8 +159,10 @@ def drop_fingerprint(drop: Path, extra: dict[str, list[Path]] | None = None) -> 
 # --- checks -------------------------------------------------------------------------------
 
 
+@functools.lru_cache(maxsize=4096)
 def _chart_reason(chart_text: str) -> tuple[list[tuple[str, dict]], str | None]:
-    """Sizes of a size chart with their ranges, or the reason it is rejected."""
+    """Sizes of a size chart with their ranges, or the reason it is rejected (cached: many
+    items of a catalogue share one chart; callers copy, never change, what it returns)."""
     try:
         chart = strict_json(chart_text)
     except (ValueError, RecursionError):
@@ -537,17 +540,22 @@ QUARANTINE_SCHEMA = pl.Schema(
 )
 
 
+# The value of a customer_id key: a JSON string (escapes allowed) or a bare number.
+_CUSTOMER_VALUE = re.compile(r'("customer_id"\s*:\s*)("(?:[^"\\]|\\.)*"|-?\d+)(?=\s*[,}])')
+
+
 def _with_pseudonym(text: str, raw_id: str, pseudonym: str) -> str | None:
     """``text`` with the value of its ``customer_id`` key replaced by the pseudonym, or None
     when the id is not written there exactly once as plain JSON (then the text is sealed)."""
-    forms = {json.dumps(raw_id), json.dumps(raw_id, ensure_ascii=False)}
-    if raw_id.lstrip("-").isdigit():
-        forms.add(raw_id)  # a number
-    value = "|".join(re.escape(f) for f in sorted(forms, key=len, reverse=True))
-    replaced, count = re.subn(
-        rf'("customer_id"\s*:\s*)(?:{value})(?=\s*[,}}])', rf'\g<1>"{pseudonym}"', text
-    )
-    if count != 1 or raw_id in replaced.replace(pseudonym, ""):
+    found = list(_CUSTOMER_VALUE.finditer(text))
+    if len(found) != 1:
+        return None
+    match = found[0]
+    value = match.group(2)
+    if value not in (json.dumps(raw_id), json.dumps(raw_id, ensure_ascii=False), raw_id):
+        return None  # escapes or spaces: the id is there in another spelling
+    replaced = f'{text[: match.start(2)]}"{pseudonym}"{text[match.end(2) :]}'
+    if raw_id in replaced.replace(pseudonym, ""):
         return None
     return replaced
 

@@ -113,6 +113,30 @@ mutation = st.fixed_dictionaries(
 )
 
 
+def mutate_parquet(path: Path, m: dict, column: str, kind: str) -> None:
+    frame = pl.from_arrow(pq.read_table(path))
+    assert isinstance(frame, pl.DataFrame)
+    if kind == "drop_column" and column in frame.columns:
+        frame = frame.drop(column)
+    elif kind == "list_column" and column in frame.columns:
+        frame = frame.with_columns(pl.concat_list(pl.col(column).cast(pl.String)).alias(column))
+    elif kind == "extra_column":
+        frame = frame.with_columns(pl.lit([1, 2]).alias("surplus"))
+    elif kind in ("value", "raw_token") and frame.height:
+        row = int(m["at"] * (frame.height - 1))
+        value = m["token"] if kind == "raw_token" else m["value"]
+        text = None if value is None else json.dumps(value) if not isinstance(value, str) else value
+        frame = frame.with_columns(
+            pl.when(pl.int_range(pl.len()) == row)
+            .then(pl.lit(text, pl.String))
+            .otherwise(pl.col(column).cast(pl.String))
+            .alias(column)
+        )
+    elif kind == "duplicate_line" and frame.height:
+        frame = pl.concat([frame, frame.head(1)])
+    frame.write_parquet(path)
+
+
 def mutate(folder: Path, m: dict) -> None:
     path = folder / m["file"]
     if not path.exists():
@@ -137,35 +161,9 @@ def mutate(folder: Path, m: dict) -> None:
         path.write_bytes(data[:at] + "\u00e9\u00ff".encode("latin-1") + data[at:])
     elif path.suffix == ".parquet":
         try:
-            frame = pl.from_arrow(pq.read_table(path))
-        except Exception:  # noqa: BLE001 - an earlier mutation broke it: leave it broken
+            mutate_parquet(path, m, column, kind)
+        except Exception:  # noqa: BLE001 - an earlier mutation broke the file: leave it so
             return
-        assert isinstance(frame, pl.DataFrame)
-        if kind == "drop_column" and column in frame.columns:
-            frame = frame.drop(column)
-        elif kind == "list_column" and column in frame.columns:
-            frame = frame.with_columns(pl.concat_list(pl.col(column).cast(pl.String)).alias(column))
-        elif kind == "extra_column":
-            frame = frame.with_columns(pl.lit([1, 2]).alias("surplus"))
-        elif kind in ("value", "raw_token") and frame.height:
-            row = int(m["at"] * (frame.height - 1))
-            value = m["token"] if kind == "raw_token" else m["value"]
-            text = (
-                None
-                if value is None
-                else json.dumps(value)
-                if not isinstance(value, str)
-                else value
-            )
-            frame = frame.with_columns(
-                pl.when(pl.int_range(pl.len()) == row)
-                .then(pl.lit(text, pl.String))
-                .otherwise(pl.col(column).cast(pl.String))
-                .alias(column)
-            )
-        elif kind == "duplicate_line" and frame.height:
-            frame = pl.concat([frame, frame.head(1)])
-        frame.write_parquet(path)
     else:
         lines = _lines(path)
         index = (
