@@ -181,9 +181,14 @@ def read_json_lines(data: bytes, contract: Contract) -> pl.DataFrame:
     )
     flagged = lines.with_columns(suspicious.alias("__slow"))
     clean = flagged.filter(~pl.col("__slow")).drop("__slow")
+    schema = dict.fromkeys(contract.names, pl.String)
     try:
-        body = "\n".join(clean.get_column(SOURCE)).encode()
-        fields = pl.read_ndjson(body, schema=dict.fromkeys(contract.names, pl.String))
+        fields = None
+        if clean.height == lines.height:  # the usual case: the file as it is
+            fields = pl.read_ndjson(data, schema=schema)
+        if fields is None or fields.height != clean.height:
+            body = clean.select(pl.col(SOURCE).str.join("\n")).item().encode()
+            fields = pl.read_ndjson(body, schema=schema)
         if fields.height != clean.height:
             raise ValueError("line count changed")
     except (Exception, PanicException):  # noqa: BLE001 - Polars raises several types
