@@ -300,3 +300,26 @@ def test_trust_case_reports_crash_and_reconciliation(tmp_path, settings):
     }
     assert all(case["reconciled"].values())
     assert case["report"]["tables"]["items"]["quarantined"] >= 1
+
+
+def test_the_days_after_a_hostile_day_go_on(tmp_path, settings):
+    drop = drop_with(tmp_path)
+    (drop / "items.csv").write_bytes(b"")
+    (drop / "customers.parquet").write_bytes(b"PAR1 not really")
+    ingest_drop(drop, DAY, settings)
+    later = DAY.replace(day=DAY.day + 1)
+    write(
+        tmp_path / "next",
+        {
+            "customers": [customer("A")],
+            "items": [item("I1")],
+            "session_events": [event("n1", ts="2026-03-11T10:00:00Z")],
+        },
+    )
+    report = ingest_drop(tmp_path / "next", later, settings)
+    assert {t: c.curated for t, c in report.tables.items() if c.curated} == {
+        "customers": 1,
+        "items": 1,
+        "session_events": 1,
+    }
+    assert all(c.reconciled for c in report.tables.values())

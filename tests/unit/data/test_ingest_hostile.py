@@ -91,6 +91,7 @@ mutation = st.fixed_dictionaries(
             [
                 "bytes",
                 "latin1",
+                "utf16",
                 "truncate",
                 "empty",
                 "delete",
@@ -157,6 +158,8 @@ def mutate(folder: Path, m: dict) -> None:
         path.write_bytes(
             data[:at] + m["junk"] + data[at + (len(m["junk"]) if kind == "corrupt" else 0) :]
         )
+    elif kind == "utf16":
+        path.write_bytes(data.decode("utf-8", "replace").encode("utf-16"))
     elif kind == "latin1":
         path.write_bytes(data[:at] + "\u00e9\u00ff".encode("latin-1") + data[at:])
     elif path.suffix == ".parquet":
