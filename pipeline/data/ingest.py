@@ -47,12 +47,10 @@ import functools
 import hashlib
 import json
 import logging
-import re
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
-import orjson
 import polars as pl
 
 from pipeline.config import Settings
@@ -70,6 +68,7 @@ from pipeline.data.curated import (
     report_path,
     serving_logs,
 )
+from pipeline.data.quarantine import quarantine_rows
 from pipeline.data.rawfiles import (
     BYTES,
     FILE,
@@ -78,12 +77,11 @@ from pipeline.data.rawfiles import (
     PRE,
     SOURCE,
     empty_rows,
-    masked,
     read_raw,
     strict_json,
 )
 from pipeline.data.staging import DayWriter, recover
-from pipeline.privacy import pseudonymise_column, redact_without_consent, seal, without_body
+from pipeline.privacy import pseudonymise_column, redact_without_consent
 
 __all__ = ["IngestReport", "TableReport", "ingest_day", "ingest_drop", "read_raw", "trust_case"]
 
@@ -509,7 +507,7 @@ def _ingest_table(
     )
 
     good = frame.filter(pl.col("reason").is_null()).select(contract.names)
-    bad = _quarantine_rows(frame.filter(pl.col("reason").is_not_null()), day, contract, key, paths)
+    bad = quarantine_rows(frame.filter(pl.col("reason").is_not_null()), day, contract, key, paths)
     report.raw, report.curated, report.quarantined = rows_in, good.height, bad.height
     report.exact_duplicates = exact_duplicates
     report.reconciled = rows_in == good.height + bad.height + exact_duplicates
@@ -525,91 +523,3 @@ def _ingest_table(
     writer.parquet(good, partition(settings.curated_dir, table, day))
     writer.parquet(bad, partition(settings.quarantine_dir, table, day))
     return good, report
-
-
-QUARANTINE_SCHEMA = pl.Schema(
-    {
-        "source_file": pl.String,
-        "line": pl.Int64,
-        "reason": pl.String,
-        "raw": pl.String,
-        "customer_id": pl.String,
-        "source_sealed": pl.String,
-        "day": pl.String,
-    }
-)
-
-
-# The value of a customer_id key: a JSON string (escapes allowed) or a bare number.
-_CUSTOMER_VALUE = re.compile(r'("customer_id"\s*:\s*)("(?:[^"\\]|\\.)*"|-?\d+)(?=\s*[,}])')
-
-
-def _with_pseudonym(text: str, raw_id: str, pseudonym: str) -> str | None:
-    """``text`` with the value of its ``customer_id`` key replaced by the pseudonym, or None
-    when the id is not written there exactly once as plain JSON (then the text is sealed)."""
-    found = list(_CUSTOMER_VALUE.finditer(text))
-    if len(found) != 1:
-        return None
-    match = found[0]
-    value = match.group(2)
-    if value not in (json.dumps(raw_id), json.dumps(raw_id, ensure_ascii=False), raw_id):
-        return None  # escapes or spaces: the id is there in another spelling
-    replaced = f'{text[: match.start(2)]}"{pseudonym}"{text[match.end(2) :]}'
-    if raw_id in replaced.replace(pseudonym, ""):
-        return None
-    return replaced
-
-
-def _quarantine_rows(
-    bad: pl.DataFrame, day: date, contract: Contract, key: str, paths: list[Path]
-) -> pl.DataFrame:
-    """Rejected rows with where they came from and every reason; no raw customer id (see the
-    module docstring for what is kept visible, what only sealed)."""
-    sizes = {f"{p.parent.name}/{p.name}": p.stat().st_size for p in paths if p.is_file()}
-    has_customer = "__raw_customer" in bad.columns
-    has_consent = "body_data_consent" in bad.columns
-    visible: list[str] = []
-    sealed: list[str | None] = []
-    customers: list[str | None] = []
-    wanted = [SOURCE, PRE, LINE, FILE, BYTES, "__raw_customer", "customer_id", "body_data_consent"]
-    # Only these columns go to Python: a time in year 0 is fine in Polars, not in datetime.
-    for row in bad.select(c for c in wanted if c in bad.columns).iter_rows(named=True):
-        text, pre = row[SOURCE], row[PRE]
-        raw_id = row["__raw_customer"] if has_customer else None
-        pseudonym = row["customer_id"] if has_customer else None
-        if row[LINE] is None:  # a file that gave no rows: it stays in the raw drop
-            visible.append(f"<{pre}: {sizes.get(row[FILE], 0)} bytes>")
-            sealed.append(None)
-            customers.append(None)
-            continue
-        shown: str | None = text if pre is None else None
-        if shown is not None and raw_id and pseudonym:
-            shown = _with_pseudonym(shown, raw_id, pseudonym)
-        if shown is not None and has_consent and row["body_data_consent"] is not True:
-            stripped = without_body(shown)
-            try:
-                shown = stripped if isinstance(orjson.loads(stripped), dict) else None
-            except orjson.JSONDecodeError:
-                shown = None
-        if shown is None:
-            original = (
-                row[BYTES].decode("utf-8", "surrogateescape") if row[BYTES] is not None else text
-            )
-            visible.append(masked(text, contract.names))
-            sealed.append(seal(original, key))
-        else:
-            visible.append(shown)
-            sealed.append(None)
-        customers.append(pseudonym if pre is None else None)
-    return pl.DataFrame(
-        {
-            "source_file": bad.get_column(FILE),
-            "line": bad.get_column(LINE),
-            "reason": bad.get_column("reason"),
-            "raw": pl.Series(visible, dtype=pl.String),
-            "customer_id": pl.Series(customers, dtype=pl.String),
-            "source_sealed": pl.Series(sealed, dtype=pl.String),
-            "day": pl.Series([day.isoformat()] * bad.height, dtype=pl.String),
-        },
-        schema=QUARANTINE_SCHEMA,
-    )
