@@ -37,8 +37,9 @@ Quarantine and privacy: the quarantine never holds a raw customer id. Its column
   except the contract's column names (:func:`pipeline.data.rawfiles.masked`).
 - A file that gave no rows is not copied (it stays in the raw drop): ``raw`` says its size.
 
-Erasure finds a customer's quarantine rows by ``customer_id`` and by unsealing
-``source_sealed``.
+Sealed text is the line as it arrived, body values included: only the holder of the
+pseudonym key can read it. Erasure finds a customer's quarantine rows by ``customer_id`` and
+by unsealing ``source_sealed`` (:mod:`pipeline.data.quarantine` holds the schema).
 """
 
 from __future__ import annotations
