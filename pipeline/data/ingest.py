@@ -29,8 +29,9 @@ Quarantine and privacy: the quarantine never holds a raw customer id. Its column
 - A row whose fields were read keeps its original text in ``raw`` with the customer id
   replaced by its pseudonym (and, for customers who did not consent, without body values).
 - A row whose text cannot be rewritten that way (an unparseable line, undecodable bytes, an
-  id written with escapes, a customer row that cannot be stripped of body values) is kept
-  only sealed in ``source_sealed`` (AES-256-GCM under a key derived from the pseudonym key,
+  id written with escapes, a key outside the contract in a table with customer ids, where it
+  may hold an id, a customer row that cannot be stripped of body values) is kept only
+  sealed in ``source_sealed`` (AES-256-GCM under a key derived from the pseudonym key,
   deterministic so re-runs are byte-identical; undecodable bytes are sealed as
   surrogate-escaped text, so ``unseal(...).encode("utf-8", "surrogateescape")`` gives back
   the exact bytes); ``raw`` then shows only its shape: every letter and digit is ``*``

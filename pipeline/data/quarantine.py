@@ -53,6 +53,15 @@ def _with_pseudonym(text: str, raw_id: str, pseudonym: str) -> str | None:
     return replaced
 
 
+def _only_contract_keys(text: str, names: frozenset[str]) -> bool:
+    """Whether ``text`` is a JSON object whose keys are all columns of the contract."""
+    try:
+        record = orjson.loads(text)
+    except orjson.JSONDecodeError:
+        return False
+    return isinstance(record, dict) and record.keys() <= names
+
+
 def quarantine_rows(
     bad: pl.DataFrame, day: date, contract: Contract, key: str, paths: list[Path]
 ) -> pl.DataFrame:
@@ -61,6 +70,7 @@ def quarantine_rows(
     sizes = {f"{p.parent.name}/{p.name}": p.stat().st_size for p in paths if p.is_file()}
     has_customer = "__raw_customer" in bad.columns
     has_consent = "body_data_consent" in bad.columns
+    names = frozenset(contract.names)
     visible: list[str] = []
     sealed: list[str | None] = []
     customers: list[str | None] = []
@@ -76,6 +86,8 @@ def quarantine_rows(
             customers.append(None)
             continue
         shown: str | None = text if pre is None else None
+        if shown is not None and has_customer and not _only_contract_keys(shown, names):
+            shown = None  # a key of its own (a misspelt customer_id, say) may hold an id
         if shown is not None and raw_id and pseudonym:
             shown = _with_pseudonym(shown, raw_id, pseudonym)
         if shown is not None and has_consent and row["body_data_consent"] is not True:

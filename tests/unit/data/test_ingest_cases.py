@@ -323,3 +323,15 @@ def test_the_days_after_a_hostile_day_go_on(tmp_path, settings):
         "session_events": 1,
     }
     assert all(c.reconciled for c in report.tables.values())
+
+
+def test_a_misspelt_customer_key_is_sealed_not_shown(tmp_path, settings):
+    raw_id = "CUST-777"
+    line = json.dumps(event("e3", customer_id=None, event_type="teleport") | {"customr_id": raw_id})
+    drop = drop_with(tmp_path, session_events=[event("e1"), line])
+    ingest_drop(drop, DAY, settings)
+    q = quarantine(settings, "session_events")
+    assert q["reason"].to_list() == ["not_allowed:event_type"]
+    assert raw_id not in q["raw"].item() and q["customer_id"].item() is None
+    key = settings.pseudonym_key.get_secret_value()
+    assert json.loads(unseal(q["source_sealed"].item(), [key]))["customr_id"] == raw_id
