@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Final
 
 import polars as pl
@@ -99,6 +100,11 @@ class Contract:
 
 
 UTC_TS = pl.Datetime("us", "UTC")
+# Times outside these bounds are out_of_range: they are no real event, and Python's datetime
+# (years 1..9999) could not even hold some of them.
+TS_MIN: Final = datetime(1900, 1, 1, tzinfo=UTC)
+TS_MAX: Final = datetime(2200, 1, 1, tzinfo=UTC)
+EPOCH_LIMIT: Final = 10**11
 
 CUSTOMERS = Contract(
     name="customers",
@@ -209,6 +215,8 @@ def parse_timestamp(expr: pl.Expr) -> pl.Expr:
     """Parse ISO 8601 (with or without offset, ``Z``), plain dates and epoch seconds to UTC."""
     text = expr.cast(pl.String).str.strip_chars()
     iso = text.str.replace(r"Z$", "+00:00")
+    seconds = text.cast(pl.Int64, strict=False)
+    epoch = pl.when(seconds.abs() < EPOCH_LIMIT).then(seconds)
     return pl.coalesce(
         iso.str.to_datetime(
             "%Y-%m-%dT%H:%M:%S%.f%z", strict=False, time_zone="UTC", time_unit="us"
@@ -220,9 +228,8 @@ def parse_timestamp(expr: pl.Expr) -> pl.Expr:
         .str.to_datetime("%Y-%m-%d %H:%M:%S%.f", strict=False, time_unit="us")
         .dt.replace_time_zone("UTC"),
         text.str.to_datetime("%Y-%m-%d", strict=False, time_unit="us").dt.replace_time_zone("UTC"),
-        pl.from_epoch(text.cast(pl.Int64, strict=False), time_unit="s")
-        .dt.cast_time_unit("us")
-        .dt.replace_time_zone("UTC"),
+        # Epoch seconds beyond +-EPOCH_LIMIT would wrap around in microseconds: not a time.
+        pl.from_epoch(epoch, time_unit="s").dt.cast_time_unit("us").dt.replace_time_zone("UTC"),
     )
 
 
@@ -271,7 +278,9 @@ def conform(raw: pl.DataFrame, contract: Contract) -> pl.DataFrame:
 
     Missing columns count as nulls. The returned frame has the contract's columns in
     order plus ``reason`` (a ``;``-joined list of every rule the row breaks, or null).
-    Raw values that fail to parse keep their row: the reason says ``bad_type:<column>``.
+    Raw values that fail to parse keep their row: the reason says ``bad_type:<column>``;
+    values that parse but lie outside the type's or the contract's range (NaN, infinity,
+    ``1e400``, a year outside :data:`TS_MIN`..:data:`TS_MAX`) say ``out_of_range:<column>``.
     """
     for name in contract.names:
         if name not in raw.columns:
@@ -301,6 +310,11 @@ def conform(raw: pl.DataFrame, contract: Contract) -> pl.DataFrame:
         checks.append((given_nonempty & value.is_null(), f"bad_type:{c.name}"))
         if not c.nullable:
             checks.append((~given_nonempty, f"missing:{c.name}"))
+        if c.dtype.is_float():
+            # NaN, inf and what overflows a double (1e400) are no measurement or price.
+            checks.append((~value.is_finite(), f"out_of_range:{c.name}"))
+        if c.dtype == UTC_TS:
+            checks.append(((value < TS_MIN) | (value >= TS_MAX), f"out_of_range:{c.name}"))
         if c.min is not None:
             checks.append((value < c.min, f"out_of_range:{c.name}"))
         if c.max is not None:

@@ -1,7 +1,10 @@
 """Reading what ingest wrote: curated partitions, dimensions as of a day, which days to ingest.
 
 Curated tables live at ``curated/<table>/date=<day>/part-0.parquet``; the stages after ingest
-(features, examples, evaluation, reports) read them only through these functions.
+(features, examples, evaluation, reports) read them only through these functions. A day
+being written sits in ``<data_dir>/_staging/`` (:mod:`pipeline.data.staging`) until it is
+whole; these readers glob only ``curated/<table>/date=*/part-0.parquet`` and the reports, so
+they never see a staged or half-written day.
 """
 
 from __future__ import annotations

@@ -1,30 +1,58 @@
 """Ingest: validate one day's raw drop into curated Parquet and quarantine, losing nothing.
 
-For every raw table of a drop: read it (JSON lines, CSV or Parquet) as strings, drop exact
-duplicate rows (counted), type it by its :mod:`pipeline.data.contracts` contract (with unit
-conversion), pseudonymise customer ids, check references, launch dates, future times and
-key duplicates, then write ``curated/<table>/date=<day>/part-0.parquet`` and
-``quarantine/<table>/date=<day>/part-0.parquet``. Every rejected row keeps its source file,
-line and original text, with every reason it broke.
+For every raw table of a drop: read it (JSON lines, CSV or Parquet; :mod:`pipeline.data.rawfiles`
+turns any bytes into rows or reasons), drop exact duplicate rows (counted), type it by its
+:mod:`pipeline.data.contracts` contract (with unit conversion), pseudonymise customer ids,
+check references, launch dates, future times and key duplicates, then write
+``curated/<table>/date=<day>/part-0.parquet`` and ``quarantine/<table>/date=<day>/part-0.parquet``.
 
     raw rows = curated + quarantined + exact duplicates dropped      (per table, per day)
 
-Re-running a day rewrites byte-identical files; an unchanged drop is not read twice. One day
-is processed at a time, so memory follows the size of a day, not of the history.
+No input makes ingest raise. A row whose fields cannot be read gets exactly one line-level
+reason (``bad_json``, ``bad_encoding``, ``duplicate_json_key``, ``bad_csv_row``,
+``bad_header``); a file that gives no rows at all (an empty or corrupt Parquet file, an empty
+CSV, a contract column of a List type) is one quarantine row without a line
+(``empty_file``, ``corrupt_file``, ``bad_column_type:<column>``) and counts as one raw row, so
+the equation above holds for every input. A missing feed file is logged as a warning and
+listed under ``missing_files`` in the table's report.
+
+A day is written all at once (:mod:`pipeline.data.staging`): every table and the report, or,
+if the run dies, nothing (a leftover staging folder is cleaned up or finished by the next
+run). Re-running a day rewrites byte-identical files; an unchanged drop is not read twice.
+One day is processed at a time, so memory follows the size of a day, not of the history.
+
+Quarantine and privacy: the quarantine never holds a raw customer id. Its columns are
+``source_file``, ``line``, ``reason`` (``;``-joined), ``raw`` (the visible text),
+``customer_id`` (the pseudonym when the row's id could be read, else null), ``source_sealed``
+(null, or the whole original line sealed with :func:`pipeline.privacy.seal`) and ``day``.
+
+- A row whose fields were read keeps its original text in ``raw`` with the customer id
+  replaced by its pseudonym (and, for customers who did not consent, without body values).
+- A row whose text cannot be rewritten that way (an unparseable line, undecodable bytes, an
+  id written with escapes, a key outside the contract in a table with customer ids, where it
+  may hold an id, a customer row that cannot be stripped of body values) is kept only
+  sealed in ``source_sealed`` (AES-256-GCM under a key derived from the pseudonym key,
+  deterministic so re-runs are byte-identical; undecodable bytes are sealed as
+  surrogate-escaped text, so ``unseal(...).encode("utf-8", "surrogateescape")`` gives back
+  the exact bytes); ``raw`` then shows only its shape: every letter and digit is ``*``
+  except the contract's column names (:func:`pipeline.data.rawfiles.masked`).
+- A file that gave no rows is not copied (it stays in the raw drop): ``raw`` says its size.
+
+Sealed text is the line as it arrived, body values included: only the holder of the
+pseudonym key can read it. Erasure finds a customer's quarantine rows by ``customer_id`` and
+by unsealing ``source_sealed`` (:mod:`pipeline.data.quarantine` holds the schema).
 """
 
 from __future__ import annotations
 
+import functools
 import hashlib
-import io
 import json
 import logging
-import os
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
-import orjson
 import polars as pl
 
 from pipeline.config import Settings
@@ -42,14 +70,23 @@ from pipeline.data.curated import (
     report_path,
     serving_logs,
 )
-from pipeline.erasure import erased_pseudonyms
-from pipeline.privacy import (
-    key_id,
-    pseudonymise_column,
-    redact_without_consent,
-    translation,
-    without_body,
+from pipeline.data.quarantine import quarantine_rows
+from pipeline.data.rawfiles import (
+    BYTES,
+    FILE,
+    LINE,
+    NESTED,
+    PRE,
+    SOURCE,
+    empty_rows,
+    read_raw,
+    strict_json,
 )
+from pipeline.data.staging import DayWriter, recover
+from pipeline.erasure import erased_pseudonyms
+from pipeline.privacy import key_id, pseudonymise_column, redact_without_consent, translation
+
+__all__ = ["IngestReport", "TableReport", "ingest_day", "ingest_drop", "read_raw", "trust_case"]
 
 log = logging.getLogger(__name__)
 
@@ -66,7 +103,9 @@ DIMENSIONS = ("customers", "items")
 FUTURE_GRACE = timedelta(hours=1)
 # An event key seen on one of this many earlier days is a duplicate (a re-sent event).
 DUPLICATE_LOOKBACK_DAYS = 7
-SOURCE, LINE, FILE = "__source", "__line", "__file"
+# The item_sizes table types a size's rank as Int8 and its stock as Int32.
+MAX_SIZES = 128
+MAX_STOCK = 2**31 - 1
 
 
 @dataclass
@@ -81,6 +120,9 @@ class TableReport:
     exact_duplicates: int = 0
     erased: int = 0
     reasons: dict[str, int] = field(default_factory=dict)
+    missing_files: list[str] = field(default_factory=list)
+    quarantined_files: dict[str, str] = field(default_factory=dict)
+    reconciled: bool = True
     redacted_body: int = 0
     null_rates: dict[str, float] = field(default_factory=dict)
     ranges: dict[str, list[str]] = field(default_factory=dict)
@@ -116,108 +158,6 @@ def drop_fingerprint(drop: Path, extra: dict[str, list[Path]] | None = None) -> 
                 for chunk in iter(lambda: handle.read(1 << 20), b""):
                     digest.update(chunk)
     return digest.hexdigest()
-
-
-def _write_atomic(frame: pl.DataFrame, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    frame.write_parquet(tmp)
-    os.replace(tmp, path)
-
-
-# --- reading ------------------------------------------------------------------------------
-
-
-def _empty(contract: Contract) -> pl.DataFrame:
-    return pl.DataFrame(
-        schema={**dict.fromkeys(contract.names, pl.String), SOURCE: pl.String, LINE: pl.Int64}
-    )
-
-
-BLANK = " \t\r"  # a line of only these is not a row
-
-
-def _read_lines(data: bytes) -> pl.DataFrame:
-    """Lines of a text file with their 1-based numbers; blank lines are not rows."""
-    if b"\x1f" not in data:
-        # Polars' CSV reader with a separator the text does not contain: one field a line.
-        lines = pl.read_csv(
-            data,
-            has_header=False,
-            separator="\x1f",
-            quote_char=None,
-            new_columns=[SOURCE],
-            schema={SOURCE: pl.String},
-            encoding="utf8-lossy",
-        )
-    else:
-        text = data.decode("utf-8", errors="replace")
-        lines = pl.Series(SOURCE, [text]).str.split("\n").explode().to_frame()
-        if text.endswith("\n"):
-            lines = lines.head(-1)
-    return (
-        lines.with_row_index(LINE, offset=1)
-        .with_columns(pl.col(LINE).cast(pl.Int64), pl.col(SOURCE).str.strip_suffix("\r"))
-        .filter(pl.col(SOURCE).is_not_null() & (pl.col(SOURCE).str.strip_chars(BLANK) != ""))
-    )
-
-
-def _parse_json_lines(data: bytes, lines: pl.DataFrame, contract: Contract) -> pl.DataFrame:
-    """Fields of each line as strings; a line that is not a JSON object gets all nulls."""
-    schema = dict.fromkeys(contract.names, pl.String)
-    text = lines.get_column(SOURCE)
-    try:
-        fields = pl.read_ndjson(data, schema=schema)
-        if fields.height == lines.height and text.str.starts_with("{").all():
-            return pl.concat([fields, lines], how="horizontal")
-    except Exception:  # noqa: BLE001 - Polars raises several types for malformed JSON
-        pass
-    # Slow path, only for files with malformed lines: find them one by one.
-    valid = []
-    for line in text:
-        try:
-            valid.append(isinstance(orjson.loads(line), dict))
-        except orjson.JSONDecodeError:
-            valid.append(False)
-    mask = pl.Series(valid, dtype=pl.Boolean)
-    good = lines.filter(mask)
-    fields = pl.read_ndjson(io.BytesIO("\n".join(good.get_column(SOURCE)).encode()), schema=schema)
-    parsed = pl.concat([fields, good], how="horizontal")
-    bad = lines.filter(~mask).with_columns(pl.lit(None, pl.String).alias(n) for n in schema)
-    return (
-        pl.concat([parsed, bad.select(parsed.columns)])
-        .sort(LINE)
-        .with_columns(pl.col(LINE).is_in(bad.get_column(LINE).implode()).alias("__bad_json"))
-    )
-
-
-def read_raw(path: Path, contract: Contract) -> pl.DataFrame:
-    """A raw file as string columns plus ``__source`` (the row as it arrived) and ``__line``.
-
-    JSON lines keep their exact text; CSV and Parquet rows are rendered as JSON objects.
-    """
-    if not path.exists():
-        return _empty(contract)
-    if path.suffix == ".jsonl":
-        data = path.read_bytes()
-        lines = _read_lines(data)
-        if lines.is_empty():
-            return _empty(contract)
-        return _parse_json_lines(data, lines, contract)
-    if path.suffix == ".csv":
-        frame = pl.read_csv(path, infer_schema=False)
-        first_line = 2  # after the header
-    else:
-        frame = pl.read_parquet(path).with_columns(pl.all().cast(pl.String))
-        first_line = 1
-    source_columns = frame.columns
-    for name in contract.names:
-        if name not in frame.columns:
-            frame = frame.with_columns(pl.lit(None, pl.String).alias(name))
-    return frame.with_columns(
-        pl.struct(source_columns).struct.json_encode().alias(SOURCE),
-        (pl.int_range(pl.len(), dtype=pl.Int64) + first_line).alias(LINE),
-    )
 
 
 SERVED = "__served_pseudonym"
@@ -258,40 +198,99 @@ def raw_customer_ids(raw_dir: Path) -> set[str]:
 # --- checks -------------------------------------------------------------------------------
 
 
+@functools.lru_cache(maxsize=4096)
+def _chart_reason(chart_text: str) -> tuple[list[tuple[str, dict]], str | None]:
+    """Sizes of a size chart with their ranges, or the reason it is rejected (cached: many
+    items of a catalogue share one chart; callers copy, never change, what it returns)."""
+    try:
+        chart = strict_json(chart_text)
+    except (ValueError, RecursionError):
+        return [], "bad_size_chart"
+    if not isinstance(chart, dict) or not chart:
+        return [], "bad_size_chart"
+    if len(chart) > MAX_SIZES:
+        return [], "out_of_range:size_chart"
+    sizes = []
+    for size, ranges in chart.items():
+        if not isinstance(ranges, dict):
+            return [], "bad_size_chart"
+        row: dict = {}
+        for m in CHART_MEASURES:
+            bounds = ranges.get(m)
+            if not isinstance(bounds, list) or len(bounds) != 2:
+                return [], "bad_size_chart"
+            if not all(isinstance(v, str | int) and not isinstance(v, bool) for v in bounds):
+                return [], "bad_size_chart"
+            try:
+                low, high = (float(v) for v in bounds)
+            except (ValueError, OverflowError):
+                return [], "bad_size_chart"
+            if not 0 < low < high < 300:
+                return [], "bad_size_chart"
+            row[f"{m}_min"], row[f"{m}_max"] = low, high
+        sizes.append((size, row))
+    return sizes, None
+
+
+def _stock_units(stock_text: str | None) -> tuple[dict[str, int], str | None]:
+    """Units in stock per size (JSON integers from 0 to the Int32 maximum), or the reason."""
+    if stock_text is None:
+        return {}, None
+    try:
+        stock = strict_json(stock_text)
+    except (ValueError, RecursionError):
+        return {}, "bad_stock"
+    if not isinstance(stock, dict):
+        return {}, "bad_stock"
+    units: dict[str, int] = {}
+    for size, value in stock.items():
+        if isinstance(value, bool) or not isinstance(value, int | str):
+            return {}, "bad_stock"
+        if isinstance(value, int):
+            number = value
+        else:  # a JSON float, as its text: 2.0 is 2 units, 1.5 is no number of units
+            try:
+                as_float = float(value)
+            except ValueError:
+                return {}, "bad_stock"
+            if not abs(as_float) <= MAX_STOCK:  # also inf and nan (1e400)
+                return {}, "out_of_range:stock"
+            if not as_float.is_integer():
+                return {}, "bad_stock"
+            number = int(as_float)
+        if not 0 <= number <= MAX_STOCK:
+            return {}, "out_of_range:stock"
+        units[size] = number
+    return units, None
+
+
 def parse_size_chart(items: pl.DataFrame) -> tuple[pl.DataFrame, pl.Series]:
     """Explode ``size_chart`` and ``stock`` JSON into one row per (item, size).
 
-    Items without a chart (real catalogues often have none) get no rows and no reason;
-    a chart that does not parse or makes no sense gets ``bad_size_chart``.
+    Items without a chart (real catalogues often have none) get no rows and no reason; a
+    chart that does not parse or makes no sense gets ``bad_size_chart`` (more sizes than
+    an Int8 rank holds: ``out_of_range:size_chart``); stock that is not an object of whole
+    units gets ``bad_stock`` (below zero or beyond Int32: ``out_of_range:stock``). Several
+    reasons are ``;``-joined.
     """
     rows: list[dict] = []
     reasons: list[str | None] = []
     for item_id, chart_text, stock_text in items.select("item_id", "size_chart", "stock").rows():
-        if chart_text is None:
-            reasons.append(None)
-            continue
-        try:
-            chart = json.loads(chart_text)
-            stock = json.loads(stock_text) if stock_text else {}
-            if not isinstance(chart, dict) or not chart or not isinstance(stock, dict):
-                raise ValueError
-            sizes = []
-            for rank, (size, ranges) in enumerate(chart.items()):
-                row = {"item_id": item_id, "size": str(size), "size_rank": rank}
-                for m in CHART_MEASURES:
-                    low, high = (float(v) for v in ranges[m])
-                    if not 0 < low < high < 300:
-                        raise ValueError
-                    row[f"{m}_min"], row[f"{m}_max"] = low, high
-                units = stock.get(size)
-                if units is not None and int(units) < 0:
-                    raise ValueError
-                row["stock"] = None if units is None else int(units)
-                sizes.append(row)
-            rows.extend(sizes)
-            reasons.append(None)
-        except (ValueError, TypeError, KeyError, AttributeError, json.JSONDecodeError):
-            reasons.append("bad_size_chart")
+        stock, stock_reason = _stock_units(stock_text)
+        sizes, chart_reason = _chart_reason(chart_text) if chart_text is not None else ([], None)
+        reason = ";".join(r for r in (chart_reason, stock_reason) if r) or None
+        reasons.append(reason)
+        if reason is None:
+            rows.extend(
+                {
+                    "item_id": item_id,
+                    "size": str(size),
+                    "size_rank": rank,
+                    **ranges,
+                    "stock": stock.get(size),
+                }
+                for rank, (size, ranges) in enumerate(sizes)
+            )
     return (
         pl.DataFrame(rows, schema=ITEM_SIZES_SCHEMA),
         pl.Series("reason", reasons, dtype=pl.String),
@@ -362,32 +361,38 @@ def ingest_drop(
     drop: Path, day: date, settings: Settings, extra: dict[str, list[Path]] | None = None
 ) -> IngestReport:
     """Ingest one day's raw drop folder, plus ``extra`` source files per table (serving's
-    event log); byte-identical output for the same inputs."""
+    event log); byte-identical output for the same inputs, written all at once."""
+    recover(settings.data_dir)
     extra = extra or {}
     report = IngestReport(day=day.isoformat(), fingerprint=drop_fingerprint(drop, extra))
     key = settings.pseudonym_key.get_secret_value()
     cutoff = datetime(day.year, day.month, day.day, tzinfo=UTC) + timedelta(days=1) + FUTURE_GRACE
     curated_here: dict[str, pl.DataFrame] = {}
     references: dict[str, pl.DataFrame] = {}
-    for table, filename in RAW_FILES.items():
-        paths = [drop / filename, *extra.get(table, [])]
-        good, bad, table_report = _ingest_table(
-            paths, table, day, settings, key, cutoff, curated_here, references
-        )
-        curated_here[table] = good
-        report.tables[table] = table_report
-        log.info(
-            "ingest %s %s: raw=%d curated=%d quarantined=%d duplicates=%d",
-            day,
-            table,
-            table_report.raw,
-            table_report.curated,
-            table_report.quarantined,
-            table_report.exact_duplicates,
-        )
-    path = report_path(settings.curated_dir, day)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(report.as_dict(), indent=2, sort_keys=True))
+    writer = DayWriter(settings.data_dir, f"ingest-{day.isoformat()}")
+    try:
+        for table, filename in RAW_FILES.items():
+            paths = [drop / filename, *extra.get(table, [])]
+            good, table_report = _ingest_table(
+                paths, table, day, settings, key, cutoff, curated_here, references, writer
+            )
+            curated_here[table] = good
+            report.tables[table] = table_report
+            log.info(
+                "ingest %s %s: raw=%d curated=%d quarantined=%d duplicates=%d",
+                day,
+                table,
+                table_report.raw,
+                table_report.curated,
+                table_report.quarantined,
+                table_report.exact_duplicates,
+            )
+        text = json.dumps(report.as_dict(), indent=2, sort_keys=True)
+        writer.text(text, report_path(settings.curated_dir, day))
+        writer.commit()
+    except BaseException:
+        writer.abandon()
+        raise
     return report
 
 
@@ -407,11 +412,56 @@ def ingest_day(drop: Path, day: date, settings: Settings) -> tuple[dict, bool]:
         The day's report (as :meth:`IngestReport.as_dict`) and whether it was skipped as
         unchanged (then the report is the previous one).
     """
+    recover(settings.data_dir)
     extra = serving_logs(settings.events_dir, day)
     previous = previous_report(settings.curated_dir, day)
     if previous and previous.get("fingerprint") == drop_fingerprint(drop, extra):
         return previous, True
     return ingest_drop(drop, day, settings, extra).as_dict(), False
+
+
+def trust_case(drop: Path, day: date, settings: Settings) -> dict:
+    """One hostile-input case for the trust benchmark: ingest ``drop`` as ``day`` and say
+    whether ingest crashed and whether every table reconciles.
+
+    Returns:
+        ``{"crashed": bool, "error": str | None, "reconciled": {table: bool}, "report": dict
+        | None}``; ``error`` names the exception type only (never its text, which may hold
+        input values).
+    """
+    try:
+        report = ingest_drop(drop, day, settings, serving_logs(settings.events_dir, day))
+    except Exception as error:  # noqa: BLE001 - the benchmark counts crashes, it must not stop
+        return {"crashed": True, "error": type(error).__name__, "reconciled": {}, "report": None}
+    return {
+        "crashed": False,
+        "error": None,
+        "reconciled": {t: r.reconciled for t, r in report.tables.items()},
+        "report": report.as_dict(),
+    }
+
+
+def _read_sources(
+    paths: list[Path], contract: Contract, report: TableReport, settings: Settings
+) -> pl.DataFrame:
+    frames = []
+    for path in paths:
+        name = f"{path.parent.name}/{path.name}"
+        if not path.is_file():
+            log.warning("ingest: feed file %s is missing", name)
+            report.missing_files.append(name)
+            continue
+        frame = read_raw(path, contract)
+        if frame.height == 1 and frame.get_column(LINE).null_count() == 1:
+            reason = frame.get_column(PRE).item()
+            log.warning("ingest: feed file %s is unreadable (%s), quarantined", name, reason)
+            report.quarantined_files[name] = reason
+        frames.append(
+            served_pseudonyms(frame.with_columns(pl.lit(name).alias(FILE)), path, settings)
+        )
+    if not frames:
+        return empty_rows(contract).with_columns(pl.lit(None, pl.String).alias(FILE))
+    return pl.concat(frames, how="diagonal_relaxed")
 
 
 def _ingest_table(
@@ -423,34 +473,20 @@ def _ingest_table(
     cutoff: datetime,
     curated_here: dict[str, pl.DataFrame],
     references: dict[str, pl.DataFrame],
-) -> tuple[pl.DataFrame, pl.DataFrame, TableReport]:
+    writer: DayWriter,
+) -> tuple[pl.DataFrame, TableReport]:
     contract = CONTRACTS[table]
-    raw = pl.concat(
-        [
-            served_pseudonyms(
-                read_raw(path, contract).with_columns(
-                    pl.lit(f"{path.parent.name}/{path.name}").alias(FILE)
-                ),
-                path,
-                settings,
-            )
-            for path in paths
-        ],
-        how="diagonal_relaxed",
-    )
-    if "__bad_json" in raw.columns:
-        raw = raw.with_columns(pl.col("__bad_json").fill_null(False))
+    report = TableReport()
+    raw = _read_sources(paths, contract, report, settings)
     rows_in = raw.height
-    # Exact duplicates (the same row sent twice) are dropped and counted, not quarantined.
-    raw = raw.filter(pl.col(SOURCE).is_first_distinct())
+    # Exact duplicates (the same row sent twice) are dropped and counted, not quarantined; a
+    # file that gave no rows is never a duplicate of another.
+    raw = raw.filter(pl.col(LINE).is_null() | pl.struct(SOURCE, BYTES).is_first_distinct())
     exact_duplicates = rows_in - raw.height
 
-    kept = [SOURCE, LINE, FILE, *([SERVED] if SERVED in raw.columns else [])]
+    kept = [SOURCE, LINE, FILE, PRE, BYTES, NESTED, *([SERVED] if SERVED in raw.columns else [])]
     frame = pl.concat([conform(raw, contract), raw.select(kept)], how="horizontal")
     checks: list[tuple[pl.Expr | pl.Series, str]] = []
-    if "__bad_json" in raw.columns:
-        frame = frame.with_columns(raw.get_column("__bad_json"))
-        checks.append((pl.col("__bad_json"), "bad_json"))
     if "customer_id" in contract.names:
         frame = pseudonymise_column(
             frame.with_columns(pl.col("customer_id").alias("__raw_customer")), "customer_id", key
@@ -468,8 +504,9 @@ def _ingest_table(
     sizes: pl.DataFrame | None = None
     if table == "items":
         sizes, chart_reason = parse_size_chart(frame)
-        frame = frame.with_columns(chart_reason.is_not_null().alias("__bad_chart"))
-        checks.append((pl.col("__bad_chart"), "bad_size_chart"))
+        frame = frame.with_columns(chart_reason.alias("__chart"))
+        for reason in sorted(set(chart_reason.drop_nulls().str.split(";").explode())):
+            checks.append((pl.col("__chart").str.split(";").list.contains(reason), reason))
     for column, target in contract.references.items():
         target_key = CONTRACTS[target].key[0]
         extra = ["launch_ts"] if target == "items" else []
@@ -501,21 +538,30 @@ def _ingest_table(
     if table not in DIMENSIONS:
         checks.append((_seen_before(frame, table, day, settings), "duplicate_key"))
     frame = add_reasons(frame, checks)
+    # Reasons found while reading: nested values add to the others; a row whose fields could
+    # not be read at all has exactly its one reason (the others would be noise).
+    frame = frame.with_columns(
+        pl.when(pl.col(PRE).is_not_null())
+        .then(pl.col(PRE))
+        .when(pl.col(NESTED).is_not_null() & pl.col("reason").is_not_null())
+        .then(pl.concat_str([pl.col("reason"), pl.col(NESTED)], separator=";"))
+        .otherwise(pl.coalesce("reason", NESTED))
+        .alias("reason")
+    )
     # Key duplicates with different content: a valid row whose key an earlier valid row of
     # this drop already has.
     valid = pl.col("reason").is_null()
     first = pl.struct(*contract.key, valid).is_first_distinct()
     frame = add_reasons(frame, [(valid & ~first, "duplicate_key")])
+    frame = frame.with_columns(
+        pl.col("reason").str.split(";").list.unique(maintain_order=True).list.join(";")
+    )
 
     good = frame.filter(pl.col("reason").is_null()).select(contract.names)
-    bad = _quarantine_rows(frame.filter(pl.col("reason").is_not_null()), day)
-    report = TableReport(
-        raw=rows_in,
-        curated=good.height,
-        quarantined=bad.height,
-        exact_duplicates=exact_duplicates,
-        erased=erased,
-    )
+    bad = quarantine_rows(frame.filter(pl.col("reason").is_not_null()), day, contract, key, paths)
+    report.raw, report.curated, report.quarantined = rows_in, good.height, bad.height
+    report.exact_duplicates, report.erased = exact_duplicates, erased
+    report.reconciled = rows_in == good.height + bad.height + exact_duplicates + erased
     report.reasons = dict(
         sorted(bad.get_column("reason").str.split(";").explode().value_counts().iter_rows())
     )
@@ -524,45 +570,7 @@ def _ingest_table(
     report.null_rates, report.ranges = _quality(good, contract)
     if sizes is not None:
         sizes = sizes.filter(pl.col("item_id").is_in(good.get_column("item_id").implode()))
-        _write_atomic(sizes, partition(settings.curated_dir, "item_sizes", day))
-    _write_atomic(good, partition(settings.curated_dir, table, day))
-    _write_atomic(bad, partition(settings.quarantine_dir, table, day))
-    return good, bad, report
-
-
-def _quarantine_rows(bad: pl.DataFrame, day: date) -> pl.DataFrame:
-    """Rejected rows as they arrived, with where they came from and every reason.
-
-    The one change to the original text: a customer id is replaced by its pseudonym, and
-    body values of customers who did not consent are removed.
-    """
-    source = bad.get_column(SOURCE).to_list()
-    if "__raw_customer" in bad.columns:
-        raw_ids = bad.get_column("__raw_customer").to_list()
-        pseudonyms = bad.get_column("customer_id").to_list()
-        source = [
-            text.replace(json.dumps(raw)[1:-1], pseudo) if raw and pseudo else text
-            for text, raw, pseudo in zip(source, raw_ids, pseudonyms, strict=True)
-        ]
-    if "body_data_consent" in bad.columns:
-        consent = bad.get_column("body_data_consent").to_list()
-        source = [
-            text if agreed else without_body(text)
-            for text, agreed in zip(source, consent, strict=True)
-        ]
-    return pl.DataFrame(
-        {
-            "source_file": bad.get_column(FILE),
-            "line": bad.get_column(LINE),
-            "reason": bad.get_column("reason"),
-            "raw": pl.Series(source, dtype=pl.String),
-            "day": day.isoformat(),
-        },
-        schema={
-            "source_file": pl.String,
-            "line": pl.Int64,
-            "reason": pl.String,
-            "raw": pl.String,
-            "day": pl.String,
-        },
-    )
+        writer.parquet(sizes, partition(settings.curated_dir, "item_sizes", day))
+    writer.parquet(good, partition(settings.curated_dir, table, day))
+    writer.parquet(bad, partition(settings.quarantine_dir, table, day))
+    return good, report

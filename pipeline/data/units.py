@@ -55,8 +55,10 @@ def length_cm(expr: pl.Expr) -> pl.Expr:
     cm = _num(t, rf"^{_NUMBER}\s*cm$")
     bare = t.cast(pl.Float64, strict=False)
     return (
-        pl.when(feet.is_not_null())
+        pl.when(feet.is_not_null() & (inches_after_feet.fill_null(0) < 12))
         .then((feet * 12 + inches_after_feet.fill_null(0)) * CM_PER_INCH)
+        .when(feet.is_not_null())
+        .then(None)  # 5' 18" is no height: inches after feet must be under 12
         .when(inches.is_not_null())
         .then(inches * CM_PER_INCH)
         .when(metres.is_not_null())

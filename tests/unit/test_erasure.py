@@ -81,7 +81,9 @@ def _plant_sealed_quarantine(settings: Settings, day: date, customer: str) -> Pa
             "source_file": ["x/session_events.jsonl"] * 2,
             "line": [10_000, 10_001],
             "reason": ["bad_json"] * 2,
-            "raw": [seal(line, key), seal('{"customer_id": "C-other", "x": ', key)],
+            "raw": ["{******: ******, ...}"] * 2,  # the masked shape ingest shows
+            "customer_id": [None, None],  # unparseable: no pseudonym known
+            "source_sealed": [seal(line, key), seal('{"customer_id": "C-other", "x": ', key)],
             "day": [day.isoformat()] * 2,
         },
         schema=frame.schema,

@@ -1,0 +1,352 @@
+"""Reading raw files that may be hostile: every byte becomes a row or a reason, nothing raises.
+
+:func:`read_raw` turns one raw file (JSON lines, CSV or Parquet) into string columns of the
+contract plus bookkeeping columns:
+
+- ``__source``: the row as it arrived (JSON lines keep their exact text; CSV and Parquet
+  rows are rendered as JSON objects; a CSV record that could not be split keeps its text);
+- ``__line``: 1-based line (CSV: the record's first line; Parquet: the row number), null for
+  a file that gave no rows;
+- ``__pre``: a *line-level* reason when the row's fields could not be read at all
+  (``bad_json``, ``bad_encoding``, ``duplicate_json_key``, ``bad_csv_row``, ``bad_header``) or
+  a *file-level* one (``empty_file``, ``corrupt_file``, ``bad_column_type:<column>``); such a
+  row gets that one reason and no other;
+- ``__bytes``: the line's exact bytes when they are not UTF-8 (never replaced by U+FFFD);
+- ``__nested``: value-level reasons found while reading (``bad_type:<column>`` for a JSON
+  array or object where the contract wants a scalar).
+
+Clean JSON lines take Polars' reader; only suspicious lines (not one object, escapes,
+nested values, a contract key twice) go through Python's JSON parser one by one.
+"""
+
+from __future__ import annotations
+
+import codecs
+import csv
+import json
+import re
+from collections.abc import Iterator
+from pathlib import Path
+
+import orjson
+import polars as pl
+import pyarrow.parquet as pq
+from polars.exceptions import PanicException
+
+from pipeline.data.contracts import Contract
+
+SOURCE, LINE, FILE = "__source", "__line", "__file"
+PRE, BYTES, NESTED = "__pre", "__bytes", "__nested"
+BLANK = " \t\r"  # a line of only these is not a row
+
+
+class _DuplicateKey(ValueError):
+    pass
+
+
+def _pairs(pairs: list[tuple[str, object]]) -> dict:
+    record = dict(pairs)
+    if len(record) != len(pairs):
+        raise _DuplicateKey
+    return record
+
+
+def _no_constant(name: str) -> object:
+    raise ValueError(f"{name} is not JSON")
+
+
+def strict_json(text: str) -> object:
+    """Parse JSON refusing duplicate keys (a ``ValueError``, see :func:`is_duplicate_key`) and
+    NaN/Infinity. Integers are Python ints (no overflow) and other numbers keep their text,
+    so ``1e400`` never becomes inf."""
+    return json.loads(
+        text, object_pairs_hook=_pairs, parse_float=str, parse_int=int, parse_constant=_no_constant
+    )
+
+
+def _schema(contract: Contract) -> dict[str, pl.DataType]:
+    return {
+        **dict.fromkeys(contract.names, pl.String()),
+        SOURCE: pl.String(),
+        LINE: pl.Int64(),
+        PRE: pl.String(),
+        BYTES: pl.Binary(),
+        NESTED: pl.String(),
+    }
+
+
+def _frame(rows: list[dict], contract: Contract) -> pl.DataFrame:
+    return pl.DataFrame(rows, schema=_schema(contract)) if rows else empty_rows(contract)
+
+
+def empty_rows(contract: Contract) -> pl.DataFrame:
+    """No rows, with the columns :func:`read_raw` gives."""
+    return pl.DataFrame(schema=_schema(contract))
+
+
+def unreadable(contract: Contract, reason: str) -> pl.DataFrame:
+    """The one row standing for a file that gave no rows: no line, only its reason."""
+    return pl.DataFrame([{PRE: reason, SOURCE: ""}], schema=_schema(contract))
+
+
+def _scalar(value: object) -> str | None:
+    if value is None:
+        return None
+    if value is True or value is False:
+        return "true" if value else "false"
+    return str(value)
+
+
+def _has_surrogate(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return True
+    return False
+
+
+def _line_row(text: str, number: int, contract: Contract) -> dict:
+    """One JSON line through Python's parser: fields, or the line-level reason."""
+    row: dict = {SOURCE: text, LINE: number}
+    try:
+        record = strict_json(text)
+    except _DuplicateKey:
+        return {**row, PRE: "duplicate_json_key"}
+    except (ValueError, RecursionError):
+        return {**row, PRE: "bad_json"}
+    if not isinstance(record, dict):
+        return {**row, PRE: "bad_json"}
+    nested = []
+    for name in contract.names:
+        value = record.get(name)
+        if isinstance(value, dict | list):
+            nested.append(f"bad_type:{name}")
+            row[name] = json.dumps(value)
+        elif isinstance(value, str) and _has_surrogate(value):
+            return {SOURCE: text, LINE: number, PRE: "bad_encoding"}
+        else:
+            row[name] = _scalar(value)
+    row[NESTED] = ";".join(nested) or None
+    return row
+
+
+def _split_lines(data: bytes) -> Iterator[tuple[int, bytes]]:
+    lines = data.split(b"\n")
+    if data.endswith(b"\n"):
+        lines.pop()
+    for number, line in enumerate(lines, start=1):
+        line = line.removesuffix(b"\r")
+        if line.strip(BLANK.encode()):
+            yield number, line
+
+
+def _utf8(data: bytes) -> str | None:
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError:
+        return None
+
+
+def read_json_lines(data: bytes, contract: Contract) -> pl.DataFrame:
+    """JSON lines: clean lines through Polars, suspicious ones one by one (see module)."""
+    if _utf8(data) is None or b"\x1f" in data or b"\x00" in data:
+        return _slow_lines(data, contract)
+    try:
+        lines = pl.read_csv(
+            data,
+            has_header=False,
+            separator="\x1f",
+            quote_char=None,
+            new_columns=[SOURCE],
+            schema={SOURCE: pl.String},
+        )
+    except (Exception, PanicException):  # noqa: BLE001 - the slow path reads any bytes
+        return _slow_lines(data, contract)
+    lines = (
+        lines.with_row_index(LINE, offset=1)
+        .with_columns(pl.col(LINE).cast(pl.Int64), pl.col(SOURCE).str.strip_suffix("\r"))
+        .filter(pl.col(SOURCE).is_not_null() & (pl.col(SOURCE).str.strip_chars(BLANK) != ""))
+    )
+    if lines.is_empty():
+        return empty_rows(contract)
+    text = pl.col(SOURCE).str.strip_chars(BLANK)
+    suspicious = (
+        ~text.str.starts_with("{")
+        | ~text.str.ends_with("}")
+        | text.str.contains(r"\\u|\[")
+        | (text.str.count_matches("{", literal=True) > 1)
+        | pl.any_horizontal(
+            text.str.count_matches(f'"{name}"', literal=True) > 1 for name in contract.names
+        )
+    )
+    flagged = lines.with_columns(suspicious.alias("__slow"))
+    clean = flagged.filter(~pl.col("__slow")).drop("__slow")
+    schema = dict.fromkeys(contract.names, pl.String)
+    try:
+        fields = None
+        if clean.height == lines.height:  # the usual case: the file as it is
+            fields = pl.read_ndjson(data, schema=schema)
+        if fields is None or fields.height != clean.height:
+            body = clean.select(pl.col(SOURCE).str.join("\n")).item().encode()
+            fields = pl.read_ndjson(body, schema=schema)
+        if fields.height != clean.height:
+            raise ValueError("line count changed")
+    except (Exception, PanicException):  # noqa: BLE001 - Polars raises several types
+        return _slow_lines(data, contract)
+    fast = pl.concat([fields, clean], how="horizontal").with_columns(
+        pl.lit(None, pl.String).alias(PRE),
+        pl.lit(None, pl.Binary).alias(BYTES),
+        pl.lit(None, pl.String).alias(NESTED),
+    )
+    slow = _frame(
+        [
+            _line_row(t, n, contract)
+            for t, n in flagged.filter(pl.col("__slow")).select(SOURCE, LINE).iter_rows()
+        ],
+        contract,
+    )
+    return pl.concat([fast.select(_schema(contract).keys()), slow]).sort(LINE)
+
+
+def _slow_lines(data: bytes, contract: Contract) -> pl.DataFrame:
+    rows = []
+    for number, line in _split_lines(data):
+        text = _utf8(line)
+        if text is None or "\x00" in text:
+            shown = line.decode("utf-8", "replace").replace("\x00", "\ufffd")
+            rows.append({SOURCE: shown, LINE: number, PRE: "bad_encoding", BYTES: line})
+        else:
+            rows.append(_line_row(text, number, contract))
+    return _frame(rows, contract)
+
+
+def read_csv_records(data: bytes, contract: Contract) -> pl.DataFrame:
+    """CSV with a header: one row per record; a record with another number of fields than
+    the header is ``bad_csv_row``, one with undecodable bytes ``bad_encoding``."""
+    text = data.decode("utf-8", "surrogateescape")
+    physical = text.split("\n")
+    lines = [line + "\n" for line in physical[:-1]] + ([physical[-1]] if physical[-1] else [])
+    reader = csv.reader(iter(lines), strict=False)
+    header: list[str] | None = None
+    header_reason: str | None = None
+    rows: list[dict] = []
+    consumed = 0
+    while True:
+        start = consumed + 1
+        try:
+            fields = next(reader)
+            error = None
+        except StopIteration:
+            break
+        except csv.Error:
+            fields, error = [], "bad_csv_row"
+        consumed = reader.line_num
+        record = "".join(lines[start - 1 : consumed]).rstrip("\r\n")
+        if consumed < start:
+            break
+        if header is None:
+            header = fields
+            if error or any(_has_surrogate(f) for f in fields):
+                header_reason = "bad_header"
+            elif len(set(fields)) != len(fields) or not all(f.strip() for f in fields):
+                header_reason = "bad_header"
+            continue
+        if not record.strip(BLANK) and not error:
+            continue
+        row: dict = {LINE: start, SOURCE: record}
+        raw_bytes = record.encode("utf-8", "surrogateescape")
+        if _has_surrogate(record) or "\x00" in record:
+            row.update(
+                {
+                    PRE: "bad_encoding",
+                    BYTES: raw_bytes,
+                    SOURCE: raw_bytes.decode("utf-8", "replace").replace("\x00", "\ufffd"),
+                }
+            )
+        elif header_reason or error:
+            row[PRE] = header_reason or error
+        elif len(fields) != len(header):
+            row[PRE] = "bad_csv_row"
+        else:
+            values = dict(zip(header, fields, strict=True))
+            row[SOURCE] = orjson.dumps(values).decode()
+            row.update({n: values.get(n) for n in contract.names})
+        rows.append(row)
+    if header is None:
+        return unreadable(contract, "empty_file")
+    if header_reason and not rows:  # a header that is garbage, and nothing else
+        return unreadable(contract, header_reason)
+    return _frame(rows, contract)
+
+
+_SCALAR_TYPES = (pl.String, pl.Categorical, pl.Enum, pl.Boolean, pl.Date, pl.Datetime, pl.Null)
+
+
+def read_parquet_rows(path: Path, contract: Contract) -> pl.DataFrame:
+    """Parquet rows as strings; a file that cannot be read, or whose contract column is not a
+    scalar (a List, a Struct, bytes), is one ``corrupt_file`` or ``bad_column_type`` row."""
+    # pyarrow checks a file before decoding it; Polars' own reader can panic (a
+    # BaseException) on a corrupt page.
+    try:
+        frame = pl.from_arrow(pq.read_table(path))
+    except (Exception, PanicException):  # noqa: BLE001 - many types for bad files
+        return unreadable(contract, "corrupt_file")
+    if not isinstance(frame, pl.DataFrame):
+        return unreadable(contract, "corrupt_file")
+    for name in contract.names:
+        if name in frame.columns:
+            dtype = frame.schema[name]
+            if not (dtype.is_numeric() or isinstance(dtype, _SCALAR_TYPES)):
+                return unreadable(contract, f"bad_column_type:{name}")
+    try:
+        source = frame.select(pl.struct(pl.all()).struct.json_encode()).to_series()
+        strings = frame.select(
+            pl.col(n).cast(pl.String) if n in frame.columns else pl.lit(None, pl.String).alias(n)
+            for n in contract.names
+        )
+    except (Exception, PanicException):  # noqa: BLE001 - a type Polars cannot render
+        return unreadable(contract, "corrupt_file")
+    return strings.with_columns(
+        source.alias(SOURCE),
+        pl.int_range(1, pl.len() + 1, dtype=pl.Int64).alias(LINE),
+        pl.lit(None, pl.String).alias(PRE),
+        pl.lit(None, pl.Binary).alias(BYTES),
+        pl.lit(None, pl.String).alias(NESTED),
+    ).select(_schema(contract).keys())
+
+
+def read_raw(path: Path, contract: Contract) -> pl.DataFrame:
+    """A raw file as string columns plus the bookkeeping columns of this module.
+
+    A missing file gives no rows (ingest reports it as ``missing_file``); an empty CSV or
+    Parquet file gives one ``empty_file`` row (an empty JSON lines file is a day without
+    events). Never raises on the file's content.
+    """
+    if not path.is_file():
+        return empty_rows(contract)
+    try:
+        data = path.read_bytes()
+    except OSError:
+        return unreadable(contract, "corrupt_file")
+    data = data.removeprefix(codecs.BOM_UTF8)
+    if path.suffix == ".jsonl":
+        return read_json_lines(data, contract)
+    if not data.strip():
+        return unreadable(contract, "empty_file")
+    if path.suffix == ".csv":
+        return read_csv_records(data, contract)
+    return read_parquet_rows(path, contract)
+
+
+_KEYS_CACHE: dict[tuple[str, ...], re.Pattern[str]] = {}
+
+
+def masked(text: str, names: list[str]) -> str:
+    """Text with every letter and digit replaced by ``*``, except the contract's column
+    names where they appear as quoted keys: the shape of a broken line, none of its values."""
+    key = tuple(names)
+    pattern = _KEYS_CACHE.get(key)
+    if pattern is None:
+        alternatives = "|".join(re.escape(f'"{n}"') for n in sorted(names, key=len, reverse=True))
+        pattern = _KEYS_CACHE[key] = re.compile(f"({alternatives})|[^\\W_]")
+    return pattern.sub(lambda m: m.group(1) or "*", text)
