@@ -194,6 +194,16 @@ def main() -> None:
     redis.start()
     try:
         environment(workdir, redis.url)
+        from pipeline.testing.drills import ingest_drill
+
+        drill = ingest_drill(workdir / "ingest")
+        ingest = {"cases": drill.cases, "crashes": drill.crashes, "reconciled": drill.reconciled}
+        print(
+            f"ingest: {drill.cases} hostile cases, {drill.crashes} crashed, "
+            f"{drill.reconciled} reconciled"
+        )
+        for line in drill.failures:
+            print("  failed:", line)
         started = time.perf_counter()
         run_date = prepare(workdir)
         print(f"prepared in {time.perf_counter() - started:.0f} s")

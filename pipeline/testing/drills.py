@@ -320,3 +320,195 @@ def customer_in_every_table(settings: Settings) -> str:
         if pseudonym in (common or set()) and pseudonym in by_pseudonym:
             return by_pseudonym[pseudonym]
     raise LookupError("no customer in every table")
+
+
+# --- hostile ingest input -----------------------------------------------------------------
+
+
+def _mutate_items(column: str, value: str) -> Any:
+    def apply(path: Path) -> None:
+        import polars as pl
+
+        frame = pl.read_csv(path, infer_schema=False)
+        rows = frame.with_columns(
+            pl.when(pl.int_range(pl.len()) == 1).then(pl.lit(value)).otherwise(pl.col(column))
+        )
+        rows.write_csv(path)
+
+    return apply
+
+
+def _middle_line(path: Path, change: Any) -> None:
+    lines = path.read_bytes().split(b"\n")
+    middle = min(max(1, len(lines) // 2), len(lines) - 1) if len(lines) > 1 else 0
+    lines[middle] = change(lines[middle])
+    path.write_bytes(b"\n".join(lines))
+
+
+def _list_column(path: Path) -> None:
+    import polars as pl
+
+    frame = pl.read_parquet(path)
+    frame.with_columns(pl.concat_list("height_cm", "waist_cm").alias("height_cm")).write_parquet(
+        path
+    )
+
+
+def ingest_mutations() -> dict[str, tuple[str, Any]]:
+    """Named file-level and value-level mutations of one raw drop: name -> (file, change)."""
+    import random
+
+    garbage = bytes(random.Random(7).randrange(256) for _ in range(4096))
+    files = ["customers.parquet", "items.csv", "session_events.jsonl"]
+    files += ["try_ons.jsonl", "purchases.jsonl"]
+    cases: dict[str, tuple[str, Any]] = {}
+    for name in files:
+        cases[f"{name}:empty"] = (name, lambda p: p.write_bytes(b""))
+        cases[f"{name}:truncated"] = (
+            name,
+            lambda p: p.write_bytes(p.read_bytes()[: p.stat().st_size // 2]),
+        )
+        cases[f"{name}:garbage"] = (name, lambda p, g=garbage: p.write_bytes(g))
+        cases[f"{name}:missing"] = (name, lambda p: p.unlink())
+        if not name.endswith(".parquet"):
+            cases[f"{name}:latin1_byte"] = (
+                name,
+                lambda p: _middle_line(p, lambda line: line.replace(b"e", b"\xe9", 1)),
+            )
+            cases[f"{name}:duplicated_line"] = (
+                name,
+                lambda p: _middle_line(p, lambda line: line + b"\n" + line),
+            )
+            cases[f"{name}:utf16"] = (
+                name,
+                lambda p: p.write_bytes(p.read_text("utf-8").encode("utf-16")),
+            )
+    cases["items.csv:stock_1e400"] = ("items.csv", _mutate_items("stock", '{"S": 1e400}'))
+    cases["items.csv:stock_beyond_int32"] = (
+        "items.csv",
+        _mutate_items("stock", '{"S": 99999999999999999999}'),
+    )
+    cases["items.csv:stock_fraction"] = ("items.csv", _mutate_items("stock", '{"S": 1.5}'))
+    big_chart = json.dumps({f"S{i}": {"bust": [80, 84]} for i in range(129)})
+    cases["items.csv:chart_129_sizes"] = ("items.csv", _mutate_items("size_chart", big_chart))
+    cases["items.csv:price_nan"] = ("items.csv", _mutate_items("price", "NaN"))
+    cases["items.csv:extra_field"] = (
+        "items.csv",
+        lambda p: p.write_bytes(p.read_bytes().rstrip(b"\n") + b",surplus,fields\n"),
+    )
+    cases["customers.parquet:list_column"] = ("customers.parquet", _list_column)
+    for token in ("NaN", "Infinity", "1e400", "99999999999999999999"):
+        cases[f"try_ons.jsonl:duration_{token}"] = (
+            "try_ons.jsonl",
+            lambda p, t=token: _middle_line(
+                p, lambda line: re_sub_value(line, b"duration_s", t.encode())
+            ),
+        )
+    cases["session_events.jsonl:duplicate_key"] = (
+        "session_events.jsonl",
+        lambda p: _middle_line(p, lambda line: line.rstrip(b"}") + b',"item_id":"I999999"}'),
+    )
+    return cases
+
+
+def re_sub_value(line: bytes, field_name: bytes, token: bytes) -> bytes:
+    """``line`` (a JSON object's text) with the value of ``field_name`` replaced by ``token``
+    verbatim (a token ``json.dumps`` would never write)."""
+    import re
+
+    pattern = re.compile(b'("' + re.escape(field_name) + b'"\\s*:\\s*)[^,}]+')
+    return pattern.sub(lambda m: m.group(1) + token, line, count=1)
+
+
+def _raw_rows(path: Path) -> int:
+    """Rows a raw file holds, counted without ingest: non-blank lines (after a CSV's header)
+    or Parquet rows. A file that cannot give rows at all (a 0-byte CSV or Parquet file, an
+    unreadable Parquet file) counts as one, its quarantined file; an empty JSON lines file is
+    a day without such events (0)."""
+    if not path.is_file():
+        return 0
+    if path.suffix == ".parquet":
+        import pyarrow.parquet as pq
+
+        try:
+            return pq.ParquetFile(path).metadata.num_rows
+        except Exception:  # noqa: BLE001 - unreadable: one quarantined file
+            return 1
+    lines = [line for line in path.read_bytes().split(b"\n") if line.strip(b" \t\r")]
+    if path.suffix == ".csv":
+        return len(lines) - 1 if lines else 1
+    return len(lines)
+
+
+@dataclass
+class IngestDrill:
+    cases: int = 0
+    crashes: int = 0
+    reconciled: int = 0
+    failures: list[str] = field(default_factory=list)
+
+
+def ingest_drill(workdir: Path) -> IngestDrill:
+    """Each mutation of :func:`ingest_mutations` on a fresh copy of a generated day, ingested
+    into its own data dir. A case is reconciled when, for every table, the rows counted in
+    the raw file (one for a file quarantined whole) equal the report's raw rows, and those
+    equal the rows written to curated and quarantine (read back from disk) plus the
+    duplicates and erased rows; and a re-run changes no byte of the output."""
+    import logging
+    import shutil
+
+    import polars as pl
+    from pydantic import SecretStr
+
+    from pipeline.data.curated import partition
+    from pipeline.data.generate import GeneratorConfig, write_drops
+    from pipeline.data.ingest import RAW_FILES, trust_case
+
+    base = workdir / "ingest-base"
+    shutil.rmtree(base, ignore_errors=True)
+    write_drops(GeneratorConfig(customers=40, days=1, items=20, seed=3, dirty=0.05), base)
+    (folder,) = sorted(p for p in base.iterdir() if p.is_dir())
+    day = date.fromisoformat(folder.name)
+    result = IngestDrill()
+    logging.getLogger("pipeline.data").setLevel(logging.ERROR)  # each case warns by design
+    for n, (name, (filename, change)) in enumerate(sorted(ingest_mutations().items())):
+        case_dir = workdir / f"ingest-case-{n}"
+        shutil.rmtree(case_dir, ignore_errors=True)
+        drop = case_dir / "raw" / folder.name
+        shutil.copytree(folder, drop)
+        change(drop / filename)
+        settings = Settings(data_dir=case_dir, pseudonym_key=SecretStr("trust-drill-key"))
+        result.cases += 1
+        first = trust_case(drop, day, settings)
+        if first["crashed"]:
+            result.crashes += 1
+            result.failures.append(f"{name}: crashed ({first['error']})")
+            continue
+        outputs = sorted(p for p in case_dir.rglob("*.parquet") if "raw" not in p.parts)
+        before = {p: p.read_bytes() for p in outputs}
+        # Forget the fingerprint, so that the re-run really ingests again.
+        shutil.rmtree(case_dir / "curated" / "_reports", ignore_errors=True)
+        second = trust_case(drop, day, settings)
+        after = {p: p.read_bytes() for p in outputs if p.exists()}
+        problems = []
+        if second["crashed"] or after != before:
+            problems.append("re-run differs")
+        for table, counts in first["report"]["tables"].items():
+            path = drop / RAW_FILES[table]
+            # A file ingest could not take rows from (its report names it) is one row.
+            whole = f"{drop.name}/{path.name}" in counts.get("quarantined_files", {})
+            file_rows = 1 if whole else _raw_rows(path)
+            on_disk = sum(
+                pl.read_parquet(partition(root, table, day)).height
+                for root in (settings.curated_dir, settings.quarantine_dir)
+                if partition(root, table, day).is_file()
+            )
+            accounted = on_disk + counts["exact_duplicates"] + counts.get("erased", 0)
+            if not (file_rows == counts["raw"] == accounted):
+                problems.append(f"{table}: file {file_rows}, raw {counts['raw']}, {accounted}")
+        if problems:
+            result.failures.append(f"{name}: " + "; ".join(problems))
+        else:
+            result.reconciled += 1
+        shutil.rmtree(case_dir, ignore_errors=True)
+    return result
