@@ -76,21 +76,44 @@ def test_a_failing_training_leaves_the_champion_and_says_why(raw_drops, prefect_
         assert str(champion.version) == good["version"]
 
 
-def test_a_crash_mid_ingest_then_a_rerun_leaves_no_duplicates(raw_drops, tmp_path):
+def test_a_crash_mid_ingest_then_a_rerun_leaves_no_duplicates(raw_drops, tmp_path, monkeypatch):
+    """A day is written whole or not at all: a crash after the first tables leaves nothing of
+    the day; an unreadable feed path (a folder) is a missing file, not a crash; the re-run
+    with the file back ingests every table once."""
+    import pipeline.data.ingest as ingest
+
     with Environment(tmp_path / "data") as settings:
         day, folder = drops_up_to(raw_drops, date.max)[0]
         drop = tmp_path / "drop"
         shutil.copytree(folder, drop)
         purchases = drop / "purchases.jsonl"
         saved = purchases.read_bytes()
-        purchases.unlink()
-        purchases.mkdir()  # unreadable: ingest dies after customers, items and events
-        with pytest.raises(IsADirectoryError):
+
+        # Our own code failing on the last table (customers, items, events already done).
+        real = ingest._ingest_table
+
+        def failing(paths, table, *args, **kwargs):
+            if table == "purchases":
+                raise RuntimeError("injected: a bug on the last table")
+            return real(paths, table, *args, **kwargs)
+
+        monkeypatch.setattr(ingest, "_ingest_table", failing)
+        with pytest.raises(RuntimeError, match="injected"):
             ingest_drop(drop, day, settings)
+        monkeypatch.setattr(ingest, "_ingest_table", real)
+        for table in ("customers", "items", "session_events", "purchases"):
+            assert not partition(settings.curated_dir, table, day).exists(), table
+
+        purchases.unlink()
+        purchases.mkdir()  # unreadable as a file: reported missing, the day goes on
+        report = ingest_drop(drop, day, settings)
+        assert report.tables["purchases"].missing_files == [f"{drop.name}/purchases.jsonl"]
         assert partition(settings.curated_dir, "session_events", day).exists()
+
         purchases.rmdir()
         purchases.write_bytes(saved)
         report = ingest_drop(drop, day, settings)
+        assert report.tables["purchases"].curated > 0
         for table, counts in report.tables.items():
             curated = pl.read_parquet(settings.curated_dir / table / "*" / "*.parquet")
             key = {"customers": "customer_id", "items": "item_id"}.get(table)
