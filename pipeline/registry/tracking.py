@@ -147,7 +147,8 @@ def set_champion(client: MlflowClient, name: str, version: str, previous: str | 
         client.set_model_version_tag(name, version, "previous_champion", previous)
     client.set_registered_model_alias(name, CHAMPION, version)
     try:
-        if client.get_model_version_by_alias(name, CHALLENGER).version == version:
+        # ModelVersion.version is an int in MLflow 3, the caller's version a string.
+        if str(client.get_model_version_by_alias(name, CHALLENGER).version) == str(version):
             client.delete_registered_model_alias(name, CHALLENGER)
     except MlflowException:
         pass
