@@ -13,7 +13,7 @@ request once the breaker is open.
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from typing import Annotated, Any, Literal
 
@@ -25,10 +25,11 @@ from prometheus_client import (
     CONTENT_TYPE_LATEST,
     CollectorRegistry,
     Counter,
-    Gauge,
     Histogram,
     generate_latest,
 )
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
 from pydantic import BaseModel, Field
 
 from pipeline.config import Settings, get_settings
@@ -66,6 +67,74 @@ class Health(BaseModel):
     details: list[str] = Field(default_factory=list, description="A sentence per reason.")
 
 
+class ServingCollector(Collector):
+    """The recommender's, event processor's, breaker's and guard's own counts, read at scrape
+    time: counters as counters (``*_total``), the cache as hit and miss counters (a rate of
+    the two is the hit ratio over any window), the breaker's state as a gauge."""
+
+    def __init__(self, recommender: Recommender, processor: EventProcessor, guard: Guard):
+        self.recommender, self.processor, self.guard = recommender, processor, guard
+
+    def collect(self) -> Iterator[Metric]:
+        counts = self.recommender.counters
+        breaker = self.recommender.breaker
+        totals = {
+            "fitrec_degraded_answers": (
+                "Page views answered degraded (online features or session state unavailable, "
+                "or the model failed)",
+                counts.degraded,
+            ),
+            "fitrec_fallback_answers": (
+                "Page views answered with the popularity fallback because the model failed",
+                counts.fallback,
+            ),
+            "fitrec_model_swaps": ("Champion model versions hot-swapped in", counts.swaps),
+            "fitrec_events_accepted": (
+                "Session events written to the durable event log",
+                self.processor.accepted,
+            ),
+            "fitrec_events_degraded": (
+                "Accepted events whose live session state could not be updated in Redis",
+                self.processor.degraded,
+            ),
+            "fitrec_redis_breaker_opened": (
+                "Times serving's Redis circuit breaker opened after repeated failures",
+                breaker.opened,
+            ),
+            "fitrec_redis_short_circuited": (
+                "Redis calls not made because the circuit breaker was open",
+                breaker.short_circuited,
+            ),
+            "fitrec_auth_refused": (
+                "Requests refused for a missing or unknown API key",
+                self.guard.refused,
+            ),
+            "fitrec_rate_limited": (
+                "Requests refused by the per-key rate limit (HTTP 429)",
+                self.guard.limited,
+            ),
+        }
+        for name, (text, value) in totals.items():
+            yield CounterMetricFamily(name, text, value=value)
+        for cache, hits, misses in (
+            ("feature", counts.feature_hits, counts.feature_misses),
+            ("answer", counts.answer_hits, counts.answer_misses),
+        ):
+            lookups = CounterMetricFamily(
+                f"fitrec_{cache}_cache_lookups",
+                f"Lookups of the {cache} cache by result (hit ratio: rate of hits over all)",
+                labels=["result"],
+            )
+            lookups.add_metric(["hit"], hits)
+            lookups.add_metric(["miss"], misses)
+            yield lookups
+        yield GaugeMetricFamily(
+            "fitrec_redis_breaker_state",
+            "Serving's Redis circuit breaker: 0 closed, 1 probing (half-open), 2 open",
+            value=breaker.code,
+        )
+
+
 class Metrics:
     """Prometheus metrics of one app (own registry: several apps can live in one process)."""
 
@@ -81,28 +150,7 @@ class Metrics:
         self.errors = Counter(
             "fitrec_errors_total", "Requests that failed", ["endpoint"], registry=self.registry
         )
-        counters = recommender.counters
-        gauges = {
-            "fitrec_degraded_answers_total": lambda: counters.degraded,
-            "fitrec_fallback_answers_total": lambda: counters.fallback,
-            "fitrec_model_swaps_total": lambda: counters.swaps,
-            "fitrec_feature_cache_hit_ratio": lambda: (
-                counters.feature_hits / max(counters.feature_hits + counters.feature_misses, 1)
-            ),
-            "fitrec_answer_cache_hit_ratio": lambda: (
-                counters.answer_hits / max(counters.answer_hits + counters.answer_misses, 1)
-            ),
-            "fitrec_events_accepted_total": lambda: processor.accepted,
-            "fitrec_events_degraded_total": lambda: processor.degraded,
-            # 0 closed, 1 half-open (probing), 2 open: Redis calls are short-circuited.
-            "fitrec_redis_breaker_state": lambda: recommender.breaker.code,
-            "fitrec_redis_breaker_opened_total": lambda: recommender.breaker.opened,
-            "fitrec_redis_short_circuited_total": lambda: recommender.breaker.short_circuited,
-            "fitrec_auth_refused_total": lambda: guard.refused,
-            "fitrec_rate_limited_total": lambda: guard.limited,
-        }
-        for name, read in gauges.items():
-            Gauge(name, name.replace("_", " "), registry=self.registry).set_function(read)
+        self.registry.register(ServingCollector(recommender, processor, guard))
         self.registry.register(StoreDegradedCollector(recommender.store_health))
 
 

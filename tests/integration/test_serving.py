@@ -242,5 +242,21 @@ def test_http_app(served, recommender):
         metrics = client.get("/metrics").text
         assert "fitrec_request_seconds_bucket" in metrics
         assert "fitrec_events_accepted_total" in metrics
+        # Prometheus conventions: every *_total is a counter, the caches count hits and
+        # misses (no lifetime ratio gauge), help texts explain rather than repeat the name.
+        from prometheus_client.parser import text_string_to_metric_families
+
+        families = {f.name: f for f in text_string_to_metric_families(metrics)}
+        for family in families.values():
+            assert family.documentation.replace(" ", "_") != family.name, family.name
+            if any(s.name.endswith("_total") for s in family.samples):
+                assert family.type == "counter", family.name
+        assert families["fitrec_events_accepted"].samples[0].value >= 1
+        lookups = families["fitrec_answer_cache_lookups"]
+        assert {s.labels["result"] for s in lookups.samples if s.name.endswith("_total")} == {
+            "hit",
+            "miss",
+        }
+        assert not [name for name in families if name.endswith("_ratio")]
         spec = client.get("/openapi.json").json()
         assert {"/recommendations", "/events", "/health"} <= set(spec["paths"])
