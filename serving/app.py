@@ -1,8 +1,11 @@
 """HTTP adapter: a thin FastAPI app around the recommender and the event processor.
 
-``POST /recommendations``, ``POST /events``, ``GET /health`` and ``GET /metrics``
-(Prometheus). Its OpenAPI spec (``/openapi.json``) is the contract with the API layer, every
-answer included (401, 413, 422, 429): a request with bad fields gets a 422 naming them.
+``POST /recommendations``, ``POST /events``, ``GET /health``, ``GET /health/live``,
+``GET /health/ready`` and ``GET /metrics`` (Prometheus). Its OpenAPI spec (``/openapi.json``)
+is the contract with the API layer: every field described, with examples, and every answer
+included (401, 413, 422, 429, 503): a request with bad fields gets a 422 naming them. Every
+answer carries ``X-Request-ID`` and every request leaves one access line
+(:mod:`serving.middleware`, :mod:`serving.logs`); CORS only for ``FITREC_CORS_ORIGINS``.
 
 Who may call and how much is :mod:`serving.security` (API keys, rate limits, body caps);
 Redis calls go through one circuit breaker (:mod:`serving.breaker`) and never run on the event
