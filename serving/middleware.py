@@ -49,7 +49,9 @@ def request_id(presented: bytes | None) -> str:
     return uuid.uuid4().hex
 
 
-def note(request: Request, *, model_version: str | None = None, degraded: bool | None = None):
+def note(
+    request: Request, *, model_version: str | None = None, degraded: bool | None = None
+) -> None:
     """Add the answer's model version and degraded flag to the request's access line."""
     state = request.scope.setdefault("state", {})
     if model_version is not None:
