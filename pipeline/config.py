@@ -162,6 +162,19 @@ class Settings(BaseSettings):
     events_sync_seconds: float = Field(
         default=0.2, gt=0, description="Longest time an accepted event waits for fsync."
     )
+    cors_origins: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description=(
+            "Origins a browser may call the API from (CORS), comma-separated, e.g. "
+            "https://shop.example.com; `*` for any. None (the default): no CORS headers."
+        ),
+    )
+    log_format: Literal["json", "text"] = Field(
+        default="json", description="Serving's access log lines: one JSON object, or text."
+    )
+    access_log: bool = Field(
+        default=True, description="Log one line per HTTP request (serving.access logger)."
+    )
 
     @field_validator("api_key_hashes", mode="before")
     @classmethod
@@ -175,6 +188,13 @@ class Settings(BaseSettings):
                     "FITREC_API_KEY_HASHES: each entry must be a SHA-256 hex digest "
                     "(python -m serving.security hash-key)"
                 )
+        return value
+
+    @field_validator("cors_origins", mode="before")
+    @classmethod
+    def _origins(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [o.strip().rstrip("/") for o in value.split(",") if o.strip()]
         return value
 
     @field_validator("api_rate_limit")

@@ -27,7 +27,14 @@ from typing import Annotated, BinaryIO, Literal, cast
 
 import orjson
 import redis
-from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, StringConstraints
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    StringConstraints,
+)
 
 from pipeline.config import Settings
 from pipeline.features.declarations import SESSION_PUSH, SESSION_TTL, TIMESTAMP
@@ -66,14 +73,53 @@ class EventTimeError(ValueError):
 class SessionEventRequest(BaseModel):
     """One event from the shop front."""
 
-    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+    model_config = ConfigDict(
+        extra="forbid",
+        str_strip_whitespace=True,
+        json_schema_extra={
+            "examples": [
+                {
+                    "event_id": "e-7f3a2b",
+                    "session_id": "S0100000042",
+                    "customer_id": "C0000013",
+                    "event_type": "view",
+                    "item_id": "I000020",
+                    "ts": "2026-12-02T17:30:00Z",
+                }
+            ]
+        },
+    )
 
-    event_id: Id | None = None
-    session_id: Id
-    customer_id: Annotated[str, StringConstraints(min_length=1, max_length=128)] | None = None
-    event_type: Literal["view", "try_on", "add_to_cart", "remove_from_cart", "purchase"]
-    item_id: Id
-    ts: EventTime | None = None
+    event_id: Id | None = Field(
+        default=None,
+        description="The shop front's id of this event (kept in the event log); optional.",
+        examples=["e-7f3a2b"],
+    )
+    session_id: Id = Field(
+        description="The session the event belongs to (its live state is keyed by it).",
+        examples=["S0100000042"],
+    )
+    customer_id: Annotated[str, StringConstraints(min_length=1, max_length=128)] | None = Field(
+        default=None,
+        description=(
+            "The retailer's customer id, if signed in; pseudonymised before it is logged or "
+            "stored (the raw id is never written)."
+        ),
+        examples=["C0000013"],
+    )
+    event_type: Literal["view", "try_on", "add_to_cart", "remove_from_cart", "purchase"] = Field(
+        description="What the shopper did with the item.", examples=["view"]
+    )
+    item_id: Id = Field(description="The catalogue item's id.", examples=["I000020"])
+    ts: EventTime | None = Field(
+        default=None,
+        description=(
+            "When it happened: an ISO 8601 date-time string (no zone: UTC), at most "
+            "FITREC_EVENTS_MAX_AGE_DAYS (30) days ago and FITREC_EVENTS_MAX_FUTURE_SECONDS "
+            "(86400 s) ahead, else a 422 on ts. Absent: the time it arrives."
+        ),
+        examples=["2026-12-02T17:30:00Z"],
+    )
 
 
 class EventLog:

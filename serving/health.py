@@ -11,8 +11,9 @@ the ``fitrec_store_degraded_total`` counter):
   :data:`WINDOW`, once there are :data:`MIN_LOOKUPS`), a share above
   ``Settings.store_missing_threshold`` found no features (a partial store).
 
-The HTTP status of ``/health`` stays 200; the body says ``degraded`` and why (readiness is
-another endpoint's business).
+The HTTP status of ``/health`` stays 200; the body says ``degraded`` and why. Readiness
+(``/health/ready``) asks only :meth:`StoreHealth.reachable`: an empty or partial store still
+answers (degraded), so a process in front of it keeps its traffic.
 """
 
 from __future__ import annotations
@@ -135,6 +136,25 @@ class StoreHealth:
         for reason in reasons:
             self.degraded_total[reason] += 1
         return HealthReport("degraded" if reasons else "ok", reasons, details)
+
+    def reachable(self) -> tuple[bool, str | None]:
+        """Whether the online store answers now: one PING to Redis (at most
+        :data:`HEALTH_TIMEOUT_MAX`), or one read of SQLite's watermarks; blocking.
+
+        Made whatever the breaker's state: readiness must see a Redis that is back even when
+        no page view (the only caller that probes the breaker) has come since.
+
+        Returns:
+            (True, None), or (False, a sentence naming the error's type).
+        """
+        try:
+            if self._client is None:
+                read_watermarks(self.feast_config)
+            else:
+                self._client.ping()
+        except Exception as error:  # noqa: BLE001 - any failure to answer is "unreachable"
+            return False, f"online store unreachable ({type(error).__name__})"
+        return True, None
 
     def close(self) -> None:
         if self._client is not None:

@@ -36,7 +36,7 @@ from fastapi.security import APIKeyHeader
 from limits import RateLimitItem, parse_many
 from limits.storage import MemoryStorage
 from limits.strategies import SlidingWindowCounterRateLimiter
-from pydantic import BaseModel
+from pydantic import BaseModel, ConfigDict, Field
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from pipeline.config import Settings
@@ -54,24 +54,75 @@ api_key_scheme = APIKeyHeader(
 
 
 class Problem(BaseModel):
-    """An error answer (401, 413, 429)."""
+    """An error answer (401, 413, 429, 500): what went wrong, in a sentence."""
 
-    detail: str
+    model_config = ConfigDict(
+        json_schema_extra={"examples": [{"detail": "rate limit 1000 per 1 second exceeded"}]}
+    )
+
+    detail: str = Field(
+        description="What went wrong, for the caller's logs (no personal data).",
+        examples=["a valid API key is required in the X-API-Key header"],
+    )
 
 
 class FieldError(BaseModel):
     """One reason a request was refused: where, why, and a short prefix of the input."""
 
-    loc: list[str | int]
-    msg: str
-    type: str
-    input: str | None = None
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "loc": ["body", "k"],
+                    "msg": "Input should be less than or equal to 100",
+                    "type": "less_than_equal",
+                    "input": "500",
+                }
+            ]
+        }
+    )
+
+    loc: list[str | int] = Field(
+        description="Where: body, query or header, then the field's path (names, list indices).",
+        examples=[["body", "session_items", 3]],
+    )
+    msg: str = Field(
+        description="Why, in a sentence (at most 200 characters).",
+        examples=["Input should be less than or equal to 100"],
+    )
+    type: str = Field(
+        description="The error's code (pydantic's, or event_time for an event time outside "
+        "the accepted window).",
+        examples=["less_than_equal"],
+    )
+    input: str | None = Field(
+        default=None,
+        description=f"At most {INPUT_PREFIX} characters of the refused value (then ...).",
+        examples=["500"],
+    )
 
 
 class ValidationProblem(BaseModel):
     """A 422: the request's fields that were refused."""
 
-    detail: list[FieldError]
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "detail": [
+                        {
+                            "loc": ["body", "k"],
+                            "msg": "Input should be less than or equal to 100",
+                            "type": "less_than_equal",
+                            "input": "500",
+                        }
+                    ]
+                }
+            ]
+        }
+    )
+
+    detail: list[FieldError] = Field(description="Each refused field, with the reason.")
 
 
 def hash_key(key: str) -> str:
@@ -162,16 +213,52 @@ async def require_key(
     return caller
 
 
-ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
-    401: {"model": Problem, "description": "Missing or unknown API key."},
-    413: {"model": Problem, "description": "Request body larger than the server accepts."},
-    422: {"model": ValidationProblem, "description": "Fields refused, with the reasons."},
-    429: {
+def _problem(description: str, example: str, **extra: Any) -> dict[str, Any]:
+    return {
         "model": Problem,
-        "description": "Rate limit exceeded.",
-        "headers": {"Retry-After": {"schema": {"type": "integer"}, "description": "Seconds."}},
+        "description": description,
+        "content": {"application/json": {"example": {"detail": example}}},
+        **extra,
+    }
+
+
+UNAUTHORIZED = _problem(
+    f"Missing or unknown API key (send it in {API_KEY_HEADER}).",
+    f"a valid API key is required in the {API_KEY_HEADER} header",
+    headers={
+        "WWW-Authenticate": {
+            "schema": {"type": "string"},
+            "description": f"The scheme: {API_KEY_HEADER}.",
+        }
     },
+)
+RATE_LIMITED = _problem(
+    "Rate limit exceeded (FITREC_API_RATE_LIMIT, per key or per client address).",
+    "rate limit 1000 per 1 second exceeded",
+    headers={
+        "Retry-After": {
+            "schema": {"type": "integer", "minimum": 1},
+            "description": "Seconds to wait before the next request is allowed.",
+        }
+    },
+)
+TOO_LARGE = _problem(
+    "Request body larger than FITREC_API_MAX_BODY_BYTES (refused before parsing).",
+    "request body over 65536 bytes",
+)
+PROBE_RESPONSES: dict[int | str, dict[str, Any]] = {401: UNAUTHORIZED, 429: RATE_LIMITED}
+"""The answers of a probe (/health*, /metrics) besides its own, when probes need a key."""
+
+ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
+    401: UNAUTHORIZED,
+    413: TOO_LARGE,
+    422: {
+        "model": ValidationProblem,
+        "description": "Fields refused, with the reasons (each with a short input prefix).",
+    },
+    429: RATE_LIMITED,
 }
+"""The error answers of a protected endpoint with a body."""
 
 
 def _safe_input(value: Any) -> str | None:
