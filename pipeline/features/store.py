@@ -47,7 +47,7 @@ from feast.repo_contents import RepoContents
 from feast.repo_operations import extract_objects_for_apply_delete, get_repo_files
 from pydantic import ValidationError
 
-from pipeline.config import FEATURE_REPO, PROJECT_ROOT, Settings
+from pipeline.config import FEATURE_REPO, Settings
 from pipeline.features.online.connection import RedisTarget
 
 REGISTRY_STORE_TYPE = "pipeline.features.store.FitrecRegistryStore"
@@ -58,16 +58,11 @@ class, :class:`FitrecOnlineStoreConfig` (Feast appends ``Config`` to the name)."
 
 
 def environment_settings() -> Settings:
-    """The settings of this environment as stock Feast sees them: ``FITREC_*`` variables,
-    then a ``.env`` in the working directory, then the project's ``.env``.
-
-    fitrec reads ``.env`` from its working directory, usually the project root; Feast's CLI
-    runs in ``feature_repo/``, so the project's ``.env`` is read too and a user's
-    ``FITREC_REDIS_URL`` there is not silently missed.
-    """
-    # pydantic-settings: later files win over earlier ones, variables over files.
-    env_files = (PROJECT_ROOT / ".env", Path.cwd() / ".env")
-    return Settings(_env_file=env_files)  # type: ignore[call-arg]  # pydantic-settings init option
+    """The settings of this environment, read afresh: ``FITREC_*`` variables, then a ``.env``
+    in the working directory, then the project's ``.env`` (:class:`~pipeline.config.Settings`;
+    Feast's CLI runs in ``feature_repo/``, fitrec usually in the project root, and both see
+    the project's ``.env``)."""
+    return Settings()
 
 
 def registry_path(settings: Settings) -> Path:
