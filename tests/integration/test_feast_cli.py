@@ -11,13 +11,14 @@ values fitrec's own reader returns for the same entities.
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import signal
 import subprocess
 import sys
 import time
 from collections.abc import Iterator
-from datetime import timedelta
+from datetime import UTC, timedelta
 from pathlib import Path
 from typing import Any, cast
 from urllib.parse import quote
@@ -190,6 +191,20 @@ def test_plan_and_apply_change_nothing_in_the_checkout(materialised: Settings) -
         if path.is_file():
             data = path.read_bytes()
             assert PASSWORD.encode() not in data and quote(PASSWORD, safe="").encode() not in data
+
+
+def test_materialize_incremental_starts_where_fitrec_ended(materialised: Settings) -> None:
+    """Stock `feast materialize-incremental` reads fitrec's registry: it starts at the end of
+    fitrec's (fast) materialisation, not at *now* minus the TTL, and writes into the same
+    Redis (the values are checked by the tests below)."""
+    fs = store.feature_store(materialised)
+    ended = fs.get_feature_view(CUSTOMER_VIEW).most_recent_end_time
+    assert ended is not None
+    until = ended + timedelta(days=1)
+    out = feast(materialised, "materialize-incremental", until.isoformat(), "-v", CUSTOMER_VIEW)
+    plain = re.sub(r"\x1b\[[0-9;]*m", "", out)  # Feast colours its output even in a pipe
+    assert f"{CUSTOMER_VIEW} from {ended.astimezone(UTC)} to {until}" in plain, plain
+    assert "redis" in plain.lower()  # Feast names the online store it wrote into
 
 
 def test_stock_sdk_reads_fitrecs_values(materialised: Settings) -> None:
