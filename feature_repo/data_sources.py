@@ -1,8 +1,11 @@
-"""Sources: the Parquet feature tables pipeline.features.build writes, and the live session push."""
+"""Sources: the Parquet feature tables pipeline.features.build writes, and the live session push.
+
+The tables are under the data dir of this environment, resolved as for the registry and the
+online store (pipeline.features.store.environment_settings), so stock Feast and fitrec agree.
+"""
 
 from feast import FileSource, PushSource
 
-from pipeline.config import get_settings
 from pipeline.features.build import feature_paths
 from pipeline.features.declarations import (
     CUSTOMER_VIEW,
@@ -11,8 +14,9 @@ from pipeline.features.declarations import (
     SESSION_VIEW,
     TIMESTAMP,
 )
+from pipeline.features.store import environment_settings
 
-_paths = feature_paths(get_settings().features_dir)
+_paths = feature_paths(environment_settings().features_dir)
 
 customer_source = FileSource(
     name=f"{CUSTOMER_VIEW}_source",

@@ -6,7 +6,6 @@ import contextlib
 import json
 import subprocess
 import sys
-import tempfile
 from collections.abc import Iterator
 from datetime import date
 from pathlib import Path
@@ -533,23 +532,12 @@ def erase(
 
 @app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
 def feast(ctx: typer.Context) -> None:
-    """Run the Feast CLI (e.g. `fitrec feast plan`) against this environment's config."""
+    """Run the Feast CLI on feature_repo/ (e.g. `fitrec feast plan`): the same as `cd
+    feature_repo && feast ...`, whose feature_store.yaml resolves this environment's store."""
     from pipeline.config import FEATURE_REPO
-    from pipeline.features.store import write_config_yaml
 
-    settings = get_settings()
-    with tempfile.TemporaryDirectory() as tmp:
-        config = write_config_yaml(settings, Path(tmp) / "feature_store.yaml")
-        command = [
-            sys.executable,
-            "-m",
-            "feast.cli.cli",
-            "-c",
-            str(FEATURE_REPO),
-            "-f",
-            str(config),
-        ]
-        raise typer.Exit(subprocess.call([*command, *ctx.args]))
+    command = [sys.executable, "-m", "feast.cli.cli", "-c", str(FEATURE_REPO), *ctx.args]
+    raise typer.Exit(subprocess.call(command))
 
 
 if __name__ == "__main__":

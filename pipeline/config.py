@@ -35,8 +35,13 @@ class Settings(BaseSettings):
     """
 
     # hide_input_in_errors: a bad FITREC_REDIS_URL must not print its password in the error.
+    # env_file: the project's .env, then one in the working directory (later files win), so
+    # that stock Feast run in feature_repo/ reads what fitrec reads (pipeline.features.store).
     model_config = SettingsConfigDict(
-        env_prefix="FITREC_", env_file=".env", extra="ignore", hide_input_in_errors=True
+        env_prefix="FITREC_",
+        env_file=(PROJECT_ROOT / ".env", ".env"),
+        extra="ignore",
+        hide_input_in_errors=True,
     )
 
     profile: Literal["embedded", "production"] = "embedded"

@@ -1,9 +1,24 @@
 """Feast glue: the repository config for this environment, apply, materialise, read online.
 
-``feature_repo/feature_store.yaml`` is the base configuration; :func:`repo_config` applies the
-environment from :class:`~pipeline.config.Settings` to it (where the registry and the SQLite
-file live, or Redis when ``FITREC_REDIS_URL`` is set). Feast objects are read from
-``feature_repo/`` exactly as ``feast apply`` reads them.
+One resolution, two callers. :func:`config_document` turns :class:`~pipeline.config.Settings`
+into Feast's configuration: the registry at ``<data dir>/feast/registry.db``, the online store
+SQLite at ``<data dir>/feast/online_store.db``, or Redis when ``FITREC_REDIS_URL`` is set.
+
+- fitrec itself builds its :class:`~feast.RepoConfig` from the settings it is given
+  (:func:`repo_config`, :func:`feature_store`).
+- Stock Feast (``cd feature_repo && feast plan|apply|serve|...``, or
+  ``FeatureStore(repo_path="feature_repo")``) reads ``feature_repo/feature_store.yaml``, whose
+  registry store (:class:`FitrecRegistryStore`) and online store
+  (:data:`ONLINE_STORE_TYPE`, :class:`FitrecOnlineStoreConfig`) are resolved here from the
+  settings of the environment (:func:`environment_settings`) when Feast loads the file.
+  Nothing is written into the checkout and no secret into any file: the Redis URL (and its
+  password) stays in the environment or ``.env``.
+
+Feast's own ``${VAR}`` expansion (``os.path.expandvars``) cannot give a default (an unset
+``${FITREC_DATA_DIR}`` stays in the path as written), nor read ``.env`` or the production
+profile, so the file names fitrec's resolution instead of repeating it.
+
+Feast objects are read from ``feature_repo/`` exactly as ``feast apply`` reads them.
 """
 
 from __future__ import annotations
@@ -26,11 +41,32 @@ from feast import (
     StreamFeatureView,
 )
 from feast.data_source import DataSource
+from feast.infra.registry.file import FileRegistryStore
+from feast.repo_config import RegistryConfig, get_online_config_from_type
 from feast.repo_contents import RepoContents
 from feast.repo_operations import extract_objects_for_apply_delete, get_repo_files
+from pydantic import ValidationError
 
 from pipeline.config import FEATURE_REPO, Settings
 from pipeline.features.online.connection import RedisTarget
+
+REGISTRY_STORE_TYPE = "pipeline.features.store.FitrecRegistryStore"
+"""``registry.registry_store_type`` in ``feature_repo/feature_store.yaml``."""
+ONLINE_STORE_TYPE = "pipeline.features.store.FitrecOnlineStore"
+"""``online_store.type`` in ``feature_repo/feature_store.yaml``: Feast imports its config
+class, :class:`FitrecOnlineStoreConfig` (Feast appends ``Config`` to the name)."""
+
+
+def environment_settings() -> Settings:
+    """The settings of this environment, read afresh: ``FITREC_*`` variables, then a ``.env``
+    in the working directory, then the project's ``.env`` (:class:`~pipeline.config.Settings`;
+    Feast's CLI runs in ``feature_repo/``, fitrec usually in the project root, and both see
+    the project's ``.env``)."""
+    return Settings()
+
+
+def registry_path(settings: Settings) -> Path:
+    return settings.feast_dir / "registry.db"
 
 
 def online_store_config(settings: Settings) -> dict[str, Any]:
@@ -42,9 +78,9 @@ def online_store_config(settings: Settings) -> dict[str, Any]:
 
 
 def config_document(settings: Settings) -> dict[str, Any]:
-    """The base ``feature_store.yaml`` with this environment's registry and online store."""
+    """``feature_store.yaml`` with the registry and online store resolved for ``settings``."""
     base = yaml.safe_load((FEATURE_REPO / "feature_store.yaml").read_text())
-    base["registry"] = str(settings.feast_dir / "registry.db")
+    base["registry"] = str(registry_path(settings))
     base["online_store"] = online_store_config(settings)
     return base
 
@@ -55,10 +91,43 @@ def repo_config(settings: Settings) -> RepoConfig:
     return config
 
 
-def write_config_yaml(settings: Settings, path: Path) -> Path:
-    """Write the resolved config for the Feast CLI (``feast -f <path>``)."""
-    path.write_text(yaml.safe_dump(config_document(settings), sort_keys=False))
-    return path
+class FitrecRegistryStore(FileRegistryStore):
+    """Feast's file registry, at the path fitrec resolves (``<data dir>/feast/registry.db``)
+    rather than the ``path`` of ``feature_store.yaml``; its folder is created if missing."""
+
+    def __init__(self, registry_config: RegistryConfig, repo_path: Path):
+        path = registry_path(environment_settings())
+        path.parent.mkdir(parents=True, exist_ok=True)
+        super().__init__(registry_config.model_copy(update={"path": str(path)}), repo_path)
+
+
+class FitrecOnlineStoreConfig:
+    """Not a config of its own: constructing it returns the online store config fitrec
+    resolves for this environment (:func:`online_store_config`), a ``sqlite`` config or
+    :class:`~pipeline.features.online.feast_store.RedisURLOnlineStoreConfig`.
+
+    Feast builds ``online_store`` by calling the class it imports for ``type``, then picks
+    the store from the class of the object it got, so everything after that (reads, writes,
+    ``feast serve``, fitrec's fast Redis path) sees Feast's own SQLite or fitrec's Redis
+    store. Further fields in the ``online_store`` section (``key_ttl_seconds``, ...) are
+    passed on to the resolved config.
+    """
+
+    def __new__(cls, **fields: Any) -> Any:
+        fields.pop("type", None)
+        try:
+            resolved = {**online_store_config(environment_settings()), **fields}
+            if resolved["type"] == "sqlite":
+                Path(resolved["path"]).parent.mkdir(parents=True, exist_ok=True)
+            return get_online_config_from_type(resolved["type"])(**resolved)
+        except ValidationError as error:
+            # Feast validates inside its own RepoConfig, whose errors print their input: pass
+            # on what is wrong, never the value (a Redis URL holds the password).
+            problems = "; ".join(
+                f"{'.'.join(map(str, e['loc'])) or 'online_store'}: {e['msg']}"
+                for e in error.errors(include_input=False, include_url=False)
+            )
+            raise ValueError(f"fitrec's online store: {problems}") from None
 
 
 def feature_store(settings: Settings) -> FeatureStore:

@@ -6,12 +6,15 @@ holding a comma cannot be written in it (Feast then fails with ``WRONGPASS`` or
 :class:`~feast.infra.online_stores.redis.RedisOnlineStore` (same key layout, same reads and
 writes), except that its ``connection_string`` may be a URL parsed by
 :class:`~pipeline.features.online.connection.RedisTarget`, the one parser every fitrec
-component uses. In ``feature_store.yaml``::
+component uses. fitrec's own ``feature_repo/feature_store.yaml`` resolves to it when
+``FITREC_REDIS_URL`` is set (:class:`pipeline.features.store.FitrecOnlineStoreConfig`); in a
+``feature_store.yaml`` of your own, keep the URL (it holds the password) in the environment,
+which Feast expands::
 
     online_store:
       type: pipeline.features.online.feast_store.RedisURLOnlineStore
       redis_type: redis            # or redis_cluster
-      connection_string: redis://:p%2Cw%40rd@localhost:6379/0
+      connection_string: ${FITREC_REDIS_URL}   # e.g. redis://:p%2Cw%40rd@localhost:6379/0
 
 A connection string in Feast's own form still works.
 """
