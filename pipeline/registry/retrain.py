@@ -14,7 +14,8 @@ import polars as pl
 
 from pipeline.config import Settings
 from pipeline.evaluation.candidate import train_and_evaluate_candidate
-from pipeline.evaluation.evaluate import model_top_k, plots
+from pipeline.evaluation.evaluate import model_top_k
+from pipeline.evaluation.plots import plots
 from pipeline.evaluation.metrics import ranking_metrics
 from pipeline.features.declarations import FEATURE_SERVICE, ITEM_ENTITY
 from pipeline.model.config import ModelConfig
