@@ -351,10 +351,15 @@ def _stages(title: str) -> Iterator[None]:
             seconds = time.monotonic() - state["since"]
             console.print(f"  [green]done[/] {state['stage']:<22} {seconds:6.1f}s")
 
+    from pipeline.progress import PROGRESS_LOGGER
+
+    logging.getLogger(PROGRESS_LOGGER).setLevel(logging.INFO)
     with console.status(title) as status:
 
         def record(*args, **kwargs) -> logging.LogRecord:
             made = make_record(*args, **kwargs)
+            if made.name == PROGRESS_LOGGER:  # epochs, registration, materialisation
+                console.print(f"       {made.getMessage()}", highlight=False)
             if made.name == "prefect.flow_runs":
                 match = begins.search(str(made.msg) % made.args if made.args else str(made.msg))
                 if match and match.group(1) != "nightly":
