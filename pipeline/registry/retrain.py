@@ -25,7 +25,7 @@ from pipeline.model.scoring import Scorer
 from pipeline.model.training import SUMMARY_KEYS, validation_split
 from pipeline.progress import timed
 from pipeline.registry import tracking as registry
-from pipeline.registry.runs import RunInputs, dataset_ref
+from pipeline.registry.runs import RunInputs, dataset_ref, git_commit
 
 log = logging.getLogger(__name__)
 
@@ -123,6 +123,7 @@ def run_inputs(
         history={k: v for k, v in losses.items() if k not in SUMMARY_KEYS},
         epoch_end_ms=losses.get("epoch_end_ms", []),
         datasets=refs,
+        git_commit=git_commit(),
     )
 
 

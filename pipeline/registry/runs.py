@@ -57,6 +57,7 @@ class RunInputs:
     epoch_end_ms: list[float] = field(default_factory=list)
     baselines: dict[str, dict[str, float]] = field(default_factory=dict)
     datasets: list[DatasetRef] = field(default_factory=list)
+    git_commit: str | None = None  # of the code that trained, not the one that registers
 
 
 def file_digest(path: Path) -> str:
@@ -126,15 +127,15 @@ def git_commit(start: Path | None = None) -> str | None:
 
 
 def candidate_tags(inputs: RunInputs, extra: dict[str, str] | None = None) -> dict[str, str]:
-    """Tags of a candidate's run: git commit (when known), feature service, data date."""
+    """Tags of a candidate's run: git commit (when known), feature service, data date and
+    training window."""
     tags = {
         FEAST_FEATURE_SERVICE_TAG: inputs.feature_service,
         DATA_DATE_TAG: inputs.run_date,
         TRAIN_WINDOW_TAG: inputs.train_window,
     }
-    commit = git_commit()
-    if commit:
-        tags[GIT_COMMIT_TAG] = commit
+    if inputs.git_commit:
+        tags[GIT_COMMIT_TAG] = inputs.git_commit
     return tags | (extra or {})
 
 

@@ -99,6 +99,7 @@ def _inputs(tmp_path: Path) -> tuple[runs.RunInputs, list[str]]:
             "session_knn": {"recall_at_20": 0.3, "mrr_at_20": 0.2},
         },
         datasets=refs,
+        git_commit=runs.git_commit(),
     )
     return inputs, secrets
 
@@ -128,7 +129,7 @@ def test_candidate_run_reads_back_with_steps_inputs_tags_and_child_runs(tmp_path
     assert got.data.tags["fitrec.data_date"] == "2026-11-01"
     assert got.data.tags["fitrec.best_baseline"] == "session_knn"
     # Run from this checkout: the commit is the checkout's.
-    assert got.data.tags.get("mlflow.source.git.commit") == runs.git_commit()
+    assert got.data.tags["mlflow.source.git.commit"] == runs.git_commit()
     assert got.data.metrics["recall_at_20"] == 0.5
     assert got.data.metrics["best_baseline_recall_at_20"] == 0.3
     assert not any(k.startswith(("popularity_", "model_")) for k in got.data.metrics)
