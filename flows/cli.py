@@ -359,7 +359,7 @@ def _stages(title: str) -> Iterator[None]:
         def record(*args, **kwargs) -> logging.LogRecord:
             made = make_record(*args, **kwargs)
             if made.name == PROGRESS_LOGGER:  # epochs, registration, materialisation
-                console.print(f"       {made.getMessage()}", highlight=False)
+                console.print(f"       {made.getMessage()}", highlight=False, soft_wrap=True)
             if made.name == "prefect.flow_runs":
                 match = begins.search(str(made.msg) % made.args if made.args else str(made.msg))
                 if match and match.group(1) != "nightly":

@@ -133,8 +133,8 @@ class EpochProgress(tf.keras.callbacks.Callback):
 
     def on_epoch_end(self, epoch, logs=None):
         self.ends_ms.append(float(int(time.time() * 1000)))
-        shown = {k: v for k, v in (logs or {}).items() if k in self.SHOWN}
-        values = ", ".join(f"{k} {float(v):.4f}" for k, v in shown.items())
+        logs = logs or {}
+        values = ", ".join(f"{k} {float(logs[k]):.4f}" for k in self.SHOWN if k in logs)
         seconds = time.perf_counter() - self.began
         progress.info("epoch %d/%d: %s (%.1fs)", epoch + 1, self.epochs, values, seconds)
 
