@@ -308,6 +308,9 @@ def demo(
     # The temporary Prefect server can take longer than Prefect's 20 s to start on a busy
     # laptop; a first run should wait rather than fail.
     os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "90")
+    # The temporary server's telemetry heartbeat races its own SQLite start-up on a busy
+    # machine and prints a "database is locked" traceback; the demo sends no telemetry.
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     settings = get_settings()
     if not any(settings.raw_dir.glob("????-??-??")):
         generate(customers=customers, days=days, seed=7, out=None, dirty=0.005)
