@@ -307,6 +307,9 @@ def demo(
     # The temporary Prefect server can take longer than Prefect's 20 s to start on a busy
     # laptop; a first run should wait rather than fail.
     os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "90")
+    # The temporary server's telemetry heartbeat races its own SQLite start-up on a busy
+    # machine and prints a "database is locked" traceback; the demo sends no telemetry.
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     settings = get_settings()
     if not any(settings.raw_dir.glob("????-??-??")):
         generate(customers=customers, days=days, seed=7, out=None, dirty=0.005)
@@ -350,10 +353,15 @@ def _stages(title: str) -> Iterator[None]:
             seconds = time.monotonic() - state["since"]
             console.print(f"  [green]done[/] {state['stage']:<22} {seconds:6.1f}s")
 
+    from pipeline.progress import PROGRESS_LOGGER
+
+    logging.getLogger(PROGRESS_LOGGER).setLevel(logging.INFO)
     with console.status(title) as status:
 
         def record(*args, **kwargs) -> logging.LogRecord:
             made = make_record(*args, **kwargs)
+            if made.name == PROGRESS_LOGGER:  # epochs, registration, materialisation
+                console.print(f"       {made.getMessage()}", highlight=False, soft_wrap=True)
             if made.name == "prefect.flow_runs":
                 match = begins.search(str(made.msg) % made.args if made.args else str(made.msg))
                 if match and match.group(1) != "nightly":

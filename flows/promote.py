@@ -4,6 +4,7 @@ candidate (alias ``challenger``) and make it ``champion`` only if it is not wors
 from __future__ import annotations
 
 from prefect import flow, get_run_logger, task
+from prefect.runtime import flow_run
 
 from pipeline.config import get_settings
 from pipeline.registry import tracking as registry
@@ -21,12 +22,32 @@ def score_champion(candidate: Candidate) -> tuple[str | None, float | None, str]
     return champion_metric(get_settings(), candidate.bundle.parent / "test.parquet")
 
 
+def prefect_tags() -> tuple[dict[str, str], str]:
+    """The Prefect flow run that registers (its id and name, the root run's id), as MLflow
+    tags, and what started it: the root flow's name (``nightly``), or "by hand"."""
+    from prefect.client.orchestration import get_client
+
+    tags = {
+        "prefect.flow_run_id": str(flow_run.id),
+        "prefect.flow_run_name": str(flow_run.name),
+        "prefect.flow_name": str(flow_run.flow_name),
+        "prefect.root_flow_run_id": str(flow_run.root_flow_run_id),
+    }
+    trigger = "by hand"
+    if flow_run.root_flow_run_id and str(flow_run.root_flow_run_id) != str(flow_run.id):
+        with get_client(sync_client=True) as client:
+            root = client.read_flow_run(flow_run.root_flow_run_id)
+            trigger = client.read_flow(root.flow_id).name
+    return tags, trigger
+
+
 @task(retries=2, retry_delay_seconds=[2, 10])
 def register_and_decide(
     candidate: Candidate, champion: float | None, champion_version: str | None, note: str
 ) -> dict:
     settings = get_settings()
     metrics = dict(candidate.metrics)
+    tags, trigger = prefect_tags()
     if champion is not None:
         metrics[f"champion_{settings.promotion_metric}"] = champion
     registered = registry.log_and_register(
@@ -37,6 +58,9 @@ def register_and_decide(
         candidate.customer_features,
         candidate.example_items,
         candidate.artifacts,
+        run=getattr(candidate, "run", None),  # None: a candidate cached by an older fitrec
+        tags=tags,
+        trigger=trigger,
     )
     decision = registry.promote_if_better(
         settings,

@@ -49,6 +49,9 @@ def quiet_third_parties() -> None:
     C++ log level (3: fatal only; its failures reach Python as exceptions) at import.
     """
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    # MLflow's per-file download bar (logging a model re-reads its artifacts); fitrec's own
+    # progress line says when registration starts and ends.
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     for message, category, module in WARNING_FILTERS:
         warnings.filterwarnings("ignore", message=message, category=category, module=module)
     for name in CHATTY_LOGGERS:

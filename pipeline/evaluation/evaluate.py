@@ -4,13 +4,12 @@ Next-item metrics (recall@k, NDCG@k, HR@20, MRR@20, MAP@12) for the model and ev
 :mod:`pipeline.evaluation.baselines`; the same by segment (new vs returning customers, with vs
 without body data); fit AUC (mean one-vs-rest over small / fits / large, Misra et al. 2018) and
 size accuracy for the fit head. Results are flat dicts ready for MLflow and a per-segment
-table; :func:`plots` draws the calibration of P(fits) and metrics by segment.
+table; :mod:`pipeline.evaluation.plots` draws them.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 import polars as pl
@@ -204,38 +203,3 @@ def _size_accuracy(scorer: Scorer, fitted: pl.DataFrame, limit: int = 2000) -> f
     predicted = best.select(size_value(pl.col("size"))).to_series().to_numpy()
     actual = best.select(size_value(pl.col("true_size"))).to_series().to_numpy()
     return size_accuracy(predicted, actual)
-
-
-def plots(evaluation: Evaluation, out: Path) -> list[Path]:
-    """Calibration of P(fits) and recall@20 by segment, as PNG files."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    out.mkdir(parents=True, exist_ok=True)
-    paths = []
-    if evaluation.calibration is not None:
-        fig, ax = plt.subplots(figsize=(4, 4))
-        cal = evaluation.calibration
-        ax.plot([0, 1], [0, 1], "--", color="grey")
-        ax.plot(cal["predicted"], cal["observed"], "o-")
-        ax.set_xlabel("predicted P(fits)")
-        ax.set_ylabel("observed share that fits")
-        ax.set_title("fit head calibration")
-        path = out / "fit_calibration.png"
-        fig.savefig(path, bbox_inches="tight")
-        plt.close(fig)
-        paths.append(path)
-    table = evaluation.segments.filter(pl.col("metric") == "recall@20")
-    if not table.is_empty():
-        pivot = table.pivot(on="segment", index="method", values="value")
-        fig, ax = plt.subplots(figsize=(7, 3.5))
-        pivot.to_pandas().set_index("method").plot.bar(ax=ax)
-        ax.set_ylabel("recall@20")
-        ax.set_title("next-item recall@20 by segment")
-        path = out / "recall_by_segment.png"
-        fig.savefig(path, bbox_inches="tight")
-        plt.close(fig)
-        paths.append(path)
-    return paths

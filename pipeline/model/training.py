@@ -30,6 +30,7 @@ from pipeline.model.inputs import (
 )
 from pipeline.model.priors import Trend, transition_memory, trend_buckets, trend_table
 from pipeline.model.towers import RecommenderModel, build_model
+from pipeline.progress import progress
 from pipeline.tfenv import tf
 
 log = logging.getLogger(__name__)
@@ -46,6 +47,18 @@ def validation_split(train: pl.DataFrame, share: float) -> tuple[pl.DataFrame, p
         return train, train.head(0)
     return fit_part, valid
 
+
+# What :func:`fit` returns besides Keras' per-epoch history (one value each, or one per epoch
+# for the end times).
+SUMMARY_KEYS = (
+    "epochs",
+    "stopped_by_time_budget",
+    "examples_per_s",
+    "neural_scale",
+    "validation_recall_plus_mrr",
+    "train_seconds",
+    "epoch_end_ms",
+)
 
 NEURAL_SCALES = (0.0, 0.1, 0.25, 0.5, 0.75, 1.0)
 
@@ -104,6 +117,28 @@ class TimeBudget(tf.keras.callbacks.Callback):
             self.model.stop_training = True
 
 
+class EpochProgress(tf.keras.callbacks.Callback):
+    """One progress line per epoch (loss, validation loss, seconds) instead of Keras'
+    per-batch bar, and each epoch's end time (ms since the epoch) for MLflow's metric steps."""
+
+    SHOWN = ("loss", "val_loss", "val_retrieval_loss")
+
+    def __init__(self, epochs: int):
+        super().__init__()
+        self.epochs = epochs
+        self.ends_ms: list[float] = []
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.began = time.perf_counter()
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.ends_ms.append(float(int(time.time() * 1000)))
+        logs = logs or {}
+        values = ", ".join(f"{k} {float(logs[k]):.4f}" for k in self.SHOWN if k in logs)
+        seconds = time.perf_counter() - self.began
+        progress.info("epoch %d/%d: %s (%.1fs)", epoch + 1, self.epochs, values, seconds)
+
+
 def fit(data: Dataset, cfg: ModelConfig) -> tuple[RecommenderModel, dict[str, list[float]]]:
     """Train the model, stopping when the retrieval loss on the latest training sessions stops
     improving (best weights kept); returns it and the per-task losses per epoch."""
@@ -144,7 +179,8 @@ def fit(data: Dataset, cfg: ModelConfig) -> tuple[RecommenderModel, dict[str, li
         dataset = dataset.repeat()
         steps = cfg.max_examples_per_epoch // cfg.batch_size
     budget = TimeBudget(cfg.max_train_seconds)
-    callbacks, validation = [budget], None
+    epoch_progress = EpochProgress(cfg.epochs)
+    callbacks, validation = [budget, epoch_progress], None
     if not valid.is_empty():
         if valid.height > cfg.max_validation_examples:
             valid = valid.sample(cfg.max_validation_examples, seed=cfg.seed)
@@ -178,5 +214,6 @@ def fit(data: Dataset, cfg: ModelConfig) -> tuple[RecommenderModel, dict[str, li
     losses["examples_per_s"] = [seen * epochs / seconds]
     losses |= {k: [v] for k, v in losses_scale.items()}
     losses["train_seconds"] = [seconds]
+    losses["epoch_end_ms"] = epoch_progress.ends_ms
     log.info("trained %d epochs on %d examples in %.0fs", epochs, fit_part.height, seconds)
     return model, losses

@@ -14,13 +14,18 @@ import polars as pl
 
 from pipeline.config import Settings
 from pipeline.evaluation.candidate import train_and_evaluate_candidate
-from pipeline.evaluation.evaluate import model_top_k, plots
+from pipeline.evaluation.evaluate import model_top_k
 from pipeline.evaluation.metrics import ranking_metrics
-from pipeline.features.declarations import FEATURE_SERVICE, ITEM_ENTITY
+from pipeline.evaluation.plots import plots
+from pipeline.features.build import feature_paths
+from pipeline.features.declarations import CUSTOMER_VIEW, FEATURE_SERVICE, ITEM_ENTITY, ITEM_VIEW
 from pipeline.model.config import ModelConfig
 from pipeline.model.examples import build_dataset
 from pipeline.model.scoring import Scorer
+from pipeline.model.training import SUMMARY_KEYS, validation_split
+from pipeline.progress import timed
 from pipeline.registry import tracking as registry
+from pipeline.registry.runs import RunInputs, dataset_ref, git_commit
 
 log = logging.getLogger(__name__)
 
@@ -33,6 +38,8 @@ class Candidate:
     example_items: list[str]
     customer_features: list[str]
     artifacts: list[Path] = field(default_factory=list)
+    # What the MLflow run shows besides params and metrics (None in candidates cached before).
+    run: RunInputs | None = None
 
 
 def train_candidate(
@@ -40,7 +47,10 @@ def train_candidate(
 ) -> Candidate:
     """Train on everything before ``run_date``, evaluate on ``run_date``, export the bundle."""
     data = build_dataset(settings.curated_dir, settings.features_dir, run_date, cfg.session_len)
-    trained = train_and_evaluate_candidate(data, cfg, out / "bundle", baselines)
+    note = f"{data.train.height} examples, up to {cfg.epochs} epochs"
+    with timed(f"training and evaluating a candidate for {run_date}", note) as done:
+        trained = train_and_evaluate_candidate(data, cfg, out / "bundle", baselines)
+        done["epochs"] = int(trained.losses["epochs"][0])
     losses, scorer, evaluation = trained.losses, trained.scorer, trained.evaluation
     metrics = evaluation.flat()
     metrics |= {
@@ -53,6 +63,12 @@ def train_candidate(
         "test_examples": float(data.test.height),
     }
     data.test.write_parquet(out / "test.parquet")
+    run = run_inputs(settings, run_date, data.train, cfg.validation_share, out, trained.losses)
+    run.baselines = {
+        method: {k.replace("@", "_at_"): v for k, v in values.items()}
+        for method, values in evaluation.metrics.items()
+        if method != "model"
+    }
     table = out / "evaluation_by_segment.csv"
     evaluation.segments.write_csv(table)
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2, sort_keys=True))
@@ -71,6 +87,43 @@ def train_candidate(
         example_items=scorer.popular[:3] or scorer.item_ids[:3].tolist(),
         customer_features=scorer.customer_features,
         artifacts=artifacts,
+        run=run,
+    )
+
+
+def run_inputs(
+    settings: Settings,
+    run_date: date,
+    train: pl.DataFrame,
+    validation_share: float,
+    out: Path,
+    losses: dict[str, list[float]],
+) -> RunInputs:
+    """The training history and the datasets a candidate read, for its MLflow run.
+
+    The training examples are written next to the test set (``examples/``) in the same split
+    :func:`pipeline.model.training.fit` made, so each logged dataset is a file a user can open.
+    """
+    fit_part, valid = validation_split(train, validation_share)
+    (out / "examples").mkdir(parents=True, exist_ok=True)
+    fit_part.write_parquet(out / "examples" / "train.parquet")
+    refs = [dataset_ref(out / "examples" / "train.parquet", "training examples", "train")]
+    if not valid.is_empty():
+        valid.write_parquet(out / "examples" / "validation.parquet")
+        path = out / "examples" / "validation.parquet"
+        refs.append(dataset_ref(path, "validation examples", "validation"))
+    refs.append(dataset_ref(out / "test.parquet", "test examples", "test"))
+    paths = feature_paths(settings.features_dir)
+    refs += [dataset_ref(paths[view], view, "train") for view in (CUSTOMER_VIEW, ITEM_VIEW)]
+    days = train.get_column("session_start").dt.date()
+    return RunInputs(
+        run_date=run_date.isoformat(),
+        train_window=f"{days.min()!s}/{days.max()!s}",
+        feature_service=FEATURE_SERVICE,
+        history={k: v for k, v in losses.items() if k not in SUMMARY_KEYS},
+        epoch_end_ms=losses.get("epoch_end_ms", []),
+        datasets=refs,
+        git_commit=git_commit(),
     )
 
 

@@ -18,7 +18,15 @@ from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 
 from pipeline.config import CHALLENGER, CHAMPION, Settings
+from pipeline.progress import timed
 from pipeline.registry.pyfunc import input_example, signature
+from pipeline.registry.runs import (
+    RunInputs,
+    baseline_runs,
+    candidate_tags,
+    log_candidate,
+    run_name,
+)
 
 log = logging.getLogger(__name__)
 
@@ -52,14 +60,31 @@ def log_and_register(
     customer_features: list[str],
     example_items: list[str],
     artifacts: list[Path] | None = None,
+    run: RunInputs | None = None,
+    tags: dict[str, str] | None = None,
+    trigger: str | None = None,
 ) -> Registered:
     """Log params, metrics, artifacts and the pyfunc model in one run; register a new
-    version and give it the ``challenger`` alias."""
+    version and give it the ``challenger`` alias.
+
+    With ``run`` (:mod:`pipeline.registry.runs`) the run is named by its data date and
+    ``trigger``, holds the training history as steps, its datasets as inputs, the model's
+    metrics under plain names and one child run per baseline; ``tags`` are added to it.
+    Without it (a candidate cached before), the flat metrics are logged as they are.
+    """
     configure(settings)
     example = input_example(customer_features, example_items[:3])
-    with mlflow.start_run() as run:
+    name = run_name("train", run.run_date, trigger) if run else None
+    all_tags = candidate_tags(run, tags) if run else tags
+    with (
+        timed(f"registering {settings.model_name}") as done,
+        mlflow.start_run(run_name=name, tags=all_tags) as active,
+    ):
         mlflow.log_params(params)
-        mlflow.log_metrics(metrics)
+        if run is not None:
+            log_candidate(run, metrics, settings.promotion_metric)
+        else:
+            mlflow.log_metrics(metrics)
         for path in artifacts or []:
             mlflow.log_artifact(str(path), artifact_path="evaluation")
         info = mlflow.pyfunc.log_model(
@@ -70,6 +95,7 @@ def log_and_register(
             input_example=example,
             registered_model_name=settings.model_name,
         )
+        done["version"] = info.registered_model_version
     version = str(info.registered_model_version)
     client = MlflowClient(settings.tracking_uri, settings.tracking_uri)
     client.set_registered_model_alias(settings.model_name, CHALLENGER, version)
@@ -77,8 +103,9 @@ def log_and_register(
         client.set_model_version_tag(
             settings.model_name, version, "candidate_key", str(params["candidate_key"])
         )
-    log.info("registered %s version %s (run %s)", settings.model_name, version, run.info.run_id)
-    return Registered(run_id=run.info.run_id, version=version)
+    run_id = active.info.run_id
+    log.info("registered %s version %s (run %s)", settings.model_name, version, run_id)
+    return Registered(run_id=run_id, version=version)
 
 
 def champion_version(client: MlflowClient, name: str) -> str | None:
@@ -222,8 +249,29 @@ def find_candidate(settings: Settings, key: str) -> dict[str, Any] | None:
         "run_id": version.run_id,
         "promoted": run.data.tags.get("promotion") == "promoted",
         "reason": f"already registered: {run.data.tags.get('promotion_reason', '')}",
-        "metrics": dict(run.data.metrics),
+        "metrics": flat_metrics(client, str(version.run_id)),
     }
+
+
+def flat_metrics(client: MlflowClient, run_id: str) -> dict[str, float]:
+    """A candidate run's metrics as the flat ``<method>_<metric>`` dict the report reads: the
+    model's from the run (``model_`` added back where a baseline has the same metric, and for
+    the fit head), each baseline's from its child run. Runs logged before baselines became
+    child runs already hold the flat names."""
+    own = dict(client.get_run(run_id).data.metrics)
+    baselines = baseline_runs(client, run_id)
+    if not baselines:
+        return own
+    shared = {key for values in baselines.values() for key in values}
+    out = {
+        f"model_{k}" if k in shared or k.startswith(("fit_", "size_")) else k: v
+        for k, v in own.items()
+    }
+    if "loss" in own:
+        out["final_loss"] = own["loss"]
+    for name, values in baselines.items():
+        out |= {f"{name}_{k}": v for k, v in values.items()}
+    return out
 
 
 def log_report(settings: Settings, run_id: str, text: str) -> None:

@@ -7,6 +7,7 @@ import shutil
 import subprocess
 import sys
 from datetime import date
+from pathlib import Path
 
 import polars as pl
 import pytest
@@ -16,8 +17,14 @@ from pipeline.config import CHAMPION
 from pipeline.data.curated import drops_up_to
 from pipeline.features import store
 from pipeline.features.build import feature_paths
-from pipeline.features.declarations import CUSTOMER_FEATURES, SESSION_FEATURES, TIMESTAMP
+from pipeline.features.declarations import (
+    CUSTOMER_FEATURES,
+    FEATURE_SERVICE,
+    SESSION_FEATURES,
+    TIMESTAMP,
+)
 from pipeline.model.config import ModelConfig
+from pipeline.registry.runs import baseline_runs, file_digest, git_commit
 from serving import NoChampionError, RecommendationRequest, Recommender
 from tests.conftest import Environment
 
@@ -46,11 +53,13 @@ def test_nightly_registers_a_champion_with_metrics(nightly_run):
     champion = client.get_model_version_by_alias(settings.model_name, CHAMPION)
     assert str(champion.version) == result["version"]
     run = client.get_run(champion.run_id)
-    for key in ("model_recall_at_20", "popularity_recall_at_20", "model_recall_at_10"):
-        assert 0.0 <= run.data.metrics[key] <= 1.0
+    popularity = baseline_runs(client, champion.run_id)["popularity"]
+    for values in (run.data.metrics, popularity):
+        for key in ("recall_at_20", "recall_at_10"):
+            assert 0.0 <= values[key] <= 1.0
     assert run.data.params["embedding_dim"] == "16"
     # The model learnt the planted session structure: far better than popularity.
-    assert run.data.metrics["model_recall_at_20"] > run.data.metrics["popularity_recall_at_20"]
+    assert run.data.metrics["recall_at_20"] > popularity["recall_at_20"]
 
 
 def test_online_features_equal_what_pipeline_computed(nightly_run):
@@ -195,4 +204,80 @@ def test_a_worse_model_stays_challenger_and_rollback_works(nightly_run):
     assert registry.rollback(settings) == str(champion_before)
     assert client.get_model_version_by_alias(settings.model_name, CHAMPION).version == (
         champion_before
+    )
+
+
+# What a user reads in MLflow after a nightly run; the run's layout does not depend on the
+# online store: read once, on SQLite.
+@pytest.mark.parametrize("nightly_run", ["sqlite"], indirect=True)
+def test_the_candidate_run_reads_as_a_story(nightly_run):
+    settings, result, run_date = nightly_run
+    client = MlflowClient(settings.tracking_uri, settings.tracking_uri)
+    run = client.get_run(result["run_id"])
+    day = run_date.isoformat()
+    assert run.info.run_name == f"train {day} (nightly)"
+
+    tags = run.data.tags
+    assert tags["feast.feature_service"] == FEATURE_SERVICE
+    assert tags["fitrec.data_date"] == day
+    first, last = tags["fitrec.train_window"].split("/")
+    assert first <= last < day
+    assert tags["mlflow.source.git.commit"] == git_commit()
+    assert len(tags["prefect.flow_run_id"]) == 36 and tags["prefect.flow_name"] == (
+        "evaluate_and_promote"
+    )
+    assert tags["prefect.root_flow_run_id"] != tags["prefect.flow_run_id"]
+
+    epochs = int(run.data.metrics["epochs"])
+    assert 1 <= epochs <= FAST.epochs
+    for key in ("loss", "val_retrieval_loss"):
+        history = client.get_metric_history(run.info.run_id, key)
+        assert [m.step for m in history] == list(range(epochs)), key
+        assert len({m.timestamp for m in history}) == epochs  # stamped at each epoch's end
+
+    inputs = {d.dataset.name: d for d in run.inputs.dataset_inputs}
+    contexts = {
+        n: {t.key: t.value for t in d.tags}["mlflow.data.context"] for n, d in inputs.items()
+    }
+    assert contexts == {
+        "training examples": "train",
+        "validation examples": "validation",
+        "test examples": "test",
+        "customer_features": "train",
+        "item_features": "train",
+    }
+    test_path = settings.data_dir / "training" / day / "test.parquet"
+    assert inputs["test examples"].dataset.digest == file_digest(test_path)
+    customers = pl.read_parquet(test_path).get_column("customer_id").unique().to_list()
+    for entry in inputs.values():
+        source = json.loads(entry.dataset.source)
+        assert Path(source["uri"]).exists()
+        profile = json.loads(entry.dataset.profile)
+        assert (
+            profile["num_rows"] == pl.scan_parquet(source["uri"]).select(pl.len()).collect().item()
+        )
+        # The schema and counts, no values: no pseudonym, no measurement.
+        text = json.dumps(entry.dataset.to_dictionary())
+        assert not any(c and c in text for c in customers)
+        assert "height_cm" not in text and "weight_kg" not in text
+
+    children = client.search_runs(
+        [run.info.experiment_id], filter_string=f"tags.mlflow.parentRunId = '{run.info.run_id}'"
+    )
+    names = {c.data.tags["fitrec.baseline"]: c for c in children}
+    assert {"popularity", "session_knn", "last_item_successor"} <= set(names)
+    for name, child in names.items():
+        assert child.info.run_name == f"baseline {name} {day}"
+        assert 0.0 <= child.data.metrics["recall_at_20"] <= 1.0
+        assert child.data.tags["mlflow.parentRunId"] == run.info.run_id
+    best = max(names, key=lambda n: names[n].data.metrics["recall_at_20"])
+    assert tags["fitrec.best_baseline"] == best
+    assert (
+        run.data.metrics["best_baseline_recall_at_20"] == (names[best].data.metrics["recall_at_20"])
+    )
+    # The model's metrics sit on the run under plain names; no baseline's name prefixes one.
+    assert not any(k.startswith(tuple(f"{n}_" for n in names)) for k in run.data.metrics)
+    assert (
+        result["metrics"]["popularity_recall_at_20"]
+        == (names["popularity"].data.metrics["recall_at_20"])
     )
