@@ -212,6 +212,16 @@ def _run_flow(flow_name: str, day: date, start: date | None = None) -> object:
 def serve_flows() -> None:
     """Serve every flow as a Prefect deployment (nightly on its cron schedule) until stopped."""
     _apply_profile()
+    from prefect.settings import get_current_settings
+
+    if not get_current_settings().api.url:
+        # Prefect's ephemeral API does not run its scheduler service: nothing is scheduled.
+        typer.echo(
+            "warning: no PREFECT_API_URL: on Prefect's ephemeral API the nightly schedule "
+            "never fires (runs triggered by hand still run); point PREFECT_API_URL at a "
+            "Prefect server",
+            err=True,
+        )
     from flows.deployments import serve_all
 
     serve_all()

@@ -11,6 +11,7 @@ from datetime import date
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
 
+from flows.artifacts import publish_mlflow_run
 from flows.erase import purge_erased_models
 from flows.features import build_features
 from flows.ingest import ingest
@@ -64,5 +65,6 @@ def nightly(run_date: date | None = None, cfg: ModelConfig | None = None) -> dic
     # Erased customers: versions still holding them go once a later model is champion.
     purge_erased_models()
     publish_report(run_date, materialized, result)
+    publish_mlflow_run("nightly", result["run_id"], result["version"])
     get_run_logger().info("nightly %s done: %s", run_date, result["reason"])
     return result

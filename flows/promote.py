@@ -6,6 +6,7 @@ from __future__ import annotations
 from prefect import flow, get_run_logger, task
 from prefect.runtime import flow_run
 
+from flows.artifacts import publish_mlflow_run
 from pipeline.config import get_settings
 from pipeline.registry import tracking as registry
 from pipeline.registry.retrain import Candidate, champion_metric
@@ -84,6 +85,7 @@ def evaluate_and_promote(candidate: Candidate) -> dict:
     existing = already_registered(candidate)
     if existing is not None:
         get_run_logger().info("candidate already registered as version %s", existing["version"])
+        publish_mlflow_run("promote", existing["run_id"], existing["version"])
         return existing
     champion_version, champion, note = score_champion(candidate)
     result = register_and_decide(candidate, champion, champion_version, note)
@@ -93,4 +95,5 @@ def evaluate_and_promote(candidate: Candidate) -> dict:
         "promoted" if result["promoted"] else "not promoted",
         result["reason"],
     )
+    publish_mlflow_run("promote", result["run_id"], result["version"])
     return result

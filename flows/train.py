@@ -10,6 +10,7 @@ from datetime import date
 from prefect import flow, task
 from prefect.context import TaskRunContext
 
+from flows.artifacts import publish_metrics
 from pipeline.config import get_settings
 from pipeline.model.config import ModelConfig
 from pipeline.registry.retrain import Candidate, train_candidate
@@ -39,4 +40,9 @@ def train_and_evaluate(run_date: date, cfg: ModelConfig) -> Candidate:
 @flow(name="train")
 def train(run_date: date, cfg: ModelConfig | None = None) -> Candidate:
     """Train on data before ``run_date`` and evaluate on ``run_date``."""
-    return train_and_evaluate(run_date, cfg or ModelConfig())
+    candidate = train_and_evaluate(run_date, cfg or ModelConfig())
+    # Not yet in MLflow: evaluate_and_promote registers it (and links its run).
+    publish_metrics(
+        "train-metrics", candidate.metrics, f"Candidate for {run_date}, before registration."
+    )
+    return candidate

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import shutil
 import subprocess
 import sys
@@ -30,6 +31,7 @@ from tests.conftest import Environment
 
 pytestmark = pytest.mark.slow
 FAST = ModelConfig(epochs=3, embedding_dim=16)
+NIGHTLY_FLOW_RUNS: dict[str, object] = {}  # online store -> the fixture's Prefect flow run id
 
 
 @pytest.fixture(scope="module", params=["sqlite", "redis"])
@@ -42,7 +44,9 @@ def nightly_run(request, raw_drops, prefect_harness, tmp_path_factory):
         run_date = drops_up_to(settings.raw_dir, date.max)[-1][0]
         from flows.nightly import nightly
 
-        result = nightly(run_date, FAST)
+        state = nightly(run_date, FAST, return_state=True)
+        NIGHTLY_FLOW_RUNS[request.param] = state.state_details.flow_run_id
+        result = state.result()
         yield settings, result, run_date
 
 
@@ -60,6 +64,43 @@ def test_nightly_registers_a_champion_with_metrics(nightly_run):
     assert run.data.params["embedding_dim"] == "16"
     # The model learnt the planted session structure: far better than popularity.
     assert run.data.metrics["recall_at_20"] > popularity["recall_at_20"]
+
+
+def test_nightly_links_its_mlflow_run_and_tables_its_metrics(nightly_run):
+    """The nightly flow run's artifacts, read back from Prefect: a link to the candidate's
+    MLflow run (the `mlflow ui` address for this SQLite store) and its metrics."""
+    from prefect import get_client
+    from prefect.client.schemas.filters import (
+        ArtifactFilter,
+        ArtifactFilterFlowRunId,
+        FlowRunFilter,
+        FlowRunFilterParentFlowRunId,
+    )
+
+    settings, result, run_date = nightly_run
+    flow_run = NIGHTLY_FLOW_RUNS[settings.online_store]
+    with get_client(sync_client=True) as prefect:
+        found = prefect.read_artifacts(
+            artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[flow_run]))
+        )
+        # The subflows' own: the candidate's metrics (train) and the same link (promote).
+        children = FlowRunFilterParentFlowRunId(any_=[flow_run])
+        subflows = prefect.read_artifacts(
+            flow_run_filter=FlowRunFilter(parent_flow_run_id=children)
+        )
+    artifacts = {a.key: a for a in found}
+    by_subflow = {a.key: a for a in subflows}
+    run = MlflowClient(settings.tracking_uri).get_run(result["run_id"])
+    url = f"http://127.0.0.1:5000/#/experiments/{run.info.experiment_id}/runs/{run.info.run_id}"
+    assert artifacts["nightly-mlflow-run"].data == f"[MLflow run {run.info.run_id}]({url})"
+    table = json.loads(artifacts["nightly-metrics"].data)
+    logged = {k: None if math.isnan(v) else v for k, v in run.data.metrics.items()}
+    assert {row["metric"]: row["value"] for row in table} == logged
+    assert logged["model_recall_at_20"] is not None
+    assert by_subflow["promote-mlflow-run"].data == artifacts["nightly-mlflow-run"].data
+    trained = {row["metric"]: row["value"] for row in json.loads(by_subflow["train-metrics"].data)}
+    assert trained["model_recall_at_20"] == logged["model_recall_at_20"]
+    assert artifacts[f"nightly-report-{run_date.isoformat()}"].type == "markdown"
 
 
 def test_online_features_equal_what_pipeline_computed(nightly_run):
