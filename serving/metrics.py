@@ -53,6 +53,12 @@ if TYPE_CHECKING:
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 """The variable prometheus_client reads (at import) to switch to multiprocess mode."""
 
+PREFIX = "fitrec_"
+"""Every family serving defines starts with it."""
+
+ENDPOINTS = ("recommendations", "events")
+"""The endpoints the app times and counts errors of (exported from zero)."""
+
 BUCKETS = (0.0005, 0.001, 0.002, 0.003, 0.005, 0.0075, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0)
 """Request latency buckets (seconds): a page view takes 1.5 to 5 ms in process."""
 
@@ -186,9 +192,10 @@ class StoreMetrics:
 
 
 class LiveMultiProcessCollector(multiprocess.MultiProcessCollector):
-    """The workers' files summed, without the live gauges of workers that no longer run (a
-    worker killed without its shut-down leaves them behind; the server restarts it under a
-    new pid)."""
+    """The workers' files summed: fitrec's own families only (libraries that count in
+    prometheus_client's default registry, Feast's SDK among them, write to the same files;
+    one process does not export them either), without the live gauges of workers that no
+    longer run (a worker killed without its shut-down leaves them behind)."""
 
     def __init__(self, registry: CollectorRegistry | None, path: str | None = None):
         self.path = path or os.environ[MULTIPROC_ENV]
@@ -199,7 +206,7 @@ class LiveMultiProcessCollector(multiprocess.MultiProcessCollector):
             pid = path.stem.rsplit("_", 1)[-1]
             if pid.isdigit() and not _alive(int(pid)):
                 multiprocess.mark_process_dead(int(pid), self.path)
-        return super().collect()
+        return [family for family in super().collect() if family.name.startswith(PREFIX)]
 
 
 def _alive(pid: int) -> bool:
@@ -225,6 +232,9 @@ class Metrics:
             registry=None,
         )
         self.errors = _counter("fitrec_errors", "Requests that failed", ["endpoint"])
+        for endpoint in ENDPOINTS:
+            self.latency.labels(endpoint)
+            self.errors.labels(endpoint)
         self.multiprocess = multiprocess_mode()
         self.registry = CollectorRegistry()
         if self.multiprocess:
