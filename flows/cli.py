@@ -407,6 +407,9 @@ def serve(
     """
     import os
 
+    # Read before serving imports Feast, which sets the variable when unset (feast.metrics).
+    given = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+
     import uvicorn
 
     from serving import NoChampionError
@@ -418,7 +421,7 @@ def serve(
         os.environ.setdefault(name, "1")
 
     # Before the workers start: each reads the variable when it imports prometheus_client.
-    with multiprocess_dir(workers):
+    with multiprocess_dir(workers, given):
         try:
             uvicorn.run(
                 "serving.app:create_app",

@@ -39,6 +39,7 @@ from prometheus_client import (
     Gauge,
     Histogram,
     multiprocess,
+    values,
 )
 from prometheus_client.core import Metric
 from prometheus_client.registry import Collector
@@ -64,9 +65,10 @@ BUCKETS = (0.0005, 0.001, 0.002, 0.003, 0.005, 0.0075, 0.01, 0.025, 0.05, 0.1, 0
 
 
 def multiprocess_mode() -> bool:
-    """Whether prometheus_client keeps values in ``PROMETHEUS_MULTIPROC_DIR`` (as it
-    decides: by the variable's presence)."""
-    return MULTIPROC_ENV in os.environ
+    """Whether prometheus_client keeps this process's values in files (it decided when first
+    imported, by ``PROMETHEUS_MULTIPROC_DIR``'s presence then; the variable alone says
+    nothing: importing Feast sets it, see :mod:`pipeline`)."""
+    return values.ValueClass is not values.MutexValue
 
 
 def _counter(name: str, documentation: str, labels: Iterable[str] = ()) -> Counter:
@@ -260,29 +262,38 @@ class Metrics:
 
 
 @contextmanager
-def multiprocess_dir(workers: int) -> Iterator[Path | None]:
+def multiprocess_dir(workers: int, given: str | None) -> Iterator[Path | None]:
     """The multiprocess directory for one server start, emptied before the workers start.
 
-    ``PROMETHEUS_MULTIPROC_DIR`` set by the caller: that directory, its ``*.db`` files (a
-    previous start's values) deleted. Unset and more than one worker: a fresh temporary
-    directory, exported to the workers through the variable and removed afterwards. One
-    worker and no variable: None (single-process metrics).
+    Args:
+        workers: The server's worker processes.
+        given: ``PROMETHEUS_MULTIPROC_DIR`` as the process was started with (read before
+            anything imported Feast, which sets it).
+
+    ``given``: that directory, its ``*.db`` files (a previous start's values) deleted. None
+    and more than one worker: a fresh temporary directory, removed afterwards. Either is
+    exported to the workers through the variable. One worker and none given: None (values
+    in memory, one process's registry).
     """
-    given = os.environ.get(MULTIPROC_ENV)
     if given:
         path = Path(given)
         path.mkdir(parents=True, exist_ok=True)
         for stale in path.glob("*.db"):
             stale.unlink()
+        os.environ[MULTIPROC_ENV] = str(path)
         yield path
         return
     if workers <= 1:
         yield None
         return
     path = Path(tempfile.mkdtemp(prefix="fitrec-metrics-"))
+    before = os.environ.get(MULTIPROC_ENV)
     os.environ[MULTIPROC_ENV] = str(path)
     try:
         yield path
     finally:
-        os.environ.pop(MULTIPROC_ENV, None)
+        if before is None:
+            os.environ.pop(MULTIPROC_ENV, None)
+        else:
+            os.environ[MULTIPROC_ENV] = before
         shutil.rmtree(path, ignore_errors=True)

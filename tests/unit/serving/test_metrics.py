@@ -25,6 +25,7 @@ from serving.metrics import (
     RecommenderMetrics,
     StoreMetrics,
     multiprocess_dir,
+    multiprocess_mode,
 )
 
 
@@ -54,8 +55,8 @@ def _value(family, **labels) -> float:
     return sample.value
 
 
-def test_one_process_exports_the_parts_counts_and_the_default_collectors(monkeypatch):
-    monkeypatch.delenv(MULTIPROC_ENV, raising=False)
+def test_one_process_exports_the_parts_counts_and_the_default_collectors():
+    assert not multiprocess_mode()  # importing Feast (serving does) did not switch it
     now = [0.0]
     breaker = Breaker(failures=1, reset_seconds=5, clock=lambda: now[0])
     recommender, processor, guard = _parts(breaker)
@@ -101,8 +102,7 @@ def _refused() -> None:
     raise ConnectionRefusedError("redis down")
 
 
-def test_two_apps_in_one_process_count_apart(monkeypatch):
-    monkeypatch.delenv(MULTIPROC_ENV, raising=False)
+def test_two_apps_in_one_process_count_apart():
     first, second = (Metrics(*_parts(Breaker())) for _ in range(2))
     first.errors.labels("events").inc()
     assert _value(_families(first)["fitrec_errors"], endpoint="events") == 1
@@ -124,8 +124,8 @@ def test_a_given_directory_is_emptied_at_start(monkeypatch, tmp_path):
     given.mkdir()
     (given / "counter_123.db").write_bytes(b"stale")
     (given / "README").write_text("not ours")
-    monkeypatch.setenv(MULTIPROC_ENV, str(given))
-    with multiprocess_dir(workers=2) as path:
+    monkeypatch.setenv(MULTIPROC_ENV, "restored-after-the-test")
+    with multiprocess_dir(2, str(given)) as path:
         assert path == given and os.environ[MULTIPROC_ENV] == str(given)
         assert sorted(p.name for p in given.iterdir()) == ["README"]
     assert given.is_dir()  # the caller's directory stays
@@ -133,11 +133,11 @@ def test_a_given_directory_is_emptied_at_start(monkeypatch, tmp_path):
 
 def test_several_workers_get_a_fresh_directory_removed_at_exit(monkeypatch):
     monkeypatch.delenv(MULTIPROC_ENV, raising=False)
-    with multiprocess_dir(workers=2) as path:
+    with multiprocess_dir(2, None) as path:
         assert path is not None and path.is_dir() and not list(path.iterdir())
         assert os.environ[MULTIPROC_ENV] == str(path)
     assert not path.exists() and MULTIPROC_ENV not in os.environ
-    with multiprocess_dir(workers=1) as none:
+    with multiprocess_dir(1, None) as none:
         assert none is None and MULTIPROC_ENV not in os.environ
 
 
