@@ -236,18 +236,11 @@ class LoadedModel:
 
 @dataclass
 class Counters:
-    """What this process's recommender counted (for tests and drills; the exported metrics
-    are :class:`serving.metrics.RecommenderMetrics`, summed over workers)."""
+    """What this process's recommender counted that is not exported (tests and drills wait on
+    it); the exported counts are :class:`serving.metrics.RecommenderMetrics`."""
 
     requests: int = 0
-    degraded: int = 0
-    fallback: int = 0
     errors: int = 0
-    swaps: int = 0
-    feature_hits: int = 0
-    feature_misses: int = 0
-    answer_hits: int = 0
-    answer_misses: int = 0
     extra: dict[str, int] = field(default_factory=dict)
 
 
@@ -362,7 +355,6 @@ class Recommender:
         model = LoadedModel.load(self.settings)  # loaded aside; requests keep the old one
         previous, self._model = self._model, model
         self._answer_cache.clear()
-        self.counters.swaps += 1
         self.metrics.swaps.inc()
         self.metrics.serving(model.version, previous.version)
         return True
@@ -425,10 +417,8 @@ class Recommender:
         if cold and not degraded:
             cached = self._answer_cache.get((request.k, model.version))
             if cached is not None:
-                self.counters.answer_hits += 1
                 self.metrics.answer_hit.inc()
                 return cached.model_copy(update={"ignored_items": ignored})
-            self.counters.answer_misses += 1
             self.metrics.answer_miss.inc()
 
         try:
@@ -437,12 +427,10 @@ class Recommender:
             )
         except Exception as exc:  # noqa: BLE001 - never fail a page view: popular instead
             log.warning("model failed, popularity fallback: %s", exc)
-            self.counters.fallback += 1
             self.metrics.fallback.inc()
             self.counters.errors += 1
             items, degraded = self._popular(model, request.k), True
         if degraded:
-            self.counters.degraded += 1
             self.metrics.degraded.inc()
         answer = Recommendation(
             items=items,
@@ -479,10 +467,8 @@ class Recommender:
         if pseudonym:
             features = self._feature_cache.get(pseudonym)
             if features is not None:
-                self.counters.feature_hits += 1
                 self.metrics.feature_hit.inc()
             else:
-                self.counters.feature_misses += 1
                 self.metrics.feature_miss.inc()
         want_features = bool(pseudonym) and features is None
         if self.features.reader is not None and self.sessions.client is not None:
