@@ -409,31 +409,42 @@ def serve(
     port: Annotated[int, typer.Option(help="port")] = 8000,
     workers: Annotated[int, typer.Option(min=1, help="processes (each loads the model)")] = 1,
 ) -> None:
-    """Run the HTTP serving app (POST /recommendations, POST /events, GET /health, /metrics)."""
+    """Run the HTTP serving app (POST /recommendations, POST /events, GET /health, /metrics).
+
+    With several workers, /metrics is prometheus_client's multiprocess mode: the workers'
+    values in PROMETHEUS_MULTIPROC_DIR (if set, emptied first; else a fresh temporary
+    directory, removed at exit), summed by whichever worker answers the scrape.
+    """
     import os
+
+    # Read before serving imports Feast, which sets the variable when unset (feast.metrics).
+    given = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
 
     import uvicorn
 
     from serving import NoChampionError
+    from serving.metrics import multiprocess_dir
 
     # One process per core: a page view's small matrix products must not each fan out to a
     # BLAS thread pool that competes with the other workers.
     for name in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
         os.environ.setdefault(name, "1")
 
-    try:
-        uvicorn.run(
-            "serving.app:create_app",
-            factory=True,
-            host=host,
-            port=port,
-            workers=workers,
-            log_level="warning",
-            access_log=False,
-        )
-    except NoChampionError as exc:
-        typer.echo(str(exc), err=True)
-        raise typer.Exit(1) from None
+    # Before the workers start: each reads the variable when it imports prometheus_client.
+    with multiprocess_dir(workers, given):
+        try:
+            uvicorn.run(
+                "serving.app:create_app",
+                factory=True,
+                host=host,
+                port=port,
+                workers=workers,
+                log_level="warning",
+                access_log=False,
+            )
+        except NoChampionError as exc:
+            typer.echo(str(exc), err=True)
+            raise typer.Exit(1) from None
 
 
 benchmark_app = typer.Typer(help="Public benchmarks through the real pipeline; print JSON.")

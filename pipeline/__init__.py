@@ -2,5 +2,11 @@
 
 Nothing here imports Prefect or FastAPI, and importing a module has no side
 effects beyond :mod:`pipeline.tfenv`, which pins the Keras flavour TensorFlow
-Recommenders needs before TensorFlow is first imported.
+Recommenders needs before TensorFlow is first imported, and prometheus_client below.
 """
+
+# prometheus_client picks its mode (values in memory, or in files under
+# PROMETHEUS_MULTIPROC_DIR) once, when first imported; importing Feast sets that variable to
+# a temporary directory of its own when it is unset (feast.metrics). Imported here first, the
+# mode follows the environment fitrec was started with (see serving.metrics).
+import prometheus_client  # noqa: F401

@@ -16,7 +16,7 @@ request once the breaker is open.
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Annotated, Any, Literal
 
@@ -25,21 +25,13 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse
-from prometheus_client import (
-    CONTENT_TYPE_LATEST,
-    CollectorRegistry,
-    Counter,
-    Histogram,
-    generate_latest,
-)
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
-from prometheus_client.registry import Collector
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel, ConfigDict, Field
 
 from pipeline.config import Settings, get_settings
 from serving.events import EventProcessor, EventTimeError, FeastPusher, SessionEventRequest
-from serving.health import StoreDegradedCollector
 from serving.logs import configure_logging
+from serving.metrics import Metrics
 from serving.middleware import REQUEST_ID_HEADER, RequestContext, document_request_id, note
 from serving.recommender import Recommendation, RecommendationRequest, Recommender
 from serving.security import (
@@ -53,8 +45,6 @@ from serving.security import (
     require_key,
     validation_error_handler,
 )
-
-BUCKETS = (0.0005, 0.001, 0.002, 0.003, 0.005, 0.0075, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0)
 
 
 class EventResponse(BaseModel):
@@ -181,93 +171,6 @@ class Readiness(BaseModel):
     )
 
 
-class ServingCollector(Collector):
-    """The recommender's, event processor's, breaker's and guard's own counts, read at scrape
-    time: counters as counters (``*_total``), the cache as hit and miss counters (a rate of
-    the two is the hit ratio over any window), the breaker's state as a gauge."""
-
-    def __init__(self, recommender: Recommender, processor: EventProcessor, guard: Guard):
-        self.recommender, self.processor, self.guard = recommender, processor, guard
-
-    def collect(self) -> Iterator[Metric]:
-        counts = self.recommender.counters
-        breaker = self.recommender.breaker
-        totals = {
-            "fitrec_degraded_answers": (
-                "Page views answered degraded (online features or session state unavailable, "
-                "or the model failed)",
-                counts.degraded,
-            ),
-            "fitrec_fallback_answers": (
-                "Page views answered with the popularity fallback because the model failed",
-                counts.fallback,
-            ),
-            "fitrec_model_swaps": ("Champion model versions hot-swapped in", counts.swaps),
-            "fitrec_events_accepted": (
-                "Session events written to the durable event log",
-                self.processor.accepted,
-            ),
-            "fitrec_events_degraded": (
-                "Accepted events whose live session state could not be updated in Redis",
-                self.processor.degraded,
-            ),
-            "fitrec_redis_breaker_opened": (
-                "Times serving's Redis circuit breaker opened after repeated failures",
-                breaker.opened,
-            ),
-            "fitrec_redis_short_circuited": (
-                "Redis calls not made because the circuit breaker was open",
-                breaker.short_circuited,
-            ),
-            "fitrec_auth_refused": (
-                "Requests refused for a missing or unknown API key",
-                self.guard.refused,
-            ),
-            "fitrec_rate_limited": (
-                "Requests refused by the per-key rate limit (HTTP 429)",
-                self.guard.limited,
-            ),
-        }
-        for name, (text, value) in totals.items():
-            yield CounterMetricFamily(name, text, value=value)
-        for cache, hits, misses in (
-            ("feature", counts.feature_hits, counts.feature_misses),
-            ("answer", counts.answer_hits, counts.answer_misses),
-        ):
-            lookups = CounterMetricFamily(
-                f"fitrec_{cache}_cache_lookups",
-                f"Lookups of the {cache} cache by result (hit ratio: rate of hits over all)",
-                labels=["result"],
-            )
-            lookups.add_metric(["hit"], hits)
-            lookups.add_metric(["miss"], misses)
-            yield lookups
-        yield GaugeMetricFamily(
-            "fitrec_redis_breaker_state",
-            "Serving's Redis circuit breaker: 0 closed, 1 probing (half-open), 2 open",
-            value=breaker.code,
-        )
-
-
-class Metrics:
-    """Prometheus metrics of one app (own registry: several apps can live in one process)."""
-
-    def __init__(self, recommender: Recommender, processor: EventProcessor, guard: Guard):
-        self.registry = CollectorRegistry()
-        self.latency = Histogram(
-            "fitrec_request_seconds",
-            "Request latency by endpoint",
-            ["endpoint"],
-            buckets=BUCKETS,
-            registry=self.registry,
-        )
-        self.errors = Counter(
-            "fitrec_errors_total", "Requests that failed", ["endpoint"], registry=self.registry
-        )
-        self.registry.register(ServingCollector(recommender, processor, guard))
-        self.registry.register(StoreDegradedCollector(recommender.store_health))
-
-
 # The app's parts live on ``app.state`` from start-up (the lifespan) to shut-down; endpoints
 # get them typed through these dependencies. Async so that FastAPI calls them on the event
 # loop, not through its thread pool.
@@ -338,6 +241,7 @@ def create_app(
         app.state.processor = proc
         app.state.metrics = Metrics(rec, proc, guard)
         yield
+        app.state.metrics.close()
         rec.close()
         proc.log.close()
 

@@ -23,6 +23,7 @@ from typing import TypeVar
 import redis
 
 from pipeline.config import Settings
+from serving.metrics import BreakerMetrics
 
 log = logging.getLogger(__name__)
 
@@ -65,6 +66,7 @@ class Breaker:
         self.short_circuited = 0  # calls refused while open (a metric)
         self._opened_at = 0.0
         self._lock = threading.Lock()
+        self.metrics = BreakerMetrics()  # exported; the ints above are this process's
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Breaker:
@@ -81,14 +83,17 @@ class Breaker:
                 return True
             if self.state == OPEN and self.clock() - self._opened_at >= self.reset_seconds:
                 self.state = HALF_OPEN  # this caller is the probe
+                self.metrics.state.set(STATE_CODES[HALF_OPEN])
                 return True
             self.short_circuited += 1
+            self.metrics.short_circuited.inc()
             return False
 
     def _succeeded(self) -> None:
         with self._lock:
             if self.state != CLOSED:
                 log.warning("%s breaker closed: the probe succeeded", self.name)
+                self.metrics.state.set(STATE_CODES[CLOSED])
             self.state = CLOSED
             self.failures = 0
 
@@ -108,6 +113,8 @@ class Breaker:
                 self.state = OPEN
                 self._opened_at = self.clock()
                 self.opened += 1
+                self.metrics.opened.inc()
+                self.metrics.state.set(STATE_CODES[OPEN])
 
     def call(self, fn: Callable[..., T], *args: object, **kwargs: object) -> T:
         """``fn(*args, **kwargs)`` through the breaker.

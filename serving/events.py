@@ -42,6 +42,7 @@ from pipeline.features.online.connection import RedisTarget
 from pipeline.features.session import SessionState, apply_event
 from pipeline.privacy import key_id, pseudonymise
 from serving.breaker import Breaker, BreakerOpen
+from serving.metrics import EventMetrics
 
 log = logging.getLogger(__name__)
 
@@ -303,6 +304,7 @@ class EventProcessor:
         self._key_id = key_id(self._key)
         self.accepted = 0
         self.degraded = 0
+        self.metrics = EventMetrics()  # exported; the ints above are this process's
 
     def event_time(self, event: SessionEventRequest, now: datetime | None = None) -> datetime:
         """The event's time in UTC (now when it has none), checked against the window the
@@ -347,6 +349,7 @@ class EventProcessor:
         }
         self.log.append(record)
         self.accepted += 1
+        self.metrics.accepted.inc()
         try:
             state = apply_event(
                 self.sessions.get(event.session_id),
@@ -359,6 +362,7 @@ class EventProcessor:
             self.sessions.put(state)
         except (redis.RedisError, OSError) as exc:
             self.degraded += 1
+            self.metrics.degraded.inc()
             if not isinstance(exc, BreakerOpen):  # while open: counted, not logged per event
                 log.warning("session not updated (Redis unavailable: %s)", exc)
             return None, True

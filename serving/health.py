@@ -19,18 +19,15 @@ answers (degraded), so a process in front of it keeps its traffic.
 from __future__ import annotations
 
 import threading
-from collections import Counter, deque
-from collections.abc import Iterator
+from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
-
-from prometheus_client.core import CounterMetricFamily
-from prometheus_client.registry import Collector
 
 from pipeline.config import Settings
 from pipeline.features.declarations import CUSTOMER_VIEW
 from pipeline.features.online.state import Watermark, read_watermarks, state_key
 from serving.breaker import OPEN, Breaker, BreakerOpen
+from serving.metrics import StoreMetrics
 
 WINDOW = 200
 """Recent lookups of vocabulary customers the missing share is taken over."""
@@ -86,7 +83,7 @@ class StoreHealth:
         self.feast_config = feast_config
         self.threshold = settings.store_missing_threshold
         self.missing = MissingShare()
-        self.degraded_total: Counter[str] = Counter()
+        self.metrics = StoreMetrics((REDIS_UNREACHABLE, STORE_EMPTY, FEATURES_MISSING))
         self._client: Any = None
         if settings.redis_url:
             from pipeline.features.online.connection import RedisTarget
@@ -134,7 +131,7 @@ class StoreHealth:
                 f"(threshold {self.threshold:.0%})"
             )
         for reason in reasons:
-            self.degraded_total[reason] += 1
+            self.metrics.degraded.labels(reason).inc()
         return HealthReport("degraded" if reasons else "ok", reasons, details)
 
     def reachable(self) -> tuple[bool, str | None]:
@@ -159,22 +156,3 @@ class StoreHealth:
     def close(self) -> None:
         if self._client is not None:
             self._client.close()
-
-
-class StoreDegradedCollector(Collector):
-    """``fitrec_store_degraded_total{reason}``: health checks that found the store degraded,
-    by reason (a check with two reasons counts once under each)."""
-
-    def __init__(self, health: StoreHealth):
-        self.health = health
-
-    def collect(self) -> Iterator[CounterMetricFamily]:
-        family = CounterMetricFamily(
-            "fitrec_store_degraded",
-            "Health checks that found the online store degraded, by reason",
-            labels=["reason"],
-        )
-        counts = dict(self.health.degraded_total)
-        for reason in (REDIS_UNREACHABLE, STORE_EMPTY, FEATURES_MISSING):
-            family.add_metric([reason], counts.get(reason, 0))
-        yield family

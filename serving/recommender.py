@@ -36,6 +36,7 @@ from pipeline.rules.schema import Context, Rules, load_rules
 from serving.breaker import Breaker, BreakerOpen
 from serving.events import SessionStore
 from serving.health import HealthReport, StoreHealth
+from serving.metrics import RecommenderMetrics
 from serving.reasons import drivers, explain, lifts
 
 log = logging.getLogger(__name__)
@@ -235,17 +236,11 @@ class LoadedModel:
 
 @dataclass
 class Counters:
-    """What serving counts (exported as Prometheus metrics by the HTTP app)."""
+    """What this process's recommender counted that is not exported (tests and drills wait on
+    it); the exported counts are :class:`serving.metrics.RecommenderMetrics`."""
 
     requests: int = 0
-    degraded: int = 0
-    fallback: int = 0
     errors: int = 0
-    swaps: int = 0
-    feature_hits: int = 0
-    feature_misses: int = 0
-    answer_hits: int = 0
-    answer_misses: int = 0
     extra: dict[str, int] = field(default_factory=dict)
 
 
@@ -301,6 +296,8 @@ class Recommender:
         self.sessions = SessionStore(settings, self.breaker)
         self.store_health = StoreHealth(settings, self.breaker, self.features.fs.config)
         self.counters = Counters()
+        self.metrics = RecommenderMetrics()
+        self.metrics.serving(model.version)
         ttl = settings.serving_cache_seconds
         self._feature_cache: TTLCache = TTLCache(maxsize=100_000, ttl=max(ttl, 0.001))
         self._answer_cache: TTLCache = TTLCache(maxsize=1_000, ttl=max(ttl, 0.001))
@@ -356,9 +353,10 @@ class Recommender:
         if current == self._model.version:
             return False
         model = LoadedModel.load(self.settings)  # loaded aside; requests keep the old one
-        self._model = model
+        previous, self._model = self._model, model
         self._answer_cache.clear()
-        self.counters.swaps += 1
+        self.metrics.swaps.inc()
+        self.metrics.serving(model.version, previous.version)
         return True
 
     def watch(self, interval: float | None = None) -> None:
@@ -419,9 +417,9 @@ class Recommender:
         if cold and not degraded:
             cached = self._answer_cache.get((request.k, model.version))
             if cached is not None:
-                self.counters.answer_hits += 1
+                self.metrics.answer_hit.inc()
                 return cached.model_copy(update={"ignored_items": ignored})
-            self.counters.answer_misses += 1
+            self.metrics.answer_miss.inc()
 
         try:
             items = self._rank(
@@ -429,11 +427,11 @@ class Recommender:
             )
         except Exception as exc:  # noqa: BLE001 - never fail a page view: popular instead
             log.warning("model failed, popularity fallback: %s", exc)
-            self.counters.fallback += 1
+            self.metrics.fallback.inc()
             self.counters.errors += 1
             items, degraded = self._popular(model, request.k), True
         if degraded:
-            self.counters.degraded += 1
+            self.metrics.degraded.inc()
         answer = Recommendation(
             items=items,
             model_version=model.version,
@@ -469,9 +467,9 @@ class Recommender:
         if pseudonym:
             features = self._feature_cache.get(pseudonym)
             if features is not None:
-                self.counters.feature_hits += 1
+                self.metrics.feature_hit.inc()
             else:
-                self.counters.feature_misses += 1
+                self.metrics.feature_miss.inc()
         want_features = bool(pseudonym) and features is None
         if self.features.reader is not None and self.sessions.client is not None:
             if not want_features and not session_id:

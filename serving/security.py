@@ -40,6 +40,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from pipeline.config import Settings
+from serving.metrics import GuardMetrics
 
 log = logging.getLogger(__name__)
 
@@ -155,6 +156,7 @@ class Guard:
         self.limiter = SlidingWindowCounterRateLimiter(MemoryStorage())
         self.refused = 0
         self.limited = 0
+        self.metrics = GuardMetrics()  # exported; the ints above are this process's
 
     @property
     def open(self) -> bool:
@@ -178,6 +180,7 @@ class Guard:
             if found:
                 return "key:" + digest.hex()[:16]
         self.refused += 1
+        self.metrics.refused.inc()
         raise HTTPException(
             status_code=401,
             detail=f"a valid API key is required in the {API_KEY_HEADER} header",
@@ -193,6 +196,7 @@ class Guard:
         for item in self.limits:
             if not self.limiter.hit(item, caller):
                 self.limited += 1
+                self.metrics.limited.inc()
                 reset = self.limiter.get_window_stats(item, caller).reset_time
                 wait = max(1, math.ceil(reset - time.time()))
                 raise HTTPException(
