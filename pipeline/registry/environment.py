@@ -41,6 +41,9 @@ PYFUNC_DISTRIBUTIONS: tuple[str, ...] = (
 )
 
 CONSTRAINTS_FILE = "constraints.txt"
+# Installers, not imports: a virtualenv brings its own, and pinning them would only make
+# MLflow warn about a mismatch in every environment but this one.
+NOT_CONSTRAINED = frozenset({"pip", "setuptools", "wheel"})
 
 
 def pinned(names: Iterable[str]) -> list[str]:
@@ -50,7 +53,8 @@ def pinned(names: Iterable[str]) -> list[str]:
 
 def dependency_closure(names: Iterable[str]) -> list[str]:
     """Every installed distribution that ``names`` need, directly or not (markers evaluated
-    for this interpreter, extras not followed), themselves excluded; sorted canonical names."""
+    for this interpreter, extras not followed), without themselves and the installers
+    (:data:`NOT_CONSTRAINED`); sorted canonical names."""
     roots = {canonicalize_name(n) for n in names}
     seen: set[str] = set()
     todo = list(roots)
@@ -68,7 +72,7 @@ def dependency_closure(names: Iterable[str]) -> list[str]:
             if requirement.marker is not None and not requirement.marker.evaluate({"extra": ""}):
                 continue
             todo.append(canonicalize_name(requirement.name))
-    return sorted(seen - roots)
+    return sorted(seen - roots - NOT_CONSTRAINED)
 
 
 def write_constraints(directory: Path) -> Path:

@@ -266,3 +266,31 @@ def _top_level_imports(path: Path) -> set[str]:
         elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
             names.add(node.module.split(".")[0])
     return names
+
+
+def test_serving_imports_nothing_of_the_train_extra(registered):
+    """The ``serve`` extra is enough for serving: importing the app, loading the champion and
+    answering a page view import none of the ``train`` extra's own packages (SciPy is left
+    out of the check: MLflow imports it; TensorFlow is in both extras)."""
+    code = (
+        "import sys, json;"
+        "import serving.app;"
+        "from serving.recommender import Recommender, RecommendationRequest;"
+        "rec = Recommender.from_registry();"
+        f"request = RecommendationRequest(session_items={registered.items[:2]!r}, k=5);"
+        "answer = rec.recommend(request);"
+        "print(json.dumps({'items': len(answer.items), 'modules': sorted("
+        "{n.split('.')[0] for n in sys.modules})}))"
+    )
+    env = _clean_env(
+        PYTHONPATH=str(Path(__file__).resolve().parents[2]),
+        FITREC_DATA_DIR=str(registered.settings.data_dir),
+        FITREC_REDIS_URL="",
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True
+    )
+    found = json.loads(done.stdout.strip().splitlines()[-1])
+    assert found["items"] == 5
+    assert "tensorflow" in found["modules"]  # the SavedModel: why serve needs TensorFlow
+    assert not {"prefect", "implicit", "matplotlib", "sklearn"} & set(found["modules"])
