@@ -1,5 +1,5 @@
-# fitrec: two commands on a fresh machine with Python 3.11 -> `make demo`, `make test`.
-PYTHON ?= $(shell command -v python3.11 2>/dev/null || command -v python3)
+# fitrec: two commands on a fresh machine with Python 3.11 or 3.12 -> `make demo`, `make test`.
+PYTHON ?= $(shell command -v python3.11 2>/dev/null || command -v python3.12 2>/dev/null || command -v python3)
 VENV   := .venv
 BIN    := $(VENV)/bin
 PIP    := $(BIN)/python -m pip install --disable-pip-version-check -q -c requirements.lock
@@ -12,16 +12,18 @@ export PREFECT_SERVER_ANALYTICS_ENABLED := false
 .PHONY: demo test test-fast lint format bench clean
 
 $(BIN)/python:
-	@$(PYTHON) -c 'import sys; assert sys.version_info[:2] == (3, 11), "fitrec needs Python 3.11, found " + sys.version.split()[0]'
+	@$(PYTHON) -c 'import sys; assert sys.version_info[:2] in ((3, 11), (3, 12)), "fitrec needs Python 3.11 or 3.12, found " + sys.version.split()[0]'
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --disable-pip-version-check -q --upgrade pip
 
+# The demo trains and serves: core plus the train and serve extras.
 $(VENV)/.core: $(BIN)/python pyproject.toml requirements.lock
-	$(PIP) -e .
+	$(PIP) -e '.[train,serve]'
 	@touch $@
 
+# The tests need every role's extras.
 $(VENV)/.dev: $(VENV)/.core
-	$(PIP) -e '.[dev]'
+	$(PIP) -e '.[train,serve,postgres,dev]'
 	@touch $@
 
 ## demo: install, run the nightly flow on generated data, print recommendations
@@ -47,7 +49,7 @@ format: $(VENV)/.dev
 	$(BIN)/ruff check --fix .
 
 $(VENV)/.bench: $(VENV)/.dev
-	$(PIP) -e '.[dev,bench]'
+	$(PIP) -e '.[train,serve,postgres,dev,bench]'
 	@touch $@
 
 ## bench: every benchmarks/*.py; each prints its one-line summary last

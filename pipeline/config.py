@@ -18,7 +18,12 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 log = logging.getLogger(__name__)
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
+# Installed from a wheel, feature_repo/ sits beside pipeline/ in site-packages too.
 FEATURE_REPO = PROJECT_ROOT / "feature_repo"
+# A checkout keeps its data in var/ beside pyproject.toml; an installed fitrec in ./var.
+DEFAULT_DATA_DIR = (
+    PROJECT_ROOT / "var" if (PROJECT_ROOT / "pyproject.toml").exists() else Path("var")
+)
 MODEL_NAME = "fitrec-recommender"
 CHAMPION = "champion"
 CHALLENGER = "challenger"
@@ -58,7 +63,7 @@ class Settings(BaseSettings):
     schedule_timezone: str = Field(default="UTC", description="Time zone of the schedule.")
 
     data_dir: Path = Field(
-        default=PROJECT_ROOT / "var",
+        default=DEFAULT_DATA_DIR,
         description="Root of raw drops, curated Parquet, features, Feast and MLflow files.",
     )
     redis_url: str | None = Field(

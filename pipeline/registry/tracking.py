@@ -9,6 +9,7 @@ same test set beyond the configured tolerance.
 from __future__ import annotations
 
 import logging
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -19,6 +20,7 @@ from mlflow.exceptions import MlflowException
 
 from pipeline.config import CHALLENGER, CHAMPION, Settings
 from pipeline.progress import timed
+from pipeline.registry import environment
 from pipeline.registry.pyfunc import input_example, signature
 from pipeline.registry.runs import (
     RunInputs,
@@ -87,14 +89,18 @@ def log_and_register(
             mlflow.log_metrics(metrics)
         for path in artifacts or []:
             mlflow.log_artifact(str(path), artifact_path="evaluation")
-        info = mlflow.pyfunc.log_model(
-            name="model",
-            python_model=str(Path(__file__).with_name("pyfunc_entry.py")),
-            artifacts={"bundle": str(bundle)},
-            signature=signature(customer_features),
-            input_example=example,
-            registered_model_name=settings.model_name,
-        )
+        with tempfile.TemporaryDirectory() as scratch:
+            info = mlflow.pyfunc.log_model(
+                name="model",
+                python_model=str(Path(__file__).with_name("pyfunc_entry.py")),
+                artifacts={"bundle": str(bundle)},
+                signature=signature(customer_features),
+                input_example=example,
+                registered_model_name=settings.model_name,
+                # Portable: pinned requirements and constraints, fitrec's code with it.
+                pip_requirements=environment.pip_requirements(Path(scratch)),
+                code_paths=environment.code_paths(Path(scratch)),
+            )
         done["version"] = info.registered_model_version
     version = str(info.registered_model_version)
     client = MlflowClient(settings.tracking_uri, settings.tracking_uri)
