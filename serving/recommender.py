@@ -22,7 +22,7 @@ import polars as pl
 import redis
 from cachetools import TTLCache
 from mlflow.exceptions import MlflowException
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StringConstraints
 
 from pipeline.config import CHAMPION, Settings, get_settings
 from pipeline.features import store
@@ -42,6 +42,14 @@ from serving.reasons import drivers, explain, lifts
 log = logging.getLogger(__name__)
 
 ItemId = Annotated[str, StringConstraints(min_length=1, max_length=64, pattern=r"^[\w.\-:]+$")]
+
+
+def _json_integer(value: object) -> object:
+    """A JSON integer, as the contract says: 10 or 10.0, never true or "10" (pydantic's lax
+    mode would take both)."""
+    if isinstance(value, bool | str):
+        raise ValueError("must be an integer")
+    return value
 
 
 class NoChampionError(RuntimeError):
@@ -91,8 +99,12 @@ class RecommendationRequest(BaseModel):
         ),
         examples=[["I000010", "I000020"]],
     )
-    k: int = Field(
-        default=10, ge=1, le=100, description="How many items to return (1 to 100).", examples=[10]
+    k: Annotated[int, BeforeValidator(_json_integer)] = Field(
+        default=10,
+        ge=1,
+        le=100,
+        description="How many items to return (1 to 100).",
+        examples=[10],
     )
 
 

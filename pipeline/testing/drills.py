@@ -117,8 +117,10 @@ def fuzz_api(url: str, key: str, examples: int = 200) -> FuzzResult:
             except FailureGroup as group:  # schemathesis' failed checks
                 for failure in group.exceptions:
                     title = getattr(failure, "title", None) or type(failure).__name__
+                    sent = {"body": case.body, "query": case.query, "headers": case.headers}
                     result.mismatches.append(
                         f"{case.operation.label} -> {response.status_code}: {title}"
+                        f" (sent {str(sent)[:300]})"
                     )
 
         check()
