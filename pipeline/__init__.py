@@ -8,5 +8,9 @@ Recommenders needs before TensorFlow is first imported, and prometheus_client be
 # prometheus_client picks its mode (values in memory, or in files under
 # PROMETHEUS_MULTIPROC_DIR) once, when first imported; importing Feast sets that variable to
 # a temporary directory of its own when it is unset (feast.metrics). Imported here first, the
-# mode follows the environment fitrec was started with (see serving.metrics).
-import prometheus_client  # noqa: F401
+# mode follows the environment fitrec was started with (see serving.metrics). Optional: the
+# registered model carries this package as its code and has no prometheus_client.
+try:
+    import prometheus_client  # noqa: F401
+except ModuleNotFoundError:
+    pass

@@ -259,8 +259,24 @@ def test_requirements_cover_what_the_loaded_code_imports(registered):
 
 
 def _top_level_imports(path: Path) -> set[str]:
+    """Top-level modules ``path`` imports, leaving out optional ones (imported in a ``try``
+    whose handler catches ModuleNotFoundError or ImportError)."""
+    tree = ast.parse(path.read_text())
+    optional = {
+        id(inner)
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Try)
+        and any(
+            isinstance(h.type, ast.Name) and h.type.id in ("ModuleNotFoundError", "ImportError")
+            for h in node.handlers
+        )
+        for statement in node.body
+        for inner in ast.walk(statement)
+    }
     names: set[str] = set()
-    for node in ast.walk(ast.parse(path.read_text())):
+    for node in ast.walk(tree):
+        if id(node) in optional:
+            continue
         if isinstance(node, ast.Import):
             names |= {alias.name.split(".")[0] for alias in node.names}
         elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
