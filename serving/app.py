@@ -33,7 +33,8 @@ from serving.events import EventProcessor, EventTimeError, FeastPusher, SessionE
 from serving.logs import configure_logging
 from serving.metrics import Metrics
 from serving.middleware import REQUEST_ID_HEADER, RequestContext, document_request_id, note
-from serving.recommender import Recommendation, RecommendationRequest, Recommender
+from serving.recommender import Recommender
+from serving.schemas import Recommendation, RecommendationRequest
 from serving.security import (
     API_KEY_HEADER,
     ERROR_RESPONSES,

@@ -14,7 +14,6 @@ from __future__ import annotations
 import logging
 import threading
 from dataclasses import dataclass, field
-from typing import Annotated
 
 import mlflow
 import numpy as np
@@ -22,7 +21,6 @@ import polars as pl
 import redis
 from cachetools import TTLCache
 from mlflow.exceptions import MlflowException
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StringConstraints
 
 from pipeline.config import CHAMPION, Settings, get_settings
 from pipeline.features import store
@@ -38,177 +36,13 @@ from serving.events import SessionStore
 from serving.health import HealthReport, StoreHealth
 from serving.metrics import RecommenderMetrics
 from serving.reasons import drivers, explain, lifts
+from serving.schemas import Recommendation, RecommendationRequest, ScoredItem
 
 log = logging.getLogger(__name__)
-
-ItemId = Annotated[str, StringConstraints(min_length=1, max_length=64, pattern=r"^[\w.\-:]+$")]
-
-
-def _json_integer(value: object) -> object:
-    """A JSON integer, as the contract says: 10 or 10.0, never true or "10" (pydantic's lax
-    mode would take both)."""
-    if isinstance(value, bool | str):
-        raise ValueError("must be an integer")
-    return value
 
 
 class NoChampionError(RuntimeError):
     """No model version carries the champion alias yet."""
-
-
-class RecommendationRequest(BaseModel):
-    """One page view: who (optional), which session, and what they looked at."""
-
-    model_config = ConfigDict(
-        extra="forbid",
-        str_strip_whitespace=True,
-        json_schema_extra={
-            "examples": [
-                {
-                    "customer_id": "C0000013",
-                    "session_id": "S0100000042",
-                    "session_items": ["I000010", "I000020"],
-                    "k": 10,
-                }
-            ]
-        },
-    )
-
-    customer_id: Annotated[str, StringConstraints(min_length=1, max_length=128)] | None = Field(
-        default=None,
-        description=(
-            "The retailer's customer id, if the shopper is signed in; pseudonymised (HMAC) "
-            "before any lookup and never logged. Absent: an anonymous session."
-        ),
-        examples=["C0000013"],
-    )
-    session_id: ItemId | None = Field(
-        default=None,
-        description=(
-            "The shop front's session id: the session's stored events (POST /events) are "
-            "added before session_items."
-        ),
-        examples=["S0100000042"],
-    )
-    session_items: list[ItemId] = Field(
-        default_factory=list,
-        max_length=200,
-        description=(
-            "Items seen in this session, oldest first (added to the stored session); at most "
-            "200. Items the model does not know are returned in ignored_items."
-        ),
-        examples=[["I000010", "I000020"]],
-    )
-    k: Annotated[int, BeforeValidator(_json_integer)] = Field(
-        default=10,
-        ge=1,
-        le=100,
-        description="How many items to return (1 to 100).",
-        examples=[10],
-    )
-
-
-class ScoredItem(BaseModel):
-    """One recommended item, best first."""
-
-    model_config = ConfigDict(
-        json_schema_extra={
-            "examples": [
-                {
-                    "item_id": "I000031",
-                    "score": 7.42,
-                    "recommended_size": "M",
-                    "fit_confidence": 0.81,
-                    "reasons": ["goes with I000020 you viewed", "fits you in M (81%)"],
-                }
-            ]
-        }
-    )
-
-    item_id: str = Field(description="The catalogue item's id.", examples=["I000031"])
-    score: float = Field(
-        description=(
-            "Ranking score (unitless, higher is better; comparable within one answer only)."
-        ),
-        examples=[7.42],
-    )
-    recommended_size: str | None = Field(
-        default=None,
-        description=(
-            "The size most likely to fit this shopper, from the item's size chart and the "
-            "fit head; null when the item has no size chart."
-        ),
-        examples=["M"],
-    )
-    fit_confidence: float | None = Field(
-        default=None,
-        description="P(fits) in the recommended size, a probability from 0 to 1.",
-        examples=[0.81],
-    )
-    reasons: list[str] = Field(
-        default_factory=list,
-        description="Why it is recommended, for people: the strongest reason first.",
-        examples=[["goes with I000020 you viewed", "fits you in M (81%)"]],
-    )
-
-
-class Recommendation(BaseModel):
-    """The answer to a page view: the top k items and how they were made."""
-
-    model_config = ConfigDict(
-        json_schema_extra={
-            "examples": [
-                {
-                    "items": [
-                        {
-                            "item_id": "I000031",
-                            "score": 7.42,
-                            "recommended_size": "M",
-                            "fit_confidence": 0.81,
-                            "reasons": ["goes with I000020 you viewed", "fits you in M (81%)"],
-                        }
-                    ],
-                    "model_version": "3",
-                    "known_customer": True,
-                    "cold_start": False,
-                    "degraded": False,
-                    "ignored_items": [],
-                }
-            ]
-        }
-    )
-
-    items: list[ScoredItem] = Field(
-        description="The recommended items, best first (at most k).",
-        examples=[[{"item_id": "I000031", "score": 7.42, "reasons": ["popular now"]}]],
-    )
-    model_version: str = Field(
-        description="Registry version of the model that answered (the champion).",
-        examples=["3"],
-    )
-    known_customer: bool = Field(
-        description="Whether the online store held features for the customer.", examples=[True]
-    )
-    cold_start: bool = Field(
-        description=(
-            "Neither a known customer nor a session the model knows: the answer is what is "
-            "popular now."
-        ),
-        examples=[False],
-    )
-    degraded: bool = Field(
-        default=False,
-        description=(
-            "The online store (features or session state) was unavailable or incomplete, or "
-            "the model failed: a valid but less personal answer."
-        ),
-        examples=[False],
-    )
-    ignored_items: list[str] = Field(
-        default_factory=list,
-        description="session_items the model does not know (not used for this answer).",
-        examples=[["I999999"]],
-    )
 
 
 @dataclass

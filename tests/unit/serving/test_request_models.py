@@ -4,7 +4,7 @@ pydantic's lax mode taking ``"k": true`` as 1)."""
 import pytest
 from pydantic import ValidationError
 
-from serving.recommender import RecommendationRequest
+from serving.schemas import RecommendationRequest
 
 
 @pytest.mark.parametrize("k", [True, False, "10", 10.5, 0, 101, None])
