@@ -23,11 +23,11 @@ import time
 import uuid
 from typing import Any
 
-import orjson
 from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from serving.logs import ACCESS_LOGGER, request_id_var
+from serving.security import send_detail
 
 REQUEST_ID_HEADER = "X-Request-ID"
 MAX_REQUEST_ID = 128
@@ -133,19 +133,7 @@ def _log(scope: Scope, rid: str, status: int, start: float) -> None:
 
 
 async def _internal_error(send: Send, rid: bytes) -> None:
-    payload = orjson.dumps({"detail": "internal server error"})
-    await send(
-        {
-            "type": "http.response.start",
-            "status": 500,
-            "headers": [
-                (b"content-type", b"application/json"),
-                (b"content-length", str(len(payload)).encode()),
-                (_HEADER, rid),
-            ],
-        }
-    )
-    await send({"type": "http.response.body", "body": payload})
+    await send_detail(send, 500, "internal server error", (_HEADER, rid))
 
 
 def document_request_id(schema: dict[str, Any]) -> dict[str, Any]:

@@ -306,6 +306,19 @@ async def validation_error_handler(request: Request, exc: Exception) -> JSONResp
     return JSONResponse({"detail": field_errors(errors)}, status_code=422)
 
 
+async def send_detail(send: Send, status: int, detail: str, *headers: tuple[bytes, bytes]) -> None:
+    """Answer ``{"detail": ...}`` with ``status`` straight on the ASGI channel, for
+    middleware that must answer before (or instead of) the app."""
+    payload = orjson.dumps({"detail": detail})
+    start = [
+        (b"content-type", b"application/json"),
+        (b"content-length", str(len(payload)).encode()),
+        *headers,
+    ]
+    await send({"type": "http.response.start", "status": status, "headers": start})
+    await send({"type": "http.response.body", "body": payload})
+
+
 class BodyLimit:
     """ASGI middleware: refuse a body over ``max_bytes`` with a 413 before anything parses it.
 
@@ -358,19 +371,8 @@ class BodyLimit:
         await self.app(scope, replay, send)
 
     async def _refuse(self, send: Send) -> None:
-        payload = orjson.dumps({"detail": f"request body over {self.max_bytes} bytes"})
-        await send(
-            {
-                "type": "http.response.start",
-                "status": 413,
-                "headers": [
-                    (b"content-type", b"application/json"),
-                    (b"content-length", str(len(payload)).encode()),
-                    (b"connection", b"close"),
-                ],
-            }
-        )
-        await send({"type": "http.response.body", "body": payload})
+        detail = f"request body over {self.max_bytes} bytes"
+        await send_detail(send, 413, detail, (b"connection", b"close"))
 
 
 def main(argv: Sequence[str] | None = None) -> int:
