@@ -13,10 +13,24 @@ as the retailer's own feeds. Sources (see ``../shared/data/README.md``):
 A dataset without a time (ModCloth) is stamped with ``default_day``; customers and items get
 their first event's time as sign-up and launch time. Public data carries no consent flag:
 body fields its authors published are treated as consented.
+
+Ids never come from a row's position: an event id is a digest of the row's own content (its
+source fields, with an occurrence number for rows that repeat exactly), so the same click or
+rental has the same id in any file it is cut into, and two different files cannot share ids
+by accident. Session ids are the source's own, optionally under a ``namespace`` the caller
+gives (a file, or ``train`` / ``test``), so sessions of two files never merge. A customer's
+profile (body measurements, age) is the one on their *first* row of the source: what the
+retailer knew when they first appeared, never a later review.
+
+:meth:`RawTables.cut` splits a source at a time the way two exported files would be: each side
+is rebuilt by the same adapter from its own rows, so ``--train A --test B`` on a file cut in
+two and the internal time split at that cut-off see exactly the same tables.
 """
 
 from __future__ import annotations
 
+import hashlib
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from pathlib import Path
@@ -142,13 +156,83 @@ HM_TYPE = {
 
 @dataclass
 class RawTables:
-    """The raw tables of one source, as string columns named by the contracts."""
+    """The raw tables of one source, as string columns named by the contracts.
+
+    Attributes:
+        name: The source's name (``rtr``, ``yoochoose``, ...).
+        tables: Raw table name -> string columns.
+        source_rows: The adapter's normalised source rows (with a ``ts`` datetime column and,
+            for click streams, ``session_id``), kept so :meth:`cut` can rebuild each side.
+        rebuild: The adapter's table builder for a subset of ``source_rows``.
+    """
 
     name: str
     tables: dict[str, pl.DataFrame] = field(default_factory=dict)
+    source_rows: pl.DataFrame | None = None
+    rebuild: Callable[[pl.DataFrame], RawTables] | None = None
 
     def rows(self) -> dict[str, int]:
         return {k: v.height for k, v in self.tables.items()}
+
+    def cut(self, at: datetime) -> tuple[RawTables, RawTables]:
+        """The source as two files cut at ``at``: rows (for click streams, whole sessions, by
+        their first click) before ``at`` and from ``at`` on, each side rebuilt by the adapter.
+
+        Raises:
+            ValueError: the adapter cannot rebuild (no source rows kept), or one side is empty.
+        """
+        if self.source_rows is None or self.rebuild is None:
+            raise ValueError(f"{self.name}: this source cannot be cut by time")
+        rows = self.source_rows
+        start = (
+            pl.col("ts").min().over("session_id") if "session_id" in rows.columns else pl.col("ts")
+        )
+        at = at.replace(tzinfo=None)
+        before = rows.filter(start < at)
+        after = rows.filter(start >= at)
+        if before.is_empty() or after.is_empty():
+            raise ValueError(
+                f"{self.name}: cutting at {at:%Y-%m-%d %H:%M:%S} leaves {before.height} rows "
+                f"before and {after.height} after; both sides need rows"
+            )
+        return self.rebuild(before), self.rebuild(after)
+
+
+def content_ids(frame: pl.DataFrame, columns: Sequence[str], prefix: str) -> pl.Series:
+    """Ids from each row's content: ``<prefix>-<16 hex digits>``, ``-<n>`` for the n-th exact
+    repeat of a row in ``frame`` (n >= 1), so every row keeps its own id.
+
+    The digest is BLAKE2b over the columns' string values (null distinct from empty), stable
+    across runs, machines and library versions. Rows that are identical in ``columns`` get
+    their occurrence number in frame order, so a file cut in two (repeats fall on one side:
+    they share their time) numbers them as the whole file does.
+
+    Args:
+        frame: Source rows.
+        columns: The fields that make a row what it is (ids, item, time, values).
+        prefix: Put before the digest (the dataset's name).
+    """
+    keys = frame.select(
+        pl.concat_str(
+            [pl.col(c).cast(pl.String).fill_null("\x00") for c in columns], separator="\x1f"
+        ).alias("key")
+    ).to_series()
+    digests = pl.Series(
+        "digest",
+        [hashlib.blake2b(k.encode(), digest_size=8).hexdigest() for k in keys.to_list()],
+        dtype=pl.String,
+    )
+    occurrence = (
+        pl.DataFrame({"digest": digests})
+        .select(pl.int_range(pl.len()).over("digest").alias("n"))
+        .to_series()
+    )
+    ids = pl.DataFrame({"digest": digests, "n": occurrence}).select(
+        pl.when(pl.col("n") == 0)
+        .then(pl.format("{}-{}", pl.lit(prefix), pl.col("digest")))
+        .otherwise(pl.format("{}-{}-{}", pl.lit(prefix), pl.col("digest"), pl.col("n")))
+    )
+    return ids.to_series().alias("event_id")
 
 
 def _strings(frame: pl.DataFrame, table: str) -> pl.DataFrame:
@@ -193,12 +277,14 @@ def _fit_tables(name: str, frame: pl.DataFrame) -> RawTables:
     raw body columns (height_cm, weight_kg, bust_cm, waist_cm, hips_cm, shoe_size_eu,
     body_type, age).
     """
-    frame = frame.with_row_index("__row").with_columns(pl.col("ts").dt.replace_time_zone(None))
+    frame = frame.with_columns(pl.col("ts").dt.replace_time_zone(None))
+    frame = frame.with_columns(content_ids(frame, frame.columns, name))
     first_customer = _first_seen(frame, "customer_id")
     customers = (
-        frame.sort("ts")
+        # The profile as first seen: what was known when the customer first appeared.
+        frame.sort("ts", "event_id")
         .group_by("customer_id", maintain_order=True)
-        .last()
+        .first()
         .join(first_customer, on="customer_id")
         .with_columns(
             pl.col("first_ts").dt.strftime(ISO).alias("signup_ts"),
@@ -214,8 +300,8 @@ def _fit_tables(name: str, frame: pl.DataFrame) -> RawTables:
         .sort("item_id")
     )
     try_ons = frame.select(
-        pl.format("{}-{}", pl.lit(name), pl.col("__row")).alias("event_id"),
-        pl.format("{}-{}", pl.lit(name), pl.col("__row")).alias("session_id"),
+        "event_id",
+        pl.col("event_id").alias("session_id"),
         "customer_id",
         "item_id",
         pl.col("size").cast(pl.String),
@@ -230,6 +316,8 @@ def _fit_tables(name: str, frame: pl.DataFrame) -> RawTables:
             "items": _strings(items, "items"),
             "try_ons": _strings(try_ons, "try_ons"),
         },
+        source_rows=frame.drop("event_id"),
+        rebuild=lambda rows: _fit_tables(name, rows),
     )
 
 
@@ -311,8 +399,11 @@ def hm(articles: Path, customers: Path, transactions: Path) -> RawTables:
     others get id-only customer rows (no body data, no consent) so their purchases are
     kept rather than quarantined as unknown customers.
     """
-    tx = pl.read_csv(transactions, infer_schema=False).with_row_index("__row")
-    tx = tx.with_columns(pl.col("t_dat").str.to_datetime("%Y-%m-%d").alias("ts"))
+    tx = pl.read_csv(transactions, infer_schema=False)
+    tx = tx.with_columns(
+        pl.col("t_dat").str.to_datetime("%Y-%m-%d").alias("ts"),
+        content_ids(tx, tx.columns, "hm").alias("order_line_id"),
+    )
     art = pl.read_csv(articles, infer_schema=False)
     people = pl.read_csv(customers, infer_schema=False)
     first_purchase = _first_seen(tx, "customer_id")
@@ -345,7 +436,7 @@ def hm(articles: Path, customers: Path, transactions: Path) -> RawTables:
         pl.col("first_ts").fill_null(tx.get_column("ts").min()).dt.strftime(ISO).alias("launch_ts"),
     )
     purchases = tx.select(
-        pl.format("hm-{}", pl.col("__row")).alias("order_line_id"),
+        "order_line_id",
         "customer_id",
         pl.col("article_id").alias("item_id"),
         "price",
@@ -362,9 +453,15 @@ def hm(articles: Path, customers: Path, transactions: Path) -> RawTables:
     )
 
 
-def _click_tables(name: str, clicks: pl.DataFrame) -> RawTables:
-    """session_id, customer_id (maybe null), item_id, ts (datetime) -> views and items."""
-    clicks = clicks.with_row_index("__row")
+def _click_tables(name: str, clicks: pl.DataFrame, namespace: str | None = None) -> RawTables:
+    """session_id, customer_id (maybe null), item_id, ts (datetime) -> views and items.
+
+    Event ids are digests of the source session, item and time (the same click has the same
+    id in any file); session ids get ``<namespace>:`` in front when a namespace is given.
+    """
+    clicks = clicks.with_columns(
+        content_ids(clicks, ["session_id", "customer_id", "item_id", "ts"], name)
+    )
     items = (
         _first_seen(clicks, "item_id")
         .select(
@@ -374,9 +471,12 @@ def _click_tables(name: str, clicks: pl.DataFrame) -> RawTables:
         )
         .sort("item_id")
     )
+    session = pl.col("session_id")
     events = clicks.select(
-        pl.format("{}-{}", pl.lit(name), pl.col("__row")).alias("event_id"),
-        "session_id",
+        "event_id",
+        pl.format("{}:{}", pl.lit(namespace), session).alias("session_id")
+        if namespace
+        else session,
         "customer_id",
         pl.lit("view").alias("event_type"),
         "item_id",
@@ -385,11 +485,15 @@ def _click_tables(name: str, clicks: pl.DataFrame) -> RawTables:
     return RawTables(
         name,
         {"items": _strings(items, "items"), "session_events": _strings(events, "session_events")},
+        source_rows=clicks.drop("event_id"),
+        rebuild=lambda rows: _click_tables(name, rows, namespace),
     )
 
 
-def yoochoose(path: Path) -> RawTables:
-    """YooChoose clicks as prepared by session-rec: ``SessionId<TAB>ItemId<TAB>Time``."""
+def yoochoose(path: Path, namespace: str | None = None) -> RawTables:
+    """YooChoose clicks as prepared by session-rec: ``SessionId<TAB>ItemId<TAB>Time``.
+
+    ``namespace`` goes in front of the session ids (see :func:`_click_tables`)."""
     raw = pl.read_csv(path, separator="\t", infer_schema=False)
     clicks = raw.select(
         pl.col("SessionId").alias("session_id"),
@@ -399,10 +503,10 @@ def yoochoose(path: Path) -> RawTables:
             (pl.col("Time").cast(pl.Float64) * 1000).cast(pl.Int64), time_unit="ms"
         ).alias("ts"),
     )
-    return _click_tables("yoochoose", clicks)
+    return _click_tables("yoochoose", clicks, namespace)
 
 
-def diginetica(path: Path) -> RawTables:
+def diginetica(path: Path, namespace: str | None = None) -> RawTables:
     """Diginetica item views: ``session_id;user_id;item_id;timeframe;eventdate``.
 
     ``timeframe`` is milliseconds since the session's first event; it orders the views.
@@ -420,7 +524,7 @@ def diginetica(path: Path) -> RawTables:
             + pl.duration(milliseconds=pl.col("timeframe").cast(pl.Int64))
         ).alias("ts"),
     )
-    return _click_tables("diginetica", clicks)
+    return _click_tables("diginetica", clicks, namespace)
 
 
 def write_drop(source: RawTables, out: Path, day: date | None = None) -> Path:

@@ -21,7 +21,7 @@ import polars as pl
 from pipeline.config import Settings
 from pipeline.data import adapters
 from pipeline.data.contracts import CONTRACTS
-from pipeline.data.ingest import ingest_drop
+from pipeline.data.ingest import IngestReport, ingest_drop
 from pipeline.evaluation.candidate import train_and_evaluate_candidate
 from pipeline.evaluation.metrics import fit_auc
 from pipeline.features.build import customer_features, feature_paths, item_features
@@ -43,14 +43,22 @@ EVENT_TABLES = ("session_events", "try_ons", "purchases")
 
 @dataclass(frozen=True)
 class Spec:
-    """How a dataset is split and modelled."""
+    """How a dataset is split and modelled.
+
+    Attributes:
+        split: ``"time"`` (the source cut at a time, as two exported files would be) or
+            ``"random"`` (rows, 80/10/10, Misra et al.'s protocol for the fit head).
+        test_days: time split: the last days are the test set (unless ``split_at``).
+        split_at: time split: cut here instead (sessions starting at or after it are test).
+    """
 
     name: str
     split: str = "time"  # "time" or "random"
-    test_days: float = 1.0  # time split: the last days are the test set
+    test_days: float = 1.0
     snapshot_every: timedelta = timedelta(days=1)
     collapse_repeats: bool = True
     seed: int = 7
+    split_at: datetime | None = None
 
 
 SPECS = {
@@ -61,6 +69,25 @@ SPECS = {
 }
 
 
+@dataclass
+class Prepared:
+    """A benchmark's examples and where every row of its input went.
+
+    Attributes:
+        data: Train and test examples and the catalogue.
+        rows: ``{"train" | "test": {table: {"file": n, "curated": n, "quarantined": n,
+            "exact_duplicates": n, "erased": n}}}``; ``file`` is what the adapter produced
+            from the file, and the other four add up to it.
+        test_events: Test events by the fate of their example: ``examples``, ``unknown_item``
+            (the item has no feature snapshot at the cut-off), ``not_predicted`` (protocol:
+            the first click of a session, or an item never seen in training).
+    """
+
+    data: Dataset
+    rows: dict[str, dict[str, dict[str, int]]]
+    test_events: dict[str, int]
+
+
 def _event_time(table: str, frame: pl.DataFrame) -> pl.Series:
     column = CONTRACTS[table].timestamp
     if column is None:
@@ -68,12 +95,9 @@ def _event_time(table: str, frame: pl.DataFrame) -> pl.Series:
     return frame.get_column(column).str.to_datetime("%Y-%m-%dT%H:%M:%SZ", strict=False)
 
 
-def split_source(source: adapters.RawTables, spec: Spec) -> tuple[adapters.RawTables, set[str]]:
-    """Mark test rows; returns the training-only tables and the test event ids.
-
-    Time split: sessions (or, without sessions, rows) starting in the last ``test_days``.
-    Random split: rows, 80% train / 10% validation (unused) / 10% test.
-    """
+def random_split(source: adapters.RawTables, spec: Spec) -> tuple[adapters.RawTables, set[str]]:
+    """Rows, 80% train / 10% validation (unused) / 10% test; returns the training tables and
+    the test event ids (customers and items stay whole: every customer is known)."""
     test_ids: set[str] = set()
     train_tables = dict(source.tables)
     for table in EVENT_TABLES:
@@ -81,25 +105,45 @@ def split_source(source: adapters.RawTables, spec: Spec) -> tuple[adapters.RawTa
         if frame is None or frame.is_empty():
             continue
         key = CONTRACTS[table].key[0]
-        if spec.split == "random":
-            u = np.random.default_rng(spec.seed).random(frame.height)
-            is_test = pl.Series(u >= 0.9)
-        else:
-            ts = _event_time(table, frame)
-            cutoff = cast(datetime, ts.max()) - timedelta(days=spec.test_days)
-            if "session_id" in frame.columns and table == "session_events":
-                starts = (
-                    frame.with_columns(ts.alias("__ts"))
-                    .group_by("session_id")
-                    .agg(pl.col("__ts").min().alias("__start"))
-                )
-                start = frame.join(starts, on="session_id", how="left", maintain_order="left")
-                is_test = start.get_column("__start") >= cutoff
-            else:
-                is_test = ts >= cutoff
+        is_test = pl.Series(np.random.default_rng(spec.seed).random(frame.height) >= 0.9)
         test_ids |= set(frame.filter(is_test).get_column(key).to_list())
         train_tables[table] = frame.filter(~is_test)
     return adapters.RawTables(source.name, train_tables), test_ids
+
+
+def time_cutoff(source: adapters.RawTables, spec: Spec) -> datetime:
+    """Where the time split cuts: ``spec.split_at``, else ``spec.test_days`` before the last
+    event."""
+    if spec.split_at is not None:
+        return spec.split_at.replace(tzinfo=UTC)
+    return _time_range(source)[1] - timedelta(days=spec.test_days)
+
+
+def event_ids(source: adapters.RawTables) -> set[str]:
+    """Every event id of a source's event tables."""
+    return {
+        v
+        for t in EVENT_TABLES
+        if t in source.tables
+        for v in source.tables[t].get_column(CONTRACTS[t].key[0]).to_list()
+    }
+
+
+def check_disjoint(train: adapters.RawTables, test: adapters.RawTables) -> set[str]:
+    """The test side's event ids, after checking that none is also a training event.
+
+    Raises:
+        ValueError: the two sides share events (the same file twice, overlapping exports).
+    """
+    train_ids, test_ids = event_ids(train), event_ids(test)
+    shared = train_ids & test_ids
+    if shared:
+        raise ValueError(
+            f"{len(shared):,} of the {len(test_ids):,} test events are also in the training "
+            f"data (e.g. {sorted(shared)[:3]}): the train and test files overlap; give files "
+            "that share no rows (for a file cut at a date, each row on one side)"
+        )
+    return test_ids
 
 
 def _snapshots(settings: Settings, day: date, start: datetime, end: datetime, every: timedelta):
@@ -117,17 +161,74 @@ def _snapshots(settings: Settings, day: date, start: datetime, end: datetime, ev
         pl.concat(frames).write_parquet(paths[view])
 
 
+def _known_at_cutoff(settings: Settings, day: date, cutoff: datetime) -> None:
+    """Redo the snapshots at the cut-off with what the test side's files say of customers and
+    items.
+
+    Behaviour still counts only events before the cut-off; body measurements and age come
+    from the profiles known then, including those of customers who first appear in the test
+    period (they sign up with their measurements, never from a later review), and items
+    launched in the test period join the catalogue with their attributes and no history.
+    """
+    paths = feature_paths(settings.features_dir)
+    for view, build in ((CUSTOMER_VIEW, customer_features), (ITEM_VIEW, item_features)):
+        at_cutoff = build(settings.curated_dir, day, as_of=cutoff)
+        if at_cutoff.is_empty():  # e.g. no customers in an anonymous click stream
+            continue
+        snapshots = pl.read_parquet(paths[view])
+        stamp = at_cutoff.get_column(TIMESTAMP).first()
+        earlier = snapshots.filter(pl.col(TIMESTAMP) != stamp)
+        pl.concat([earlier, at_cutoff.select(earlier.columns)]).write_parquet(paths[view])
+
+
+def _accounts(raw: adapters.RawTables, report: IngestReport) -> dict[str, dict[str, int]]:
+    """Where each table's rows went; raises if ingest did not account for every row."""
+    out = {}
+    for table, frame in raw.tables.items():
+        t = report.tables[table]
+        counts = {
+            "file": frame.height,
+            "curated": t.curated,
+            "quarantined": t.quarantined,
+            "exact_duplicates": t.exact_duplicates,
+            "erased": t.erased,
+        }
+        accounted = t.curated + t.quarantined + t.exact_duplicates + t.erased
+        if t.raw != frame.height or accounted != frame.height:
+            raise ValueError(
+                f"{raw.name} {table}: {frame.height} rows given, ingest read {t.raw} and "
+                f"accounted for {accounted} ({counts})"
+            )
+        out[table] = counts
+    return out
+
+
 def prepare(
     source: adapters.RawTables,
     spec: Spec,
     workdir: Path,
     cfg: ModelConfig,
     test_source: adapters.RawTables | None = None,
-) -> Dataset:
-    """Ingest, snapshot and split a public dataset into train and test examples."""
+) -> Prepared:
+    """Ingest, snapshot and split a public dataset into train and test examples.
+
+    With ``test_source`` (a given test file) the two are the training and test sides as they
+    are; else a time split cuts ``source`` into two such sides (:meth:`RawTables.cut`), and a
+    random split draws test rows (:func:`random_split`). Feature snapshots see the training
+    side only, except that the snapshot at the cut-off carries the test side's customer
+    profiles and items (:func:`_known_at_cutoff`).
+
+    Raises:
+        ValueError: the train and test sides share events, or ingest lost rows.
+    """
     settings = Settings(data_dir=workdir)
-    if test_source is None:
-        train_source, test_ids = split_source(source, spec)
+    by_time = test_source is not None or spec.split == "time"
+    if test_source is not None:
+        train_source, rest = source, test_source
+    elif spec.split == "time":
+        train_source, rest = source.cut(time_cutoff(source, spec))
+    else:
+        train_source, test_ids = random_split(source, spec)
         rest = adapters.RawTables(
             source.name,
             {
@@ -136,46 +237,49 @@ def prepare(
                 if t in source.tables
             },
         )
-    else:
-        train_source, rest = source, test_source
-        test_ids = {
-            v
-            for t in EVENT_TABLES
-            if t in test_source.tables
-            for v in test_source.tables[t].get_column(CONTRACTS[t].key[0]).to_list()
-        }
-        rest = adapters.RawTables(test_source.name, {**test_source.tables})
+    if by_time:
+        test_ids = check_disjoint(train_source, rest)
     train_day = _latest_day(train_source)
     test_day = max(_latest_day(rest), train_day) + timedelta(days=1)
-    for raw, day in ((train_source, train_day), (rest, test_day)):
+    first, last = _time_range(train_source)
+    cutoff = last + timedelta(seconds=1)
+    rows = {}
+    for side, raw, day in (("train", train_source, train_day), ("test", rest, test_day)):
         folder = adapters.write_drop(raw, settings.raw_dir, day)
         report = ingest_drop(folder, day, settings)
-        log.info("%s %s: %s", source.name, day, {k: v.curated for k, v in report.tables.items()})
-        if raw is train_source:
+        rows[side] = _accounts(raw, report)
+        log.info("%s %s %s: %s", source.name, side, day, rows[side])
+        if side == "train":
             # Features only ever see the training part: no test label can leak into them.
-            first, last = _time_range(train_source)
-            cutoff = last + timedelta(seconds=1)
             _snapshots(
                 settings, train_day, first + spec.snapshot_every, cutoff, spec.snapshot_every
             )
+        elif by_time:
+            _known_at_cutoff(settings, test_day, cutoff)
     examples = session_examples(
         settings.curated_dir, test_day, cfg.session_len, spec.collapse_repeats
     )
     paths = feature_paths(settings.features_dir)
     examples = attach_customer_features(examples, pl.read_parquet(paths[CUSTOMER_VIEW]))
     items = item_table(pl.read_parquet(paths[ITEM_VIEW]), None)
-    examples = examples.filter(
-        pl.col(ITEM_ENTITY).is_in(items.get_column(ITEM_ENTITY).implode())
-    ).sort("session_id", "step")
-    examples = finish(examples, items)
     is_test = pl.col("event_id").is_in(list(test_ids))
+    known = pl.col(ITEM_ENTITY).is_in(items.get_column(ITEM_ENTITY).implode())
+    unknown_item = examples.filter(is_test & ~known).height
+    examples = finish(examples.filter(known).sort("session_id", "step"), items)
     train, test = examples.filter(~is_test), examples.filter(is_test)
+    scored = test.height
     if not spec.collapse_repeats:
         # Click-stream protocol (GRU4Rec, SR-GNN): predict every click after the first of a
         # test session, among items seen in training.
         seen = train.get_column(ITEM_ENTITY).unique().implode()
         test = test.filter((pl.col("step") > 0) & pl.col(ITEM_ENTITY).is_in(seen))
-    return Dataset(train=train, test=test, items=items, cutoff=cutoff)
+    test_events = {
+        "examples": test.height,
+        "unknown_item": unknown_item,
+        "not_predicted": scored - test.height,
+    }
+    data = Dataset(train=train, test=test, items=items, cutoff=cutoff)
+    return Prepared(data=data, rows=rows, test_events=test_events)
 
 
 def _latest_day(source: adapters.RawTables) -> date:
@@ -219,7 +323,8 @@ def run(
 ) -> dict[str, object]:
     """Train and evaluate; returns one JSON-ready dict of metrics per method."""
     cfg = cfg or ModelConfig()
-    data = prepare(source, spec, workdir, cfg, test_source)
+    prepared = prepare(source, spec, workdir, cfg, test_source)
+    data = prepared.data
     from pipeline.evaluation.baselines import all_baselines
 
     # On raw click streams a quarter of next clicks repeat the last one; let item-KNN vote
@@ -233,10 +338,13 @@ def run(
     result: dict[str, object] = {
         "dataset": spec.name,
         "split": spec.split if test_source is None else "given test file",
+        "cutoff": data.cutoff.isoformat() if data.cutoff else None,
         "train_examples": data.train.height,
         "test_examples": data.test.height,
         "items": data.items.height,
         "examples_per_s": round(losses["examples_per_s"][0], 1),
+        "rows": prepared.rows,
+        "test_events": prepared.test_events,
         **evaluation.metrics,
     }
     if evaluation.fit:
@@ -247,17 +355,18 @@ def run(
     return result
 
 
-def load(dataset: str, path: Path) -> adapters.RawTables:
-    """The adapter for a benchmark dataset file."""
+def load(dataset: str, path: Path, namespace: str | None = None) -> adapters.RawTables:
+    """The adapter for a benchmark dataset file; ``namespace`` prefixes click-stream session
+    ids (``train`` / ``test`` for two given files, so their sessions never merge)."""
     if dataset in ("rtr", "rtr-random"):
         if path.suffix == ".parquet":
             return adapters.rent_the_runway_clean(path)
         return adapters.rent_the_runway_raw(path)
     if dataset == "yoochoose":
-        return adapters.yoochoose(path)
+        return adapters.yoochoose(path, namespace)
     if dataset == "diginetica":
-        return adapters.diginetica(path)
+        return adapters.diginetica(path, namespace)
     raise ValueError(f"unknown benchmark dataset {dataset!r}")
 
 
-__all__ = ["SPECS", "TIMESTAMP", "Spec", "load", "run"]
+__all__ = ["SPECS", "TIMESTAMP", "Prepared", "Spec", "load", "prepare", "run", "time_cutoff"]

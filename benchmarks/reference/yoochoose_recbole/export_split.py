@@ -27,7 +27,7 @@ def main(source: Path, out: Path) -> None:
             benchmark.SPECS["yoochoose"],
             Path(work),
             ModelConfig(),
-        )
+        ).data
     without_padding = pl.col("history").list.eval(pl.element().filter(pl.element() != PAD))
     for name, frame in (("train", data.train), ("test", data.test)):
         frame.select("session_id", "step", "item_id", "ts", without_padding).write_parquet(

@@ -28,9 +28,10 @@ def test_rtr_benchmark_reports_every_method_through_the_shared_sequence(tmp_path
     result = public.run(source, public.SPECS["rtr"], tmp_path, ModelConfig(epochs=2))
 
     assert len(calls) == 1 and calls[0].bundle == tmp_path / "bundle"
-    assert list(result)[:6] == [
+    assert list(result)[:7] == [
         "dataset",
         "split",
+        "cutoff",
         "train_examples",
         "test_examples",
         "items",
