@@ -2,9 +2,10 @@
 
 Next-item metrics (recall@k, NDCG@k, HR@20, MRR@20, MAP@12) for the model and every baseline of
 :mod:`pipeline.evaluation.baselines`; the same by segment (new vs returning customers, with vs
-without body data); fit AUC (mean one-vs-rest over small / fits / large, Misra et al. 2018) and
-size accuracy for the fit head. Results are flat dicts ready for MLflow and a per-segment
-table; :mod:`pipeline.evaluation.plots` draws them.
+without body data); fit AUC (mean one-vs-rest over small / fits / large, Misra et al. 2018),
+its calibration and size accuracy against size baselines for the fit head
+(:mod:`pipeline.evaluation.fit_report`). Results are flat dicts ready for MLflow and a
+per-segment table; :mod:`pipeline.evaluation.plots` draws them.
 """
 
 from __future__ import annotations
@@ -14,7 +15,14 @@ from dataclasses import dataclass, field
 import numpy as np
 import polars as pl
 
-from pipeline.evaluation.metrics import fit_auc, ranking_metrics, size_accuracy, top_k_from_scores
+from pipeline.evaluation.fit_report import (
+    calibration_table,
+    expected_calibration_error,
+    fit_auc_by_customer,
+    size_report,
+    training_customers,
+)
+from pipeline.evaluation.metrics import fit_auc, ranking_metrics, top_k_from_scores
 from pipeline.features.declarations import CUSTOMER_ENTITY, ITEM_ENTITY
 from pipeline.model.config import FIT_CLASSES, PAD
 from pipeline.model.examples import Dataset
@@ -25,6 +33,15 @@ K = 50
 
 
 @dataclass
+class FitEvaluation:
+    """The fit head's numbers: metrics, calibration of P(fits) and the size confusion table."""
+
+    metrics: dict[str, float] = field(default_factory=dict)
+    calibration: pl.DataFrame | None = None
+    size_confusion: pl.DataFrame | None = None
+
+
+@dataclass
 class Evaluation:
     """All numbers of one evaluation."""
 
@@ -32,6 +49,7 @@ class Evaluation:
     segments: pl.DataFrame  # method, segment, metric, value
     fit: dict[str, float] = field(default_factory=dict)
     calibration: pl.DataFrame | None = None
+    size_confusion: pl.DataFrame | None = None
 
     def flat(self) -> dict[str, float]:
         """``<method>_<metric>`` with ``@`` spelled ``_at_`` (MLflow metric names)."""
@@ -107,7 +125,9 @@ def evaluate(scorer: Scorer, data: Dataset, baselines: list | None = None) -> Ev
         rows, schema=["method", "segment", "examples", "metric", "value"], orient="row"
     )
     evaluation = Evaluation(metrics=metrics, segments=segments)
-    evaluation.fit, evaluation.calibration = evaluate_fit(scorer, test)
+    fit = evaluate_fit(scorer, test, data.train)
+    evaluation.fit, evaluation.calibration = fit.metrics, fit.calibration
+    evaluation.size_confusion = fit.size_confusion
     for name in metrics:
         metrics[name]["test_examples"] = float(test.height)
     return evaluation
@@ -133,73 +153,35 @@ def fit_probabilities(scorer: Scorer, rows: pl.DataFrame, batch: int = 4096) -> 
 
 
 def evaluate_fit(
-    scorer: Scorer, test: pl.DataFrame
-) -> tuple[dict[str, float], pl.DataFrame | None]:
-    """Fit AUC and size accuracy on test rows that carry a fit label."""
+    scorer: Scorer, test: pl.DataFrame, train: pl.DataFrame | None = None
+) -> FitEvaluation:
+    """The fit head on the test rows that carry a fit label.
+
+    Args:
+        scorer: The bundle's scorer.
+        test: Test examples; rows with ``fit_label >= 0`` are scored.
+        train: The training examples. With them the fit AUC is also given for customers
+            seen in training and for the rest (anonymous examples count as unseen), and the
+            size accuracy beside the ``usual_size`` and ``size_chart`` baselines
+            (:mod:`pipeline.evaluation.fit_report`).
+
+    Returns:
+        Metrics (``fit_auc``, ``fit_examples``, ``fit_ece``, by customer kind and size
+        accuracy), the calibration of P(fits) and the size confusion table; empty with
+        fewer than 10 labelled rows or a single class.
+    """
     labelled = test.filter(pl.col("fit_label") >= 0)
     if labelled.height < 10 or labelled.get_column("fit_label").n_unique() < 2:
-        return {}, None
+        return FitEvaluation()
     proba = fit_probabilities(scorer, labelled)
     y = labelled.get_column("fit_label").to_numpy()
     out = {"fit_auc": fit_auc(y, proba), "fit_examples": float(labelled.height)}
     fits = FIT_CLASSES.index("fits")
-    bins = np.minimum((proba[:, fits] * 10).astype(int), 9)
-    calibration = (
-        pl.DataFrame({"bin": bins, "predicted": proba[:, fits], "observed": y == fits})
-        .group_by("bin")
-        .agg(pl.col("predicted").mean(), pl.col("observed").mean(), pl.len().alias("n"))
-        .sort("bin")
-    )
-    sized = labelled.filter(pl.col("fit_label") == fits)
-    if scorer.item_sizes is not None and sized.height:
-        accuracy = _size_accuracy(scorer, sized)
-        if accuracy is not None:
-            out["size_accuracy"] = accuracy
-    return out, calibration
-
-
-def _size_accuracy(scorer: Scorer, fitted: pl.DataFrame, limit: int = 2000) -> float | None:
-    """Share of "fits" rows whose size is the one the fit head recommends for that item."""
-    fitted = fitted.head(limit)
-    if scorer.item_sizes is None:
-        return None
-    sizes = scorer.item_sizes.select(ITEM_ENTITY, "size", "size_rank")
-    candidates = (
-        fitted.with_row_index("__row")
-        .select(
-            "__row",
-            CUSTOMER_ENTITY,
-            ITEM_ENTITY,
-            pl.col("size").alias("true_size"),
-            *[c for c in fitted.columns if c in scorer.customer_features],
-        )
-        .join(sizes, on=ITEM_ENTITY, how="inner")
-    )
-    if candidates.is_empty():
-        return None
-    from pipeline.features.garment_fit import fit_inputs
-
-    attributes = scorer.items.drop(
-        [c for c in scorer.customer_features if c in scorer.items.columns]
-    )
-    frame = candidates.join(attributes, on=ITEM_ENTITY, how="left", maintain_order="left")
-    features = fit_inputs(frame)
-    idx = [scorer.item_index[i] for i in frame.get_column(ITEM_ENTITY)]
-    result = scorer.fit_head(
-        frame.get_column(CUSTOMER_ENTITY).to_numpy().astype(object),
-        frame.select(scorer.customer_features).to_numpy().astype(np.float32),
-        scorer.raw_item_vectors[idx],
-        features,
-    )
-    best = (
-        frame.select("__row", "size", "true_size", "size_rank")
-        .with_columns(pl.Series("p", result[:, FIT_CLASSES.index("fits")]))
-        .sort("p", descending=True)
-        .group_by("__row")
-        .first()
-    )
-    from pipeline.data.contracts import size_value
-
-    predicted = best.select(size_value(pl.col("size"))).to_series().to_numpy()
-    actual = best.select(size_value(pl.col("true_size"))).to_series().to_numpy()
-    return size_accuracy(predicted, actual)
+    calibration = calibration_table(proba[:, fits], y == fits)
+    out["fit_ece"] = expected_calibration_error(calibration)
+    if train is not None:
+        seen = labelled.get_column(CUSTOMER_ENTITY).is_in(list(training_customers(train)))
+        out |= fit_auc_by_customer(y, proba, seen.to_numpy())
+    sizes, confusion = size_report(scorer, labelled.filter(pl.col("fit_label") == fits), train)
+    out |= sizes
+    return FitEvaluation(out, calibration, confusion)

@@ -13,10 +13,10 @@ import numpy as np
 import polars as pl
 
 from pipeline.config import Settings
+from pipeline.evaluation.artifacts import write_evaluation
 from pipeline.evaluation.candidate import train_and_evaluate_candidate
 from pipeline.evaluation.evaluate import model_top_k
 from pipeline.evaluation.metrics import ranking_metrics
-from pipeline.evaluation.plots import plots
 from pipeline.features.build import feature_paths
 from pipeline.features.declarations import CUSTOMER_VIEW, FEATURE_SERVICE, ITEM_ENTITY, ITEM_VIEW
 from pipeline.model.config import ModelConfig
@@ -72,7 +72,8 @@ def train_candidate(
     table = out / "evaluation_by_segment.csv"
     evaluation.segments.write_csv(table)
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2, sort_keys=True))
-    artifacts = [table, out / "metrics.json", *plots(evaluation, out / "plots")]
+    # Figures and the tables behind them, read back by notebooks/model_report.ipynb.
+    artifacts = [table, out / "metrics.json", *write_evaluation(evaluation, out / "evaluation")]
     params = {
         **cfg.as_params(),
         "run_date": run_date.isoformat(),

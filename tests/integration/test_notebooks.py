@@ -1,6 +1,7 @@
 """Notebooks are executed so they cannot rot, and they must draw: each one is re-run here and
 must produce its plots as images, with no error. ``data_tour`` needs no run; ``explore_run``
-reads a nightly run's data dir (the shared ``served`` run).
+reads a nightly run's data dir and ``model_report`` its champion's evaluation (both the shared
+``served`` run).
 
 The committed copies are stored executed (``tests/unit/test_notebooks_stored.py`` checks that),
 so a reader on GitHub sees the plots without running anything."""
@@ -52,3 +53,14 @@ def test_explore_run_draws_its_plots(served, monkeypatch):
     notebook = execute("explore_run.ipynb")
     assert not [o for o in outputs(notebook) if o.output_type == "error"]
     assert images(notebook) >= 2
+
+
+@pytest.mark.slow
+def test_model_report_draws_the_champions_evaluation(served, monkeypatch):
+    monkeypatch.setenv("FITREC_PROJECT_ROOT", str(ROOT))
+    notebook = execute("model_report.ipynb")
+    assert not [o for o in outputs(notebook) if o.output_type == "error"]
+    # Against baselines, by segment, the reliability diagram and the size confusion matrix.
+    assert images(notebook) == 4
+    text = "".join(o.get("text", "") for o in outputs(notebook))
+    assert "version" in text and "run" in text  # it names the champion it read

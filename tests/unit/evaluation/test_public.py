@@ -39,7 +39,16 @@ def test_rtr_benchmark_reports_every_method_through_the_shared_sequence(tmp_path
     ]
     assert (result["dataset"], result["split"]) == ("rtr", "time")
     assert set(METHODS + ["implicit_als"]) <= set(result)
-    assert set(result["model"]) == RANKING | {"fit_auc", "fit_examples"}
+    # The sample's test customers are all new; RentTheRunway has no size charts, so the model
+    # recommends no size while the size baselines (the population chart) still answer.
+    fit = {"fit_auc", "fit_auc_unseen", "fit_ece", "fit_examples"}
+    fit |= {"fit_examples_seen", "fit_examples_unseen", "size_examples"}
+    fit |= {
+        f"{metric}_{baseline}"
+        for metric in ("size_accuracy", "size_accuracy_within_1", "size_coverage")
+        for baseline in ("usual_size", "size_chart")
+    }
+    assert set(result["model"]) == RANKING | fit
     for method in METHODS:
         assert RANKING <= set(result[method])
     assert result["test_examples"] == result["model"]["test_examples"] > 0
