@@ -245,8 +245,10 @@ class SessionNeighbours(IndexedBaseline):
         values = self._contributions(neighbour, query, times)
         if not self.remind:
             values = np.where(neighbour.shared, 0.0, values)
-        np.add.at(out, neighbour.rows * self.n_items + neighbour.cols, values)
-        return out.reshape(n, self.n_items)
+        keys = neighbour.rows * self.n_items + neighbour.cols
+        return np.bincount(keys, weights=values, minlength=n * self.n_items).reshape(
+            n, self.n_items
+        )
 
     def score(
         self,
