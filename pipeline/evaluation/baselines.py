@@ -557,7 +557,7 @@ def all_baselines(
         exclude_seen: passed to every baseline.
         tune_horizon: when given, the session-neighbour heuristics (VS-KNN, STAN, V-STAN, SR)
             are tuned on the training sessions starting in this last part of training
-            (:func:`pipeline.evaluation.session_neighbours.tune`) and named ``<name>_tuned``;
+            (:func:`pipeline.evaluation.tuning.tune`) and named ``<name>_tuned``;
             ``None`` keeps session-rec's defaults.
         **kwargs: per-baseline overrides keyed by baseline name, e.g.
             ``implicit_als={"factors": 32}`` or ``recent_popularity={"days": 3}``.
@@ -570,7 +570,7 @@ def all_baselines(
     # optional ``implicit`` library), and those build on this one: imported here, not at the
     # top, to keep the import one-way.
     from pipeline.evaluation.als import ImplicitALS
-    from pipeline.evaluation.session_neighbours import SESSION_BASELINES, session_baselines
+    from pipeline.evaluation.tuning import SESSION_BASELINES, session_baselines
 
     classes: list[type[IndexedBaseline]] = [
         Popularity,

@@ -19,15 +19,15 @@ score a batch of queries with sparse products: query-by-session overlaps (``Q @ 
 expansion of the chosen neighbours' items. Unknown items are dropped from histories before any
 position is counted (as in every :class:`~pipeline.evaluation.baselines.IndexedBaseline`), and
 neighbours tied on similarity are taken most recent first (the reference leaves that order to
-Python's set iteration). :func:`tune` picks parameters on the latest part of training.
+Python's set iteration). :func:`pipeline.evaluation.tuning.tune` picks their parameters on
+the latest part of training.
 """
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any
 
 import numpy as np
@@ -35,13 +35,11 @@ import polars as pl
 import scipy.sparse as sp
 
 from pipeline.evaluation.baselines import (
-    Baseline,
     Histories,
     IndexedBaseline,
     dense_codes,
     epoch_seconds,
 )
-from pipeline.evaluation.metrics import mrr_at_k
 
 DAY = 24 * 3600.0
 
@@ -209,13 +207,14 @@ class SessionNeighbours(IndexedBaseline):
 
     # -- scoring ----------------------------------------------------------------------------
 
-    def _scores(self, part: Histories, customers: list[str] | None) -> np.ndarray:
+    def _votes(self, part: Histories) -> tuple[np.ndarray, np.ndarray]:
+        """Neighbours' votes as ``(query * n_items + column, value)`` pairs, unsummed."""
+        none = (np.zeros(0, dtype=np.int64), np.zeros(0))
         n = part.n
         times = np.full(n, self.train_end) if part.times is None else part.times
         query = QueryItems.of(part, self.n_items)
-        out = np.zeros(n * self.n_items)
         if not len(query.rows):
-            return out.reshape(n, self.n_items)
+            return none
         weights = self._query_weights(query)
         # Real part counts shared items (never zero, so no candidate is lost); imaginary part
         # sums the query weights of shared items (which may be zero or negative).
@@ -238,17 +237,26 @@ class SessionNeighbours(IndexedBaseline):
         rank = np.arange(len(order)) - starts[rows[order]]
         chosen = order[rank < self.k]
         if not len(chosen):
-            return out.reshape(n, self.n_items)
+            return none
         neighbour = Neighbours.expand(
             self, rows[chosen], sessions[chosen], similarity[chosen], query
         )
         values = self._contributions(neighbour, query, times)
         if not self.remind:
             values = np.where(neighbour.shared, 0.0, values)
-        keys = neighbour.rows * self.n_items + neighbour.cols
-        return np.bincount(keys, weights=values, minlength=n * self.n_items).reshape(
-            n, self.n_items
-        )
+        return neighbour.rows * self.n_items + neighbour.cols, values
+
+    def _scores(self, part: Histories, customers: list[str] | None) -> np.ndarray:
+        keys, values = self._votes(part)
+        cells = part.n * self.n_items
+        return np.bincount(keys, weights=values, minlength=cells).reshape(part.n, self.n_items)
+
+    def _rank_batch(self, part: Histories, customers: list[str] | None, k: int) -> np.ndarray:
+        keys, values = self._votes(part)
+        if self.exclude_seen or (values < 0).any():
+            # Rare settings (negative votes sort below the unscored tail): the dense path.
+            return super()._rank_batch(part, customers, k)
+        return sparse_top_k(keys, values, part.n, self.n_items, k)
 
     def score(
         self,
@@ -322,6 +330,47 @@ class Neighbours:
             last_shared[pair],
             query_last[pair].astype(np.float64),
         )
+
+
+def sparse_top_k(keys: np.ndarray, values: np.ndarray, n: int, n_items: int, k: int) -> np.ndarray:
+    """Top ``k`` columns per row of summed non-negative votes, the lowest columns as backfill.
+
+    The same ranking as :func:`~pipeline.evaluation.metrics.top_k_from_scores` on the dense
+    sums (ties by lower column) without building the dense ``(n, n_items)`` matrix: only voted
+    cells are sorted, and the first ``k`` columns are enough to fill any row.
+
+    Args:
+        keys: ``row * n_items + column`` of each vote (repeats add up).
+        values: the votes (>= 0).
+        n: rows.
+        n_items: columns.
+        k: places per row.
+
+    Returns:
+        ``(n, k)`` columns, ``-1`` padded when ``k > n_items``.
+    """
+    cells, at = np.unique(keys, return_inverse=True)
+    sums = np.bincount(at, weights=values, minlength=len(cells))
+    scored = sums > 0
+    cells, sums = cells[scored], sums[scored]
+    rows, cols = cells // n_items, cells % n_items
+    order = np.lexsort((cols, -sums, rows))
+    rows, cols = rows[order], cols[order]
+    width = min(k, n_items)
+    rank = np.arange(len(rows)) - np.searchsorted(rows, rows)
+    top = rank < width
+    rows, cols, rank = rows[top], cols[top], rank[top]
+    out = np.full((n, k), -1, dtype=np.int64)
+    out[rows, rank] = cols
+    filled = np.bincount(rows, minlength=n)
+    # At most ``filled`` of the first ``width`` columns are taken, so they hold the backfill.
+    first = np.arange(width, dtype=np.int64)
+    taken = np.isin(np.arange(n, dtype=np.int64)[:, None] * n_items + first, rows * n_items + cols)
+    free = first[np.argsort(taken, axis=1, kind="stable")]
+    place = filled[:, None] + np.arange(width)[None, :]
+    fits = place < width
+    out[np.broadcast_to(np.arange(n)[:, None], fits.shape)[fits], place[fits]] = free[fits]
+    return out
 
 
 def catalogue_scores(model: IndexedBaseline, rank_scores: np.ndarray) -> np.ndarray:
@@ -614,10 +663,21 @@ class SequentialRules(IndexedBaseline):
         self.rules = sp.csr_array((total, (src, dst)), shape=(self.n_items, self.n_items))
 
     def _scores(self, part: Histories, customers: list[str] | None) -> np.ndarray:
+        return np.asarray(self._rule_votes(part).toarray())
+
+    def _rule_votes(self, part: Histories) -> sp.coo_array:
+        """The rules of the last item (and of earlier ones, with ``last_in_session``)."""
         back = part.from_end.astype(np.float64) + 1
         weights = np.where(back == 1, 1.0, STEP_DECAYS[self.session_weighting](back))
         weights = np.where(back <= self.last_in_session + 1, weights, 0.0)
-        return np.asarray((part.matrix(self.n_items, weights) @ self.rules).toarray())
+        return sp.coo_array(part.matrix(self.n_items, weights) @ self.rules)
+
+    def _rank_batch(self, part: Histories, customers: list[str] | None, k: int) -> np.ndarray:
+        votes = self._rule_votes(part)
+        if self.exclude_seen or (votes.data < 0).any():
+            return super()._rank_batch(part, customers, k)
+        keys = votes.row.astype(np.int64) * self.n_items + votes.col
+        return sparse_top_k(keys, votes.data, part.n, self.n_items, k)
 
     def score(
         self,
@@ -630,213 +690,3 @@ class SequentialRules(IndexedBaseline):
             ``(len(histories), len(items))`` float64 scores in catalogue order.
         """
         return catalogue_scores(self, self._scores(self.encode_histories(histories), None))
-
-
-# --------------------------------------------------------------------------------------------
-# Tuning on the latest part of training.
-# --------------------------------------------------------------------------------------------
-
-GRIDS: dict[str, list[dict[str, Any]]] = {
-    "vsknn": [
-        {"k": k, "sample_size": n, "weighting_score": w}
-        for k in (50, 100)
-        for n in (500, 1000)
-        for w in ("div", "quadratic")
-    ],
-    "stan": [
-        {"lambda_spw": spw, "lambda_snh": snh, "lambda_inh": inh}
-        for spw in (1.02, 4.9)
-        for snh in (5, 80)
-        for inh in (2.05, 8)
-    ],
-    "vstan": [
-        {"lambda_spw": spw, "lambda_snh": snh, "lambda_idf": idf}
-        for spw in (1.02, 4.9)
-        for snh in (5, 80)
-        for idf in (0, 5)
-    ],
-    "sr": [
-        {"steps": s, "weighting": w, "pruning": p}
-        for s in (5, 10)
-        for w in ("div", "quadratic")
-        for p in (20, 0)
-    ],
-}
-"""Default grids of :func:`tune` (8 settings each), around session-rec's tuned values."""
-
-
-@dataclass(frozen=True)
-class Tuning:
-    """What :func:`tune` chose and why.
-
-    Attributes:
-        best: the winning parameters.
-        scores: MRR@20 on the held-out sessions, one per grid entry (in grid order).
-        n_queries: held-out queries scored.
-    """
-
-    best: dict[str, Any]
-    scores: list[float]
-    n_queries: int
-
-
-def holdout_queries(
-    train: pl.DataFrame, horizon: timedelta
-) -> tuple[pl.DataFrame, list[list[str]], list[str], pl.Series]:
-    """Split training events: sessions starting in the last ``horizon`` become queries.
-
-    Returns:
-        The events of earlier sessions, and for every step after the first of each held-out
-        session its history, target item id and time.
-    """
-    if horizon <= timedelta(0):
-        raise ValueError(f"horizon must be positive, got {horizon}")
-    frame = train.with_row_index("_order").sort("session_id", "ts", "_order")
-    starts = frame.group_by("session_id").agg(pl.col("ts").min().alias("_start"))
-    cut = frame.get_column("ts").max() - horizon  # type: ignore[operator]
-    frame = frame.join(starts, on="session_id", how="left")
-    fit = frame.filter(pl.col("_start") < cut).drop("_start", "_order")
-    held = frame.filter(pl.col("_start") >= cut).sort("session_id", "ts", "_order")
-    sessions = held.group_by("session_id", maintain_order=True).agg(
-        pl.col("item_id").cast(pl.String), "ts"
-    )
-    histories: list[list[str]] = []
-    targets: list[str] = []
-    times: list[datetime] = []
-    for items, stamps in zip(
-        sessions.get_column("item_id").to_list(), sessions.get_column("ts").to_list(), strict=True
-    ):
-        for step in range(1, len(items)):
-            histories.append(items[:step])
-            targets.append(items[step])
-            times.append(stamps[step])
-    return fit, histories, targets, pl.Series("ts", times, dtype=train.schema["ts"])
-
-
-def tune(
-    factory: Callable[..., IndexedBaseline],
-    grid: Sequence[Mapping[str, Any]],
-    train: pl.DataFrame,
-    items: list[str],
-    horizon: timedelta,
-    k: int = 20,
-) -> tuple[IndexedBaseline, Tuning]:
-    """Pick parameters by MRR@``k`` on the latest training sessions, then refit on all.
-
-    Sessions starting in the last ``horizon`` of ``train`` are held out; each setting is fitted
-    on the earlier sessions and scored on every step after the first of the held-out ones
-    (targets among items seen in the earlier sessions, as in the click-stream protocol). Only
-    ``train`` is read: test rows never take part.
-
-    Args:
-        factory: builds an unfitted baseline from keyword parameters (e.g. ``VSTAN``).
-        grid: the settings to try (keep it small: each is one fit and one scoring pass).
-        train: training events (``session_id``, ``customer_id``, ``item_id``, ``ts``).
-        items: the catalogue.
-        horizon: the held-out tail of the training period.
-        k: cut-off of the MRR.
-
-    Returns:
-        The best setting refitted on all of ``train``, and the :class:`Tuning` record.
-
-    Raises:
-        ValueError: on an empty grid, a non-positive horizon, or no held-out queries.
-    """
-    if not grid:
-        raise ValueError("grid is empty")
-    fit, histories, targets, times = holdout_queries(train, horizon)
-    seen = set(fit.get_column("item_id").cast(pl.String).unique().to_list())
-    index = {item: i for i, item in enumerate(items)}
-    keep = [i for i, t in enumerate(targets) if t in seen and t in index]
-    if not keep or fit.height == 0:
-        raise ValueError(f"no held-out queries in the last {horizon} of training")
-    histories = [histories[i] for i in keep]
-    target_index = np.array([index[targets[i]] for i in keep])
-    when = times.gather(keep)
-    scores = []
-    for params in grid:
-        model = factory(**params).fit(fit, items)
-        ranked = model.recommend(histories, None, k, times=when)
-        scores.append(mrr_at_k(ranked, target_index, k))
-    best = dict(grid[int(np.argmax(scores))])
-    return factory(**best).fit(train, items), Tuning(best, scores, len(keep))
-
-
-class Tuned:
-    """A baseline whose :meth:`fit` runs :func:`tune` (see there) before refitting on all."""
-
-    def __init__(
-        self,
-        factory: Callable[..., IndexedBaseline],
-        grid: Sequence[Mapping[str, Any]],
-        horizon: timedelta,
-        name: str,
-    ) -> None:
-        """Configure the tuner.
-
-        Args:
-            factory: builds the baseline from keyword parameters.
-            grid: settings to try.
-            horizon: held-out tail of the training period.
-            name: the name results are reported under.
-        """
-        self.factory = factory
-        self.grid = list(grid)
-        self.horizon = horizon
-        self.name = name
-        self.tuning: Tuning | None = None
-        self.model: IndexedBaseline | None = None
-
-    def fit(self, train: pl.DataFrame, items: list[str]) -> Tuned:
-        """Tune on the latest ``horizon`` of ``train``, refit the best on all of it."""
-        self.model, self.tuning = tune(self.factory, self.grid, train, items, self.horizon)
-        return self
-
-    def recommend(
-        self,
-        histories: list[list[str]],
-        customers: list[str] | None = None,
-        k: int = 20,
-        *,
-        times: Sequence[datetime] | np.ndarray | pl.Series | None = None,
-    ) -> np.ndarray:
-        """The tuned baseline's recommendations (see ``IndexedBaseline.recommend``)."""
-        if self.model is None:
-            raise RuntimeError(f"{self.name} is not fitted: call fit() first")
-        return self.model.recommend(histories, customers, k, times=times)
-
-    def __repr__(self) -> str:
-        return f"Tuned({self.name}, best={None if self.tuning is None else self.tuning.best})"
-
-
-SESSION_BASELINES = ("vsknn", "stan", "vstan", "sr")
-"""Names of the baselines :func:`session_baselines` builds."""
-
-
-def session_baselines(
-    exclude_seen: bool = False, tune_horizon: timedelta | None = None, **kwargs: Any
-) -> list[Baseline]:
-    """VS-KNN, STAN, V-STAN and SR, with session-rec's defaults or tuned.
-
-    Args:
-        exclude_seen: passed to every baseline.
-        tune_horizon: when given, each is tuned on the sessions starting in this last part of
-            training (:func:`tune` over :data:`GRIDS`) and reported as ``<name>_tuned``.
-        **kwargs: per-baseline overrides keyed by name (fixed parameters, also under tuning).
-
-    Returns:
-        Unfitted baselines.
-    """
-    unknown = set(kwargs) - set(SESSION_BASELINES)
-    if unknown:
-        raise ValueError(f"unknown session baselines {sorted(unknown)}")
-    out: list[Baseline] = []
-    for cls in (VSKNN, STAN, VSTAN, SequentialRules):
-        fixed = {"exclude_seen": exclude_seen, **kwargs.get(cls.name, {})}
-        if tune_horizon is None:
-            out.append(cls(**fixed))
-        else:
-            # Grid parameters override the fixed ones (partial's keywords are defaults).
-            factory = functools.partial(cls, **fixed)
-            out.append(Tuned(factory, GRIDS[cls.name], tune_horizon, f"{cls.name}_tuned"))
-    return out

@@ -29,7 +29,8 @@ import polars as pl
 from pipeline.data import adapters
 from pipeline.evaluation.baselines import Baseline, LastItemSuccessor, SessionKNN
 from pipeline.evaluation.metrics import hit_rate_at_k, mrr_at_k
-from pipeline.evaluation.session_neighbours import GRIDS, STAN, VSKNN, VSTAN, SequentialRules, Tuned
+from pipeline.evaluation.session_neighbours import STAN, VSKNN, VSTAN, SequentialRules
+from pipeline.evaluation.tuning import GRIDS, Tuned
 
 K = 20
 
@@ -51,10 +52,20 @@ def click_events(dataset: str, path: Path) -> pl.DataFrame:
     ).with_row_index("order")
 
 
-def split(events: pl.DataFrame, test_days: float | None) -> tuple[pl.DataFrame, pl.DataFrame]:
+def split(
+    events: pl.DataFrame, test_days: float | None, random: bool = False
+) -> tuple[pl.DataFrame, pl.DataFrame]:
     """Train events and test queries (history, target, time)."""
     events = events.sort("session_id", "ts", "order")
-    if test_days is None:  # rental timelines: the last quarter of rows are the queries
+    if random:  # a random quarter of the rows are queries, the rest train
+        held = np.random.default_rng(7).random(events.height) < 0.25
+        events = events.with_columns(pl.Series("held", held))
+        train = events.filter(~pl.col("held"))
+        test_sessions = events.filter(
+            pl.col("session_id").is_in(events.filter("held").get_column("session_id").implode())
+        )
+        is_query = pl.col("held")
+    elif test_days is None:  # rental timelines: the last quarter of rows are the queries
         cut = events.get_column("ts").quantile(0.75)
         train = events.filter(pl.col("ts") < cut)
         test_rows = events.filter(pl.col("ts") >= cut)
@@ -85,7 +96,7 @@ def split(events: pl.DataFrame, test_days: float | None) -> tuple[pl.DataFrame, 
             "ts",
         )
     )
-    return train.drop("order"), queries
+    return train.drop("order", "held", strict=False), queries
 
 
 def candidates(horizon: timedelta) -> list[Baseline]:
@@ -107,11 +118,15 @@ def main() -> None:
     parser.add_argument("path", type=Path)
     parser.add_argument("--test-days", type=float, default=None)
     parser.add_argument("--only", nargs="*", default=None, help="baseline names to run")
+    parser.add_argument("--random", action="store_true", help="random row split (rtr)")
+    parser.add_argument("--pad-catalogue", type=int, default=0, help="catalogue size for timing")
     args = parser.parse_args()
     events = click_events(args.dataset, args.path)
     test_days = None if args.dataset == "rtr" else (args.test_days or 1.0)
-    train, queries = split(events, test_days)
+    train, queries = split(events, test_days, args.random)
     items = sorted(train.get_column("item_id").unique().to_list())
+    # Never-seen ids only widen the catalogue (the dense score batches), for timing.
+    items += [f"pad-{i}" for i in range(max(0, args.pad_catalogue - len(items)))]
     index = {item: i for i, item in enumerate(items)}
     targets = np.array([index[t] for t in queries.get_column("target")])
     histories = queries.get_column("history").to_list()

@@ -11,16 +11,9 @@ import polars as pl
 import pytest
 
 from pipeline.evaluation.baselines import all_baselines
-from pipeline.evaluation.session_neighbours import (
-    STAN,
-    VSKNN,
-    VSTAN,
-    SequentialRules,
-    Tuned,
-    holdout_queries,
-    session_baselines,
-    tune,
-)
+from pipeline.evaluation.metrics import top_k_from_scores
+from pipeline.evaluation.session_neighbours import STAN, VSKNN, VSTAN, SequentialRules
+from pipeline.evaluation.tuning import Tuned, holdout_queries, session_baselines, tune
 
 FIXTURES = Path(__file__).resolve().parents[2] / "fixtures"
 REFERENCE = json.loads((FIXTURES / "session_rec_reference.json").read_text())
@@ -182,3 +175,17 @@ def test_all_baselines_offer_them_default_or_tuned() -> None:
     assert all(isinstance(b, Tuned) for b in tuned[-4:])
     with pytest.raises(ValueError, match="unknown"):
         session_baselines(knn={})
+
+
+@pytest.mark.parametrize("cls", [VSKNN, STAN, VSTAN, SequentialRules])
+def test_sparse_ranking_equals_the_dense_one(
+    case: tuple[pl.DataFrame, list[str]], cls: type
+) -> None:
+    train, items = case
+    model = cls().fit(train, items)
+    histories = [q["history"] for q in REFERENCE["queries"]] + [[]]
+    k = len(items) + 3
+    sparse = model.recommend(histories, None, k)
+    # The dense path: all scores in popularity-rank space, ties by lower column.
+    dense = top_k_from_scores(model.score(histories)[:, model.order], k)
+    np.testing.assert_array_equal(sparse, np.where(dense >= 0, model.order[dense], -1))
