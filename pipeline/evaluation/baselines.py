@@ -21,7 +21,7 @@ from __future__ import annotations
 import itertools
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
@@ -45,9 +45,18 @@ class Baseline(Protocol):
         ...
 
     def recommend(
-        self, histories: list[list[str]], customers: list[str] | None, k: int
+        self,
+        histories: list[list[str]],
+        customers: list[str] | None,
+        k: int,
+        *,
+        times: Sequence[datetime] | np.ndarray | pl.Series | None = None,
     ) -> np.ndarray:
-        """``(len(histories), k)`` indices into ``items``, best first."""
+        """``(len(histories), k)`` indices into ``items``, best first.
+
+        ``times`` (one per query, optional) is when each query is asked; baselines with a
+        time decay use it (``None``: the end of training), the others ignore it.
+        """
         ...
 
 
@@ -64,11 +73,13 @@ class Histories:
         indptr: ``(n + 1,)`` offsets of each query's entries.
         cols: item columns (popularity-rank space), in history order.
         from_end: 0 for the last known item of a query, 1 for the one before, ...
+        times: ``(n,)`` query times in seconds since the Unix epoch, or ``None`` (not given).
     """
 
     indptr: np.ndarray
     cols: np.ndarray
     from_end: np.ndarray
+    times: np.ndarray | None = None
 
     @property
     def n(self) -> int:
@@ -77,7 +88,10 @@ class Histories:
     def rows(self, start: int, stop: int) -> Histories:
         """Queries ``start:stop`` (a view, offsets rebased)."""
         lo, hi = self.indptr[start], self.indptr[stop]
-        return Histories(self.indptr[start : stop + 1] - lo, self.cols[lo:hi], self.from_end[lo:hi])
+        times = None if self.times is None else self.times[start:stop]
+        return Histories(
+            self.indptr[start : stop + 1] - lo, self.cols[lo:hi], self.from_end[lo:hi], times
+        )
 
     def matrix(self, n_items: int, weights: np.ndarray | None = None) -> sp.csr_array:
         """``(n, n_items)`` sparse matrix; repeated items add up their weights (default 1)."""
@@ -103,6 +117,22 @@ def _item_frame(items: Sequence[str]) -> pl.DataFrame:
     if frame.get_column("item_id").is_duplicated().any():
         raise ValueError("items (the catalogue) has duplicate ids")
     return frame
+
+
+def epoch_seconds(times: Sequence[datetime] | np.ndarray | pl.Series) -> np.ndarray:
+    """Seconds since the Unix epoch (float64) of datetimes (naive ones are read as UTC).
+
+    Raises:
+        ValueError: when ``times`` are not datetimes or contain nulls.
+    """
+    series = times if isinstance(times, pl.Series) else pl.Series("ts", times)
+    if len(series) and not isinstance(series.dtype, pl.Datetime):
+        raise ValueError(f"times must be datetimes, got {series.dtype}")
+    if series.null_count():
+        raise ValueError("times contain nulls")
+    if not len(series):
+        return np.zeros(0)
+    return series.dt.epoch("us").to_numpy().astype(np.float64) / 1e6
 
 
 def dense_codes(values: pl.Series) -> np.ndarray:
@@ -239,9 +269,24 @@ class IndexedBaseline:
 
     # -- recommending ---------------------------------------------------------------------
 
-    def encode_histories(self, histories: Sequence[Sequence[str]]) -> Histories:
-        """Histories as :class:`Histories`, unknown items dropped."""
+    def encode_histories(
+        self,
+        histories: Sequence[Sequence[str]],
+        times: Sequence[datetime] | np.ndarray | pl.Series | None = None,
+    ) -> Histories:
+        """Histories as :class:`Histories`, unknown items dropped.
+
+        Args:
+            histories: item ids of each query, oldest first.
+            times: when each query is asked (one datetime per history), or ``None``.
+
+        Raises:
+            ValueError: when ``times`` does not have one datetime per history.
+        """
         self._check_fitted()
+        when = None if times is None else epoch_seconds(times)
+        if when is not None and len(when) != len(histories):
+            raise ValueError(f"{len(when)} times for {len(histories)} histories")
         lengths = np.fromiter((len(h) for h in histories), dtype=np.int64, count=len(histories))
         flat = pl.DataFrame(
             {"item_id": list(itertools.chain.from_iterable(histories))},
@@ -261,10 +306,15 @@ class IndexedBaseline:
         kept = np.bincount(rows, minlength=len(histories))
         indptr = np.concatenate([[0], np.cumsum(kept)]).astype(np.int64)
         from_end = indptr[rows + 1] - 1 - np.arange(len(rows))
-        return Histories(indptr, cols, from_end)
+        return Histories(indptr, cols, from_end, when)
 
     def recommend(
-        self, histories: list[list[str]], customers: list[str] | None = None, k: int = 20
+        self,
+        histories: list[list[str]],
+        customers: list[str] | None = None,
+        k: int = 20,
+        *,
+        times: Sequence[datetime] | np.ndarray | pl.Series | None = None,
     ) -> np.ndarray:
         """Top ``k`` catalogue indices per query, best first.
 
@@ -273,6 +323,8 @@ class IndexedBaseline:
                 the catalogue are ignored.
             customers: customer id per query (``""`` or ``None`` when anonymous), or ``None``.
             k: number of recommendations per query.
+            times: when each query is asked, one datetime per history; used by baselines
+                with a time decay (``None``: the end of training), ignored by the others.
 
         Returns:
             ``(len(histories), k)`` int64 indices into ``items``; ``-1`` pads a row only when
@@ -283,7 +335,7 @@ class IndexedBaseline:
             raise ValueError(f"k must be positive, got {k}")
         if customers is not None and len(customers) != len(histories):
             raise ValueError(f"{len(customers)} customers for {len(histories)} histories")
-        encoded = self.encode_histories(histories)
+        encoded = self.encode_histories(histories, times)
         n = encoded.n
         out = np.full((n, k), -1, dtype=np.int64)
         batch = max(1, BATCH_CELLS // max(self.n_items, 1))
@@ -496,21 +548,29 @@ class LastItemSuccessor(SessionKNN):
 # --------------------------------------------------------------------------------------------
 
 
-def all_baselines(exclude_seen: bool = False, **kwargs: Any) -> list[Baseline]:
+def all_baselines(
+    exclude_seen: bool = False, tune_horizon: timedelta | None = None, **kwargs: Any
+) -> list[Baseline]:
     """One of each baseline with default settings.
 
     Args:
         exclude_seen: passed to every baseline.
+        tune_horizon: when given, the session-neighbour heuristics (VS-KNN, STAN, V-STAN, SR)
+            are tuned on the training sessions starting in this last part of training
+            (:func:`pipeline.evaluation.tuning.tune`) and named ``<name>_tuned``;
+            ``None`` keeps session-rec's defaults.
         **kwargs: per-baseline overrides keyed by baseline name, e.g.
             ``implicit_als={"factors": 32}`` or ``recent_popularity={"days": 3}``.
 
     Returns:
         Unfitted baselines: popularity, recent popularity, session KNN, last-item successor,
-        implicit ALS.
+        implicit ALS, VS-KNN, STAN, V-STAN and sequential rules.
     """
-    # ALS lives in its own module (it needs the optional ``implicit`` library), and that
-    # module builds on this one: imported here, not at the top, to keep the import one-way.
+    # ALS and the session-neighbour heuristics live in their own modules (ALS needs the
+    # optional ``implicit`` library), and those build on this one: imported here, not at the
+    # top, to keep the import one-way.
     from pipeline.evaluation.als import ImplicitALS
+    from pipeline.evaluation.tuning import SESSION_BASELINES, session_baselines
 
     classes: list[type[IndexedBaseline]] = [
         Popularity,
@@ -519,7 +579,10 @@ def all_baselines(exclude_seen: bool = False, **kwargs: Any) -> list[Baseline]:
         LastItemSuccessor,
         ImplicitALS,
     ]
-    unknown = set(kwargs) - {c.name for c in classes}
+    unknown = set(kwargs) - {c.name for c in classes} - set(SESSION_BASELINES)
     if unknown:
         raise ValueError(f"unknown baselines {sorted(unknown)}")
-    return [c(exclude_seen=exclude_seen, **kwargs.get(c.name, {})) for c in classes]
+    session = {name: kwargs.pop(name) for name in SESSION_BASELINES if name in kwargs}
+    return [c(exclude_seen=exclude_seen, **kwargs.get(c.name, {})) for c in classes] + (
+        session_baselines(exclude_seen, tune_horizon, **session)
+    )

@@ -111,7 +111,7 @@ def evaluate(scorer: Scorer, data: Dataset, baselines: list | None = None) -> Ev
     customers = [c or "" for c in test.get_column(CUSTOMER_ENTITY).to_list()]
     for baseline in baselines if baselines is not None else all_baselines():
         baseline.fit(train_steps, items)
-        ranked[baseline.name] = baseline.recommend(histories, customers, K)
+        ranked[baseline.name] = baseline.recommend(histories, customers, K, times=test["ts"])
 
     metrics = {name: ranking_metrics(r, targets) for name, r in ranked.items()}
     rows = []

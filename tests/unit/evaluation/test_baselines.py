@@ -72,9 +72,13 @@ def test_all_baselines_share_the_interface():
         "session_knn",
         "last_item_successor",
         "implicit_als",
+        "vsknn",
+        "stan",
+        "vstan",
+        "sr",
     ]
     assert all(isinstance(m, Baseline) for m in models)
-    assert models[-1].factors == 8
+    assert models[4].factors == 8
     with pytest.raises(ValueError, match="unknown baselines"):
         all_baselines(gru4rec={})
     with pytest.raises(RuntimeError, match="not fitted"):

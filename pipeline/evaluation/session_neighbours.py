@@ -1,0 +1,692 @@
+"""Session-neighbour heuristics: VS-KNN, STAN, V-STAN and sequential rules (SR).
+
+Ludewig, Mauro, Latifi and Jannach (UMUAI 2021) and Shehzad and Jannach (ECIR 2024) found
+these heuristics matching or beating neural session models. Each class follows the reference
+code of ``rn5l/session-rec`` (``algorithms/knn/vsknn.py``, ``stan.py``, ``vstan.py``,
+``algorithms/baselines/sr.py``) in its parameters, defaults and scores;
+``tests/unit/evaluation/test_session_neighbours.py`` holds them equal to that code's scores.
+Where the reference departs from its paper, these classes follow the reference:
+
+* STAN / V-STAN's item-neighbourhood weight measures the distance to the *last position in
+  the neighbour session of any item shared with the query*, not to the neighbour's copy of
+  the most recent query item;
+* V-STAN always uses cosine similarity (the reference's ``similarity`` argument is unused);
+* IDF counts events, not sessions: ``log(n_sessions / n_events(item))``.
+
+Unlike the reference, which walks each session with a Python loop per step, the three KNNs
+score a batch of queries with sparse products: query-by-session overlaps (``Q @ B.T``), the
+``sample_size`` most recent candidates and the ``k`` most similar of those per row, then one
+expansion of the chosen neighbours' items. Unknown items are dropped from histories before any
+position is counted (as in every :class:`~pipeline.evaluation.baselines.IndexedBaseline`), and
+neighbours tied on similarity are taken most recent first (the reference leaves that order to
+Python's set iteration). :func:`pipeline.evaluation.tuning.tune` picks their parameters on
+the latest part of training.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import numpy as np
+import polars as pl
+import scipy.sparse as sp
+
+from pipeline.evaluation.baselines import (
+    Histories,
+    IndexedBaseline,
+    dense_codes,
+    epoch_seconds,
+)
+
+DAY = 24 * 3600.0
+
+# Decay of an item ``i`` steps back from the end (1: the last), as session-rec names them.
+STEP_DECAYS: dict[str, Callable[[np.ndarray], np.ndarray]] = {
+    "linear": lambda i: np.where(i <= 100, 1 - 0.1 * i, 0.0),
+    "same": lambda i: np.ones_like(i, dtype=np.float64),
+    "div": lambda i: 1.0 / i,
+    "log": lambda i: 1.0 / np.log10(i + 1.7),
+    "quadratic": lambda i: 1.0 / (i * i),
+}
+
+# VS-KNN's weight of the query item at 1-based position ``i`` of ``n`` (session-rec's, incl.
+# "linear" testing ``i <= 10`` rather than the distance from the end).
+POSITION_WEIGHTS: dict[str, Callable[[np.ndarray, np.ndarray], np.ndarray]] = {
+    "linear": lambda i, n: np.where(i <= 10, 1 - 0.1 * (n - i), 0.0),
+    "same": lambda i, n: np.ones_like(i, dtype=np.float64),
+    "div": lambda i, n: i / n,
+    "log": lambda i, n: 1.0 / np.log10((n - i) + 1.7),
+    "quadratic": lambda i, n: (i / n) ** 2,
+}
+
+
+def _positive(name: str, value: float) -> None:
+    if isinstance(value, bool) or not value > 0:
+        raise ValueError(f"{name} must be positive, got {value!r}")
+
+
+def _count(name: str, value: int, minimum: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < minimum:
+        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
+
+
+def _choice(name: str, value: str, options: Mapping[str, Any]) -> None:
+    if value not in options:
+        raise ValueError(f"{name} must be one of {sorted(options)}, got {value!r}")
+
+
+def _ranges(starts: np.ndarray, lengths: np.ndarray) -> np.ndarray:
+    """Concatenated ``arange(start, start + length)`` for each pair, vectorised."""
+    total = int(lengths.sum())
+    offsets = np.repeat(np.cumsum(lengths) - lengths, lengths)
+    return np.repeat(starts, lengths) + np.arange(total) - offsets
+
+
+@dataclass(frozen=True)
+class QueryItems:
+    """Distinct known items of each query, sorted by (query, column).
+
+    Attributes:
+        rows: query of each entry.
+        cols: item column (popularity-rank space).
+        last: 1-based position of the item's last occurrence in the query (repeats counted).
+        length: ``(n,)`` known events per query (repeats counted).
+    """
+
+    rows: np.ndarray
+    cols: np.ndarray
+    last: np.ndarray
+    length: np.ndarray
+
+    @classmethod
+    def of(cls, part: Histories, n_items: int) -> QueryItems:
+        """Distinct items of the histories with their last positions."""
+        length = np.diff(part.indptr)
+        rows = np.repeat(np.arange(part.n), length)
+        position = length[rows] - part.from_end
+        keys = rows * n_items + part.cols
+        order = np.lexsort((position, keys))
+        keys = keys[order]
+        last_of_key = np.r_[keys[1:] != keys[:-1], True] if len(keys) else np.zeros(0, bool)
+        kept = order[last_of_key]
+        return cls(rows[kept], part.cols[kept], position[kept], length)
+
+    def keys(self, n_items: int) -> np.ndarray:
+        return self.rows * n_items + self.cols
+
+
+class SessionNeighbours(IndexedBaseline):
+    """Shared machinery of the session-KNN family (VS-KNN, STAN, V-STAN).
+
+    Subclasses define the query item weights, the similarity and each neighbour item's
+    contribution; this class finds candidates, samples, picks neighbours and adds up scores.
+    """
+
+    name = "session_neighbours"
+
+    def __init__(
+        self, k: int = 100, sample_size: int = 1000, remind: bool = True, exclude_seen: bool = False
+    ) -> None:
+        """Configure the baseline (it learns nothing until :meth:`fit`).
+
+        Args:
+            k: neighbour sessions per query.
+            sample_size: candidates kept per query (the most recent sessions sharing an item
+                with it) before the ``k`` most similar are chosen; 0 keeps all.
+            remind: let neighbours vote for items already in the query (session-rec's
+                ``remind``); ``False`` leaves those items to the popularity backfill.
+            exclude_seen: never recommend an item already in the query's history.
+        """
+        super().__init__(exclude_seen)
+        _count("k", k, 1)
+        _count("sample_size", sample_size, 0)
+        self.k = int(k)
+        self.sample_size = int(sample_size)
+        self.remind = remind
+
+    def _params(self) -> tuple[str, ...]:
+        return ("k", "sample_size", "remind", "exclude_seen")
+
+    def _fit(self, events: pl.DataFrame) -> None:
+        seconds = epoch_seconds(events.get_column("ts"))
+        frame = events.select("session_id", "col").with_columns(
+            pl.Series("t", seconds),
+            (pl.int_range(pl.len()).over("session_id") + 1).alias("pos"),
+        )
+        sessions = frame.group_by("session_id").agg(pl.col("t").max()).sort("t", "session_id")
+        # Session index ascending in recency: the most recent candidates are the last columns.
+        sessions = sessions.with_columns(pl.int_range(pl.len()).alias("s"))
+        items = (
+            frame.join(sessions.select("session_id", "s"), on="session_id")
+            .group_by("s", "col")
+            .agg(pl.col("pos").max())
+            .sort("s", "col")
+        )
+        s = items.get_column("s").to_numpy()
+        n_sessions = len(sessions)
+        self.n_sessions = n_sessions
+        self.session_time = sessions.get_column("t").to_numpy()
+        self.session_items = sp.csr_array(
+            (np.ones(len(items)), (s, items.get_column("col").to_numpy())),
+            shape=(n_sessions, self.n_items),
+        )
+        self.session_items.sort_indices()
+        # Last 1-based position of each item in its session, aligned with session_items.
+        self.item_last = items.get_column("pos").to_numpy().astype(np.float64)
+        self.session_length = np.diff(self.session_items.indptr)
+        self.sessions_of_item = sp.csr_array(self.session_items.T)
+        self.train_end = float(seconds.max(initial=0.0))
+        events_per_item = self.counts[self.order].astype(np.float64)
+        with np.errstate(divide="ignore"):
+            self.idf = np.log(max(n_sessions, 1) / events_per_item)
+        self.idf[~np.isfinite(self.idf)] = 0.0
+
+    # -- hooks ------------------------------------------------------------------------------
+
+    def _query_weights(self, query: QueryItems) -> np.ndarray:
+        raise NotImplementedError
+
+    def _similarity(
+        self,
+        rows: np.ndarray,
+        sessions: np.ndarray,
+        overlap: np.ndarray,
+        query: QueryItems,
+        weights: np.ndarray,
+        times: np.ndarray,
+    ) -> np.ndarray:
+        raise NotImplementedError
+
+    def _contributions(
+        self, neighbour: Neighbours, query: QueryItems, times: np.ndarray
+    ) -> np.ndarray:
+        raise NotImplementedError
+
+    # -- scoring ----------------------------------------------------------------------------
+
+    def _votes(self, part: Histories) -> tuple[np.ndarray, np.ndarray]:
+        """Neighbours' votes as ``(query * n_items + column, value)`` pairs, unsummed."""
+        none = (np.zeros(0, dtype=np.int64), np.zeros(0))
+        n = part.n
+        times = np.full(n, self.train_end) if part.times is None else part.times
+        query = QueryItems.of(part, self.n_items)
+        if not len(query.rows):
+            return none
+        weights = self._query_weights(query)
+        # Real part counts shared items (never zero, so no candidate is lost); imaginary part
+        # sums the query weights of shared items (which may be zero or negative).
+        q = sp.csr_array((1.0 + 1j * weights, (query.rows, query.cols)), shape=(n, self.n_items))
+        product = sp.csr_array(q @ self.sessions_of_item)
+        product.sort_indices()
+        counts = np.diff(product.indptr)
+        rows = np.repeat(np.arange(n), counts)
+        sessions = product.indices.astype(np.int64)
+        overlap = product.data.imag
+        if self.sample_size:
+            from_row_end = product.indptr[rows + 1] - 1 - np.arange(len(rows))
+            keep = from_row_end < self.sample_size
+            rows, sessions, overlap = rows[keep], sessions[keep], overlap[keep]
+        similarity = self._similarity(rows, sessions, overlap, query, weights, times)
+        positive = similarity > 0
+        rows, sessions, similarity = rows[positive], sessions[positive], similarity[positive]
+        order = np.lexsort((-sessions, -similarity, rows))
+        starts = np.searchsorted(rows[order], np.arange(n))
+        rank = np.arange(len(order)) - starts[rows[order]]
+        chosen = order[rank < self.k]
+        if not len(chosen):
+            return none
+        neighbour = Neighbours.expand(
+            self, rows[chosen], sessions[chosen], similarity[chosen], query
+        )
+        values = self._contributions(neighbour, query, times)
+        if not self.remind:
+            values = np.where(neighbour.shared, 0.0, values)
+        return neighbour.rows * self.n_items + neighbour.cols, values
+
+    def _scores(self, part: Histories, customers: list[str] | None) -> np.ndarray:
+        keys, values = self._votes(part)
+        cells = part.n * self.n_items
+        return np.bincount(keys, weights=values, minlength=cells).reshape(part.n, self.n_items)
+
+    def _rank_batch(self, part: Histories, customers: list[str] | None, k: int) -> np.ndarray:
+        keys, values = self._votes(part)
+        if self.exclude_seen or (values < 0).any():
+            # Rare settings (negative votes sort below the unscored tail): the dense path.
+            return super()._rank_batch(part, customers, k)
+        return sparse_top_k(keys, values, part.n, self.n_items, k)
+
+    def score(
+        self,
+        histories: Sequence[Sequence[str]],
+        times: Sequence[datetime] | np.ndarray | pl.Series | None = None,
+    ) -> np.ndarray:
+        """Raw scores of every catalogue item per query (the ranking :meth:`recommend` uses).
+
+        Args:
+            histories: item ids of each query, oldest first.
+            times: when each query is asked (``None``: the end of training).
+
+        Returns:
+            ``(len(histories), len(items))`` float64 scores in catalogue order.
+        """
+        return catalogue_scores(self, self._scores(self.encode_histories(histories, times), None))
+
+
+@dataclass(frozen=True)
+class Neighbours:
+    """The chosen neighbours' items, one entry per (query, neighbour, item).
+
+    Attributes:
+        rows: query of each entry.
+        cols: the neighbour item's column.
+        similarity: the neighbour's similarity to the query.
+        item_last: last 1-based position of the item in the neighbour session.
+        shared: whether the item is in the query too.
+        last_shared: last position in the neighbour of any item shared with the query.
+        query_last: last position in the query of any item shared with the neighbour.
+    """
+
+    rows: np.ndarray
+    cols: np.ndarray
+    similarity: np.ndarray
+    item_last: np.ndarray
+    shared: np.ndarray
+    last_shared: np.ndarray
+    query_last: np.ndarray
+
+    @classmethod
+    def expand(
+        cls,
+        model: SessionNeighbours,
+        rows: np.ndarray,
+        sessions: np.ndarray,
+        similarity: np.ndarray,
+        query: QueryItems,
+    ) -> Neighbours:
+        """Every item of every chosen neighbour session, with the positions scoring needs."""
+        indptr = model.session_items.indptr
+        lengths = model.session_length[sessions]
+        entries = _ranges(indptr[sessions], lengths)
+        pair = np.repeat(np.arange(len(sessions)), lengths)
+        cols = model.session_items.indices[entries].astype(np.int64)
+        entry_rows = rows[pair]
+        query_keys = query.keys(model.n_items)
+        keys = entry_rows * model.n_items + cols
+        at = np.minimum(np.searchsorted(query_keys, keys), len(query_keys) - 1)
+        shared = query_keys[at] == keys
+        item_last = model.item_last[entries]
+        starts = np.cumsum(lengths) - lengths
+        last_shared = np.maximum.reduceat(np.where(shared, item_last, 0.0), starts)
+        query_last = np.maximum.reduceat(np.where(shared, query.last[at], 0), starts)
+        return cls(
+            entry_rows,
+            cols,
+            similarity[pair],
+            item_last,
+            shared,
+            last_shared[pair],
+            query_last[pair].astype(np.float64),
+        )
+
+
+def sparse_top_k(keys: np.ndarray, values: np.ndarray, n: int, n_items: int, k: int) -> np.ndarray:
+    """Top ``k`` columns per row of summed non-negative votes, the lowest columns as backfill.
+
+    The same ranking as :func:`~pipeline.evaluation.metrics.top_k_from_scores` on the dense
+    sums (ties by lower column) without building the dense ``(n, n_items)`` matrix: only voted
+    cells are sorted, and the first ``k`` columns are enough to fill any row.
+
+    Args:
+        keys: ``row * n_items + column`` of each vote (repeats add up).
+        values: the votes (>= 0).
+        n: rows.
+        n_items: columns.
+        k: places per row.
+
+    Returns:
+        ``(n, k)`` columns, ``-1`` padded when ``k > n_items``.
+    """
+    cells, at = np.unique(keys, return_inverse=True)
+    sums = np.bincount(at, weights=values, minlength=len(cells))
+    scored = sums > 0
+    cells, sums = cells[scored], sums[scored]
+    rows, cols = cells // n_items, cells % n_items
+    order = np.lexsort((cols, -sums, rows))
+    rows, cols = rows[order], cols[order]
+    width = min(k, n_items)
+    rank = np.arange(len(rows)) - np.searchsorted(rows, rows)
+    top = rank < width
+    rows, cols, rank = rows[top], cols[top], rank[top]
+    out = np.full((n, k), -1, dtype=np.int64)
+    out[rows, rank] = cols
+    filled = np.bincount(rows, minlength=n)
+    # At most ``filled`` of the first ``width`` columns are taken, so they hold the backfill.
+    first = np.arange(width, dtype=np.int64)
+    taken = np.isin(np.arange(n, dtype=np.int64)[:, None] * n_items + first, rows * n_items + cols)
+    free = first[np.argsort(taken, axis=1, kind="stable")]
+    place = filled[:, None] + np.arange(width)[None, :]
+    fits = place < width
+    out[np.broadcast_to(np.arange(n)[:, None], fits.shape)[fits], place[fits]] = free[fits]
+    return out
+
+
+def catalogue_scores(model: IndexedBaseline, rank_scores: np.ndarray) -> np.ndarray:
+    """Scores in popularity-rank space reordered into catalogue order."""
+    out = np.zeros_like(rank_scores)
+    out[:, model.order] = rank_scores
+    return out
+
+
+class VSKNN(SessionNeighbours):
+    """Vector multiplication session-based KNN (Ludewig and Jannach 2018; session-rec's
+    ``VMContextKNN``).
+
+    Query items are weighted by position (``weighting``), candidates are the ``sample_size``
+    most recent sessions sharing an item, the ``k`` most similar vote for their items with their
+    similarity times ``weighting_score`` of how far back the most recent shared item is.
+    """
+
+    name = "vsknn"
+
+    def __init__(
+        self,
+        k: int = 100,
+        sample_size: int = 1000,
+        similarity: str = "vec",
+        weighting: str = "div",
+        weighting_score: str = "div",
+        idf_weighting: float = 0.0,
+        remind: bool = True,
+        exclude_seen: bool = False,
+    ) -> None:
+        """Configure the baseline (it learns nothing until :meth:`fit`).
+
+        Args:
+            k: neighbour sessions per query.
+            sample_size: most recent candidate sessions kept before choosing neighbours.
+            similarity: ``"vec"`` (weighted overlap over the query's distinct items) or
+                ``"cosine"``.
+            weighting: position weight of query items (``linear``, ``same``, ``div``, ``log``,
+                ``quadratic``).
+            weighting_score: decay of a neighbour's vote by how many steps back its most
+                recent shared item is (same names).
+            idf_weighting: votes scaled by ``1 + idf_weighting * idf(item)`` (0: off).
+            remind: let neighbours vote for items already in the query.
+            exclude_seen: never recommend an item already in the query's history.
+        """
+        super().__init__(k, sample_size, remind, exclude_seen)
+        _choice("similarity", similarity, {"vec": 1, "cosine": 1})
+        _choice("weighting", weighting, POSITION_WEIGHTS)
+        _choice("weighting_score", weighting_score, STEP_DECAYS)
+        if isinstance(idf_weighting, bool) or not idf_weighting >= 0:
+            raise ValueError(f"idf_weighting must be >= 0, got {idf_weighting!r}")
+        self.similarity = similarity
+        self.weighting = weighting
+        self.weighting_score = weighting_score
+        self.idf_weighting = float(idf_weighting)
+
+    def _params(self) -> tuple[str, ...]:
+        return (
+            "k",
+            "sample_size",
+            "similarity",
+            "weighting",
+            "weighting_score",
+            "idf_weighting",
+            "remind",
+            "exclude_seen",
+        )
+
+    def _query_weights(self, query: QueryItems) -> np.ndarray:
+        length = query.length[query.rows].astype(np.float64)
+        return POSITION_WEIGHTS[self.weighting](query.last.astype(np.float64), length)
+
+    def _similarity(self, rows, sessions, overlap, query, weights, times):  # type: ignore[no-untyped-def]
+        n = len(query.length)
+        if self.similarity == "vec":
+            distinct = np.bincount(query.rows, minlength=n).astype(np.float64)
+            return overlap / distinct[rows]
+        norm = np.sqrt(np.bincount(query.rows, weights=weights * weights, minlength=n))
+        return overlap / (norm[rows] * np.sqrt(self.session_length[sessions]))
+
+    def _contributions(
+        self, neighbour: Neighbours, query: QueryItems, times: np.ndarray
+    ) -> np.ndarray:
+        steps_back = query.length[neighbour.rows] - neighbour.query_last + 1
+        decay = STEP_DECAYS[self.weighting_score](steps_back)
+        boost = 1.0 + self.idf_weighting * self.idf[neighbour.cols]
+        return neighbour.similarity * boost * decay
+
+
+class STAN(SessionNeighbours):
+    """Sequence and time aware neighbourhood (Garg et al., SIGIR 2019; session-rec's ``STAN``).
+
+    Query items weigh ``exp((position - length) / lambda_spw)`` in a cosine similarity, which
+    decays by ``exp(-age / lambda_snh)`` (age: query time minus the neighbour's last event, in
+    days); a neighbour's items vote with that similarity times
+    ``exp(-|position - position of the last shared item| / lambda_inh)``.
+    """
+
+    name = "stan"
+
+    def __init__(
+        self,
+        k: int = 100,
+        sample_size: int = 5000,
+        lambda_spw: float = 1.02,
+        lambda_snh: float = 5,
+        lambda_inh: float = 2.05,
+        remind: bool = True,
+        exclude_seen: bool = False,
+    ) -> None:
+        """Configure the baseline (it learns nothing until :meth:`fit`).
+
+        Args:
+            k: neighbour sessions per query.
+            sample_size: most recent candidate sessions kept before choosing neighbours.
+            lambda_spw: position decay of query items (in steps).
+            lambda_snh: time decay of neighbour sessions, in days.
+            lambda_inh: decay of neighbour items by distance to the last shared item (steps).
+            remind: let neighbours vote for items already in the query.
+            exclude_seen: never recommend an item already in the query's history.
+        """
+        super().__init__(k, sample_size, remind, exclude_seen)
+        _positive("lambda_spw", lambda_spw)
+        _positive("lambda_snh", lambda_snh)
+        _positive("lambda_inh", lambda_inh)
+        self.lambda_spw = float(lambda_spw)
+        self.lambda_snh = float(lambda_snh)
+        self.lambda_inh = float(lambda_inh)
+
+    def _params(self) -> tuple[str, ...]:
+        return ("k", "sample_size", "lambda_spw", "lambda_snh", "lambda_inh", "remind")
+
+    def _query_weights(self, query: QueryItems) -> np.ndarray:
+        length = query.length[query.rows]
+        return np.exp((query.last - length) / self.lambda_spw)
+
+    def _similarity(self, rows, sessions, overlap, query, weights, times):  # type: ignore[no-untyped-def]
+        n = len(query.length)
+        norm = np.sqrt(np.bincount(query.rows, weights=weights * weights, minlength=n))
+        cosine = overlap / (norm[rows] * np.sqrt(self.session_length[sessions]))
+        age = times[rows] - self.session_time[sessions]
+        return cosine * np.exp(-age / (self.lambda_snh * DAY))
+
+    def _contributions(
+        self, neighbour: Neighbours, query: QueryItems, times: np.ndarray
+    ) -> np.ndarray:
+        distance = np.abs(neighbour.item_last - neighbour.last_shared)
+        return neighbour.similarity * np.exp(-distance / self.lambda_inh)
+
+
+class VSTAN(STAN):
+    """STAN with V-SKNN's vote weighting and IDF (Ludewig et al. 2021; session-rec's
+    ``VSKNN_STAN``).
+
+    Votes are STAN's, times ``1 + lambda_idf * idf(item)``, times
+    ``exp((position of the most recent shared query item - length) / lambda_ipw)``.
+    """
+
+    name = "vstan"
+
+    def __init__(
+        self,
+        k: int = 100,
+        sample_size: int = 5000,
+        lambda_spw: float = 1.02,
+        lambda_snh: float = 5,
+        lambda_inh: float = 2.05,
+        lambda_ipw: float = 1.02,
+        lambda_idf: float = 5,
+        remind: bool = True,
+        exclude_seen: bool = False,
+    ) -> None:
+        """Configure the baseline (it learns nothing until :meth:`fit`).
+
+        Args:
+            k: neighbour sessions per query.
+            sample_size: most recent candidate sessions kept before choosing neighbours.
+            lambda_spw: position decay of query items (in steps).
+            lambda_snh: time decay of neighbour sessions, in days.
+            lambda_inh: decay of neighbour items by distance to the last shared item (steps).
+            lambda_ipw: decay of a vote by the position of the most recent shared query item.
+            lambda_idf: weight of the items' IDF in votes (0: off).
+            remind: let neighbours vote for items already in the query.
+            exclude_seen: never recommend an item already in the query's history.
+        """
+        super().__init__(k, sample_size, lambda_spw, lambda_snh, lambda_inh, remind, exclude_seen)
+        _positive("lambda_ipw", lambda_ipw)
+        if isinstance(lambda_idf, bool) or not lambda_idf >= 0:
+            raise ValueError(f"lambda_idf must be >= 0, got {lambda_idf!r}")
+        self.lambda_ipw = float(lambda_ipw)
+        self.lambda_idf = float(lambda_idf)
+
+    def _params(self) -> tuple[str, ...]:
+        return (*super()._params(), "lambda_ipw", "lambda_idf")
+
+    def _contributions(
+        self, neighbour: Neighbours, query: QueryItems, times: np.ndarray
+    ) -> np.ndarray:
+        stan = super()._contributions(neighbour, query, times)
+        boost = 1.0 + self.lambda_idf * self.idf[neighbour.cols]
+        length = query.length[neighbour.rows]
+        return stan * boost * np.exp((neighbour.query_last - length) / self.lambda_ipw)
+
+
+class SequentialRules(IndexedBaseline):
+    """Sequential rules (Kamehkhosh et al. 2017; session-rec's ``SequentialRules``).
+
+    Every training click ``b`` strengthens the rule ``a -> b`` of each of the ``steps`` clicks
+    ``a`` before it in its session by ``weighting(distance)``; each item keeps its ``pruning``
+    strongest rules. A query is scored by the rules of its last item (plus, with
+    ``last_in_session``, those of earlier items scaled by ``session_weighting``).
+    """
+
+    name = "sr"
+
+    def __init__(
+        self,
+        steps: int = 10,
+        weighting: str = "div",
+        pruning: float = 20,
+        last_in_session: int = 0,
+        session_weighting: str = "div",
+        exclude_seen: bool = False,
+    ) -> None:
+        """Configure the baseline (it learns nothing until :meth:`fit`).
+
+        Args:
+            steps: how many earlier clicks of a session each click forms rules with.
+            weighting: rule weight by distance (``linear``, ``same``, ``div``, ``log``,
+                ``quadratic``).
+            pruning: rules kept per item: at least 1 keeps that many, a fraction in
+                ``(0, 1)`` drops that share, 0 keeps all.
+            last_in_session: earlier query items whose rules are added too (0: last only).
+            session_weighting: weight of the ``i``-th item from the end's rules (same names).
+            exclude_seen: never recommend an item already in the query's history.
+        """
+        super().__init__(exclude_seen)
+        _count("steps", steps, 1)
+        _choice("weighting", weighting, STEP_DECAYS)
+        if isinstance(pruning, bool) or not pruning >= 0:
+            raise ValueError(f"pruning must be >= 0, got {pruning!r}")
+        _count("last_in_session", last_in_session, 0)
+        _choice("session_weighting", session_weighting, STEP_DECAYS)
+        self.steps = int(steps)
+        self.weighting = weighting
+        self.pruning = pruning
+        self.last_in_session = int(last_in_session)
+        self.session_weighting = session_weighting
+
+    def _params(self) -> tuple[str, ...]:
+        return ("steps", "weighting", "pruning", "last_in_session", "session_weighting")
+
+    def _fit(self, events: pl.DataFrame) -> None:
+        cols = events.get_column("col").to_numpy().astype(np.int64)
+        session = dense_codes(events.get_column("session_id"))
+        index = np.arange(len(cols))
+        first = np.r_[0, np.flatnonzero(np.diff(session)) + 1] if len(cols) else index
+        start = np.repeat(first, np.diff(np.r_[first, len(cols)]))
+        position = index - start
+        prev, nxt, weight, seq = [], [], [], []
+        for i in range(1, self.steps + 1):
+            at = index[position >= i]
+            prev.append(cols[at - i])
+            nxt.append(cols[at])
+            weight.append(np.full(len(at), float(STEP_DECAYS[self.weighting](np.array(i)))))
+            # Order of first sight, as the reference's dict insertion breaks pruning ties.
+            seq.append(at * (self.steps + 1) + i)
+        a, b = np.concatenate(prev), np.concatenate(nxt)
+        w, q = np.concatenate(weight), np.concatenate(seq)
+        keys = a * self.n_items + b
+        order = np.lexsort((q, keys))
+        keys, w, q = keys[order], w[order], q[order]
+        starts = np.flatnonzero(np.r_[True, keys[1:] != keys[:-1]]) if len(keys) else index[:0]
+        total = np.add.reduceat(w, starts) if len(keys) else w
+        first_seen = q[starts]
+        src, dst = keys[starts] // self.n_items, keys[starts] % self.n_items
+        if self.pruning > 0:
+            per_item = np.bincount(src, minlength=self.n_items)
+            keep = (
+                np.full(self.n_items, int(self.pruning))
+                if self.pruning >= 1
+                else per_item - (per_item * self.pruning).astype(np.int64)
+            )
+            ranked = np.lexsort((first_seen, -total, src))
+            group_start = np.searchsorted(src[ranked], src[ranked])
+            rank = np.arange(len(ranked)) - group_start
+            kept = ranked[rank < keep[src[ranked]]]
+            src, dst, total = src[kept], dst[kept], total[kept]
+        self.rules = sp.csr_array((total, (src, dst)), shape=(self.n_items, self.n_items))
+
+    def _scores(self, part: Histories, customers: list[str] | None) -> np.ndarray:
+        return np.asarray(self._rule_votes(part).toarray())
+
+    def _rule_votes(self, part: Histories) -> sp.coo_array:
+        """The rules of the last item (and of earlier ones, with ``last_in_session``)."""
+        back = part.from_end.astype(np.float64) + 1
+        weights = np.where(back == 1, 1.0, STEP_DECAYS[self.session_weighting](back))
+        weights = np.where(back <= self.last_in_session + 1, weights, 0.0)
+        return sp.coo_array(part.matrix(self.n_items, weights) @ self.rules)
+
+    def _rank_batch(self, part: Histories, customers: list[str] | None, k: int) -> np.ndarray:
+        votes = self._rule_votes(part)
+        if self.exclude_seen or (votes.data < 0).any():
+            return super()._rank_batch(part, customers, k)
+        keys = votes.row.astype(np.int64) * self.n_items + votes.col
+        return sparse_top_k(keys, votes.data, part.n, self.n_items, k)
+
+    def score(
+        self,
+        histories: Sequence[Sequence[str]],
+        times: Sequence[datetime] | np.ndarray | pl.Series | None = None,
+    ) -> np.ndarray:
+        """Raw scores of every catalogue item per query (``times`` is ignored).
+
+        Returns:
+            ``(len(histories), len(items))`` float64 scores in catalogue order.
+        """
+        return catalogue_scores(self, self._scores(self.encode_histories(histories), None))
