@@ -48,7 +48,8 @@ class Spec:
     Attributes:
         split: ``"time"`` (the source cut at a time, as two exported files would be) or
             ``"random"`` (rows, 80/10/10, Misra et al.'s protocol for the fit head).
-        test_days: time split: the last days are the test set (unless ``split_at``).
+        test_days: time split: the last days are the test set (unless ``split_at``); also
+            the length of the latest part of training the heuristics are tuned on.
         split_at: time split: cut here instead (sessions starting at or after it are test).
     """
 
@@ -63,7 +64,7 @@ class Spec:
 
 SPECS = {
     "rtr": Spec("rtr", split="time", test_days=60, snapshot_every=timedelta(days=30)),
-    "rtr-random": Spec("rtr", split="random", snapshot_every=timedelta(days=30)),
+    "rtr-random": Spec("rtr", split="random", test_days=60, snapshot_every=timedelta(days=30)),
     "yoochoose": Spec("yoochoose", test_days=1, collapse_repeats=False),
     "diginetica": Spec("diginetica", test_days=7, collapse_repeats=False),
 }
@@ -326,14 +327,18 @@ def run(
     prepared = prepare(source, spec, workdir, cfg, test_source)
     data = prepared.data
     from pipeline.evaluation.baselines import all_baselines
+    from pipeline.evaluation.tuning import session_baselines
 
     # On raw click streams a quarter of next clicks repeat the last one; let item-KNN vote
     # for repeats there (its authors' setting for such data), not on collapsed steps.
     knn = {"repeat_weight": 1.0} if not spec.collapse_repeats else {}
-    # The same train, export, score and evaluate sequence as a retrain.
-    trained = train_and_evaluate_candidate(
-        data, cfg, workdir / "bundle", all_baselines(session_knn=knn)
+    # The session-neighbour heuristics twice: with session-rec's defaults, and tuned on the
+    # training sessions of the last test-period's length (never on test rows).
+    baselines = all_baselines(session_knn=knn) + session_baselines(
+        tune_horizon=timedelta(days=spec.test_days)
     )
+    # The same train, export, score and evaluate sequence as a retrain.
+    trained = train_and_evaluate_candidate(data, cfg, workdir / "bundle", baselines)
     losses, evaluation = trained.losses, trained.evaluation
     result: dict[str, object] = {
         "dataset": spec.name,
