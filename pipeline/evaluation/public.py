@@ -20,7 +20,7 @@ import polars as pl
 
 from pipeline.config import Settings
 from pipeline.data import adapters
-from pipeline.data.contracts import CONTRACTS
+from pipeline.data.contracts import CONTRACTS, size_value
 from pipeline.data.ingest import IngestReport, ingest_drop
 from pipeline.evaluation.candidate import train_and_evaluate_candidate
 from pipeline.evaluation.metrics import fit_auc
@@ -279,8 +279,31 @@ def prepare(
         "unknown_item": unknown_item,
         "not_predicted": scored - test.height,
     }
-    data = Dataset(train=train, test=test, items=items, cutoff=cutoff)
+    data = Dataset(
+        train=train, test=test, items=items, cutoff=cutoff, item_sizes=observed_sizes(train)
+    )
     return Prepared(data=data, rows=rows, test_events=test_events)
+
+
+def observed_sizes(train: pl.DataFrame) -> pl.DataFrame | None:
+    """The sizes each item was rented or tried in during training, in size order, as the
+    item's size list (public data has no size charts; in stock: all of them), so the fit
+    head can recommend one of them. None when training rows carry no sizes."""
+    if "size" not in train.columns:
+        return None
+    sized = train.filter(pl.col("size").is_not_null()).select(ITEM_ENTITY, "size").unique()
+    if sized.is_empty():
+        return None
+    return (
+        sized.with_columns(size_value(pl.col("size")).alias("__value"))
+        .drop_nulls("__value")
+        .sort(ITEM_ENTITY, "__value", "size")
+        .with_columns(
+            pl.int_range(pl.len()).over(ITEM_ENTITY).cast(pl.Int32).alias("size_rank"),
+            pl.lit(1, pl.Int32).alias("stock"),
+        )
+        .drop("__value")
+    )
 
 
 def _latest_day(source: adapters.RawTables) -> date:
