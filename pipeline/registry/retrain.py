@@ -64,11 +64,7 @@ def train_candidate(
     }
     data.test.write_parquet(out / "test.parquet")
     run = run_inputs(settings, run_date, data.train, cfg.validation_share, out, trained.losses)
-    run.baselines = {
-        method: {k.replace("@", "_at_"): v for k, v in values.items()}
-        for method, values in evaluation.metrics.items()
-        if method != "model"
-    }
+    run.baselines = {m: v for m, v in evaluation.by_method().items() if m != "model"}
     table = out / "evaluation_by_segment.csv"
     evaluation.segments.write_csv(table)
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2, sort_keys=True))
