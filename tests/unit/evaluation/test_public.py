@@ -38,7 +38,10 @@ def test_rtr_benchmark_reports_every_method_through_the_shared_sequence(tmp_path
     ]
     assert (result["dataset"], result["split"]) == ("rtr", "time")
     assert set(METHODS + ["implicit_als"]) <= set(result)
-    assert set(result["model"]) == RANKING | {"fit_auc", "fit_examples"}
+    fit = {"fit_auc", "fit_auc_ci_low", "fit_auc_ci_high", "fit_examples"}
+    assert set(result["model"]) == RANKING | fit
+    model = result["model"]
+    assert model["fit_auc_ci_low"] <= model["fit_auc"] <= model["fit_auc_ci_high"]
     for method in METHODS:
         assert RANKING <= set(result[method])
     assert result["test_examples"] == result["model"]["test_examples"] > 0
