@@ -1,5 +1,6 @@
-"""Flow ``evaluate_and_promote``: score the champion on the candidate's test set, register the
-candidate (alias ``challenger``) and make it ``champion`` only if it is not worse."""
+"""Flow ``evaluate_and_promote``: score the champion and the candidate on the candidate's test
+set, register the candidate (alias ``challenger``) and make it ``champion`` only if the rule
+(``FITREC_PROMOTION_RULE``) allows on their paired difference and its 95% interval."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from prefect.runtime import flow_run
 from flows.artifacts import publish_mlflow_run
 from pipeline.config import get_settings
 from pipeline.registry import tracking as registry
-from pipeline.registry.retrain import Candidate, champion_metric
+from pipeline.registry.retrain import Candidate, Gate, champion_gate
 
 
 @task(retries=2, retry_delay_seconds=[2, 10])
@@ -19,8 +20,8 @@ def already_registered(candidate: Candidate) -> dict | None:
 
 
 @task(retries=2, retry_delay_seconds=[2, 10])
-def score_champion(candidate: Candidate) -> tuple[str | None, float | None, str]:
-    return champion_metric(get_settings(), candidate.bundle.parent / "test.parquet")
+def score_champion(candidate: Candidate) -> Gate:
+    return champion_gate(get_settings(), candidate.bundle, candidate.bundle.parent / "test.parquet")
 
 
 def prefect_tags() -> tuple[dict[str, str], str]:
@@ -43,18 +44,21 @@ def prefect_tags() -> tuple[dict[str, str], str]:
 
 
 @task(retries=2, retry_delay_seconds=[2, 10])
-def register_and_decide(
-    candidate: Candidate, champion: float | None, champion_version: str | None, note: str
-) -> dict:
+def register_and_decide(candidate: Candidate, gate: Gate) -> dict:
     settings = get_settings()
     metrics = dict(candidate.metrics)
     tags, trigger = prefect_tags()
-    if champion is not None:
-        metrics[f"champion_{settings.promotion_metric}"] = champion
+    metric = settings.promotion_metric
+    if gate.champion_value is not None:
+        metrics[f"champion_{metric}"] = gate.champion_value
+    if gate.difference is not None:
+        metrics[f"vs_champion_{metric}_diff"] = gate.difference.estimate
+        metrics[f"vs_champion_{metric}_ci_low"] = gate.difference.low
+        metrics[f"vs_champion_{metric}_ci_high"] = gate.difference.high
     registered = registry.log_and_register(
         settings,
         candidate.bundle,
-        {**candidate.params, "champion_version": champion_version or "none"},
+        {**candidate.params, "champion_version": gate.champion_version or "none"},
         metrics,
         candidate.customer_features,
         candidate.example_items,
@@ -64,11 +68,7 @@ def register_and_decide(
         trigger=trigger,
     )
     decision = registry.promote_if_better(
-        settings,
-        registered,
-        candidate.metrics[f"model_{settings.promotion_metric}"],
-        champion,
-        note,
+        settings, registered, gate.difference, gate.champion_version, gate.note
     )
     return {
         "version": registered.version,
@@ -87,8 +87,7 @@ def evaluate_and_promote(candidate: Candidate) -> dict:
         get_run_logger().info("candidate already registered as version %s", existing["version"])
         publish_mlflow_run("promote", existing["run_id"], existing["version"])
         return existing
-    champion_version, champion, note = score_champion(candidate)
-    result = register_and_decide(candidate, champion, champion_version, note)
+    result = register_and_decide(candidate, score_champion(candidate))
     get_run_logger().info(
         "version %s %s: %s",
         result["version"],

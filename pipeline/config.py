@@ -25,6 +25,8 @@ DEFAULT_DATA_DIR = (
     PROJECT_ROOT / "var" if (PROJECT_ROOT / "pyproject.toml").exists() else Path("var")
 )
 MODEL_NAME = "fitrec-recommender"
+# The ranking metrics the evaluation reports (pipeline.evaluation.metrics), in MLflow spelling.
+PROMOTION_METRIC = re.compile(r"(recall|ndcg|hr|mrr)_at_(10|20|50)|map_at_12")
 CHAMPION = "champion"
 CHALLENGER = "challenger"
 # The public development key: anyone can reverse pseudonyms made with it (enumerate ids).
@@ -104,8 +106,20 @@ class Settings(BaseSettings):
             "ingest (see README, key rotation)."
         ),
     )
-    promotion_metric: str = "recall_at_20"
-    promotion_tolerance: float = Field(default=0.0, ge=0.0)
+    promotion_metric: str = Field(
+        default="recall_at_20",
+        description="Gate metric: recall, ndcg, hr or mrr at 10, 20 or 50, or map_at_12.",
+    )
+    promotion_tolerance: float = Field(
+        default=0.0, ge=0.0, description="How far behind a non-inferior candidate may be."
+    )
+    promotion_rule: Literal["superior", "non_inferior"] = Field(
+        default="superior",
+        description=(
+            "superior: promote only if the 95% interval of the paired difference to the "
+            "champion is above 0; non_inferior: unless it is below -promotion_tolerance."
+        ),
+    )
     rules_path: Path | None = Field(
         default=None, description="Retailer business rules (YAML or TOML); none: defaults."
     )
@@ -217,6 +231,24 @@ class Settings(BaseSettings):
         except ValueError as error:
             raise ValueError(f"FITREC_API_RATE_LIMIT: {error} (e.g. 200/second)") from None
         return value
+
+    @field_validator("promotion_metric")
+    @classmethod
+    def _gate_metric(cls, value: str) -> str:
+        if not PROMOTION_METRIC.fullmatch(value):
+            raise ValueError(
+                f"FITREC_PROMOTION_METRIC: {value!r} is not a ranking metric (recall, ndcg, hr "
+                "or mrr _at_ 10, 20 or 50, or map_at_12; e.g. recall_at_20)"
+            )
+        return value
+
+    @field_validator("promotion_rule", mode="before")
+    @classmethod
+    def _rule(cls, value: object) -> object:
+        rule = value.strip().lower().replace("-", "_") if isinstance(value, str) else value
+        if rule not in ("superior", "non_inferior"):
+            raise ValueError(f"FITREC_PROMOTION_RULE: {value!r} is not superior or non_inferior")
+        return rule
 
     @field_validator("data_dir")
     @classmethod

@@ -6,10 +6,16 @@ without body data); fit AUC (mean one-vs-rest over small / fits / large, Misra e
 its calibration and size accuracy against size baselines for the fit head
 (:mod:`pipeline.evaluation.fit_report`). Results are flat dicts ready for MLflow and a
 per-segment table; :mod:`pipeline.evaluation.plots` draws them.
+
+Every number carries its 95% interval from a bootstrap over test units (customers where
+known, else sessions: :func:`evaluation_units`; :mod:`pipeline.evaluation.significance`), and
+for each ranking metric the model is compared with the strongest baseline on that metric by their
+paired difference on the same examples (:class:`Comparison`).
 """
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -22,7 +28,8 @@ from pipeline.evaluation.fit_report import (
     size_report,
     training_customers,
 )
-from pipeline.evaluation.metrics import fit_auc, ranking_metrics, top_k_from_scores
+from pipeline.evaluation.metrics import fit_auc, per_query_metrics, top_k_from_scores
+from pipeline.evaluation.significance import MeanDraws, Verdict, bootstrap_means, interval_of
 from pipeline.features.declarations import CUSTOMER_ENTITY, ITEM_ENTITY
 from pipeline.model.config import FIT_CLASSES, PAD
 from pipeline.model.examples import Dataset
@@ -30,6 +37,22 @@ from pipeline.model.inputs import fit_feature_matrix, query_arrays
 from pipeline.model.scoring import Scorer
 
 K = 50
+
+
+def mlflow_name(metric: str) -> str:
+    """A metric's MLflow name: ``recall@20`` -> ``recall_at_20``."""
+    return metric.replace("@", "_at_")
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """The model minus the strongest baseline on one metric, paired on the same examples."""
+
+    baseline: str
+    difference: float
+    low: float
+    high: float
+    verdict: Verdict  # "ahead", "behind" or "tied": where the 95% interval lies against 0
 
 
 @dataclass
@@ -46,18 +69,40 @@ class Evaluation:
     """All numbers of one evaluation."""
 
     metrics: dict[str, dict[str, float]]  # method -> metric -> value
-    segments: pl.DataFrame  # method, segment, metric, value
+    segments: pl.DataFrame  # method, segment, examples, metric, value, ci_low, ci_high
     fit: dict[str, float] = field(default_factory=dict)
     calibration: pl.DataFrame | None = None
     size_confusion: pl.DataFrame | None = None
+    intervals: dict[str, dict[str, tuple[float, float]]] = field(default_factory=dict)
+    comparisons: dict[str, Comparison] = field(default_factory=dict)  # metric -> comparison
+
+    def by_method(self) -> dict[str, dict[str, float]]:
+        """Each method's metrics and their ``_ci_low`` / ``_ci_high`` under MLflow names."""
+        out: dict[str, dict[str, float]] = {}
+        for method, values in self.metrics.items():
+            named = out.setdefault(method, {})
+            for name, value in values.items():
+                named[mlflow_name(name)] = value
+                if name in self.intervals.get(method, {}):
+                    low, high = self.intervals[method][name]
+                    named[f"{mlflow_name(name)}_ci_low"] = low
+                    named[f"{mlflow_name(name)}_ci_high"] = high
+        return out
 
     def flat(self) -> dict[str, float]:
-        """``<method>_<metric>`` with ``@`` spelled ``_at_`` (MLflow metric names)."""
+        """``<method>_<metric>`` (with ``_ci_low`` / ``_ci_high``), the model against the best
+        baseline as ``model_vs_best_<metric>_diff`` / ``_ci_low`` / ``_ci_high``, and the fit
+        head's numbers; ``@`` spelled ``_at_`` (MLflow metric names)."""
         out = {
-            f"{method}_{name.replace('@', '_at_')}": value
-            for method, values in self.metrics.items()
+            f"{method}_{name}": value
+            for method, values in self.by_method().items()
             for name, value in values.items()
         }
+        for metric, comparison in self.comparisons.items():
+            prefix = f"model_vs_best_{mlflow_name(metric)}"
+            out[f"{prefix}_diff"] = comparison.difference
+            out[f"{prefix}_ci_low"] = comparison.low
+            out[f"{prefix}_ci_high"] = comparison.high
         out |= {f"model_{k}": v for k, v in self.fit.items()}
         return out
 
@@ -78,6 +123,33 @@ def model_top_k(scorer: Scorer, test: pl.DataFrame, k: int = K, batch: int = 204
     return np.concatenate(out) if out else np.zeros((0, k), dtype=np.int64)
 
 
+def evaluation_units(test: pl.DataFrame) -> np.ndarray:
+    """The independent unit of each test example: its customer where known, else its session.
+
+    Examples of one customer (or of one anonymous session) are not independent, so the
+    bootstrap resamples these units whole.
+
+    Args:
+        test: test examples with ``customer_id`` and, for anonymous ones, ``session_id``.
+
+    Returns:
+        ``(n,)`` string labels, ``customer:<id>`` or ``session:<id>``.
+
+    Raises:
+        ValueError: when anonymous examples have no ``session_id`` to group them by.
+    """
+    customer = pl.col(CUSTOMER_ENTITY).cast(pl.String)
+    anonymous = customer.is_null() | (customer == PAD)
+    if "session_id" in test.columns:
+        session = pl.lit("session:") + pl.col("session_id").cast(pl.String)
+    elif test.select(anonymous.any()).item():
+        raise ValueError("anonymous test examples need a session_id to be grouped by")
+    else:
+        session = pl.lit(None, pl.String)
+    labels = pl.when(anonymous).then(session).otherwise(pl.lit("customer:") + customer)
+    return test.select(labels.alias("unit")).get_column("unit").to_numpy()
+
+
 def _segments(data: Dataset) -> dict[str, np.ndarray]:
     test = data.test
     seen = set(data.train.get_column(CUSTOMER_ENTITY).to_list()) - {PAD}
@@ -94,6 +166,98 @@ def _segments(data: Dataset) -> dict[str, np.ndarray]:
     if body is not None:
         segments |= {"with_body": body & ~anonymous, "without_body": ~body & ~anonymous}
     return segments
+
+
+def ranking_evaluation(
+    ranked: dict[str, np.ndarray],
+    targets: np.ndarray,
+    clusters: np.ndarray,
+    segments: dict[str, np.ndarray],
+) -> Evaluation:
+    """Ranking metrics of every method with 95% intervals, by segment, and the comparisons.
+
+    All intervals come from one clustered bootstrap per segment shared by every method and
+    metric (:func:`pipeline.evaluation.significance.bootstrap_means`), so a paired difference
+    is read off the same resamples. The strongest baseline on a metric is the one with the
+    highest point estimate (ties: the first name in alphabetical order).
+
+    Args:
+        ranked: method -> ``(n, K)`` top-K item indices; ``"model"`` is the model.
+        targets: ``(n,)`` target item index per example.
+        clusters: ``(n,)`` test unit per example (:func:`evaluation_units`).
+        segments: segment name -> ``(n,)`` boolean mask; empty segments are left out.
+
+    Returns:
+        An :class:`Evaluation` without fit numbers.
+    """
+    per_query = {name: per_query_metrics(r, targets) for name, r in ranked.items()}
+    columns = {
+        (name, metric): values
+        for name, by_metric in per_query.items()
+        for metric, values in by_metric.items()
+    }
+    draws = bootstrap_means(columns, clusters)
+    metrics = {
+        name: {m: float(v.mean()) for m, v in by_metric.items()}
+        for name, by_metric in per_query.items()
+    }
+    intervals = {
+        name: {m: _bounds(draws, (name, m)) for m in by_metric}
+        for name, by_metric in per_query.items()
+    }
+    rows = []
+    for segment, mask in segments.items():
+        if not mask.any():
+            continue
+        part = (
+            draws
+            if mask.all()
+            else bootstrap_means({k: v[mask] for k, v in columns.items()}, clusters[mask])
+        )
+        for name, metric in columns:
+            interval = part.interval((name, metric))
+            rows.append(
+                (
+                    name,
+                    segment,
+                    int(mask.sum()),
+                    metric,
+                    interval.estimate,
+                    interval.low,
+                    interval.high,
+                )
+            )
+    frame = pl.DataFrame(
+        rows,
+        schema=["method", "segment", "examples", "metric", "value", "ci_low", "ci_high"],
+        orient="row",
+    )
+    return Evaluation(
+        metrics=metrics,
+        segments=frame,
+        intervals=intervals,
+        comparisons=_comparisons(draws, metrics),
+    )
+
+
+def _bounds(draws: MeanDraws[tuple[str, str]], column: tuple[str, str]) -> tuple[float, float]:
+    interval = draws.interval(column)
+    return interval.low, interval.high
+
+
+def _comparisons(
+    draws: MeanDraws[tuple[str, str]], metrics: dict[str, dict[str, float]]
+) -> dict[str, Comparison]:
+    """For each metric, the model minus the baseline with the highest point estimate on it."""
+    baselines = sorted(name for name in metrics if name != "model")
+    if "model" not in metrics or not baselines:
+        return {}
+    out = {}
+    for metric in metrics["model"]:
+        best = max(baselines, key=lambda name: metrics[name][metric])
+        diff = draws.difference(("model", metric), (best, metric))
+        out[metric] = Comparison(best, diff.estimate, diff.low, diff.high, diff.verdict)
+    return out
 
 
 def evaluate(scorer: Scorer, data: Dataset, baselines: list | None = None) -> Evaluation:
@@ -113,23 +277,12 @@ def evaluate(scorer: Scorer, data: Dataset, baselines: list | None = None) -> Ev
         baseline.fit(train_steps, items)
         ranked[baseline.name] = baseline.recommend(histories, customers, K, times=test["ts"])
 
-    metrics = {name: ranking_metrics(r, targets) for name, r in ranked.items()}
-    rows = []
-    for segment, mask in _segments(data).items():
-        if not mask.any():
-            continue
-        for name, r in ranked.items():
-            for metric, value in ranking_metrics(r[mask], targets[mask]).items():
-                rows.append((name, segment, int(mask.sum()), metric, value))
-    segments = pl.DataFrame(
-        rows, schema=["method", "segment", "examples", "metric", "value"], orient="row"
-    )
-    evaluation = Evaluation(metrics=metrics, segments=segments)
+    evaluation = ranking_evaluation(ranked, targets, evaluation_units(test), _segments(data))
     fit = evaluate_fit(scorer, test, data.train)
     evaluation.fit, evaluation.calibration = fit.metrics, fit.calibration
     evaluation.size_confusion = fit.size_confusion
-    for name in metrics:
-        metrics[name]["test_examples"] = float(test.height)
+    for name in evaluation.metrics:
+        evaluation.metrics[name]["test_examples"] = float(test.height)
     return evaluation
 
 
@@ -176,6 +329,10 @@ def evaluate_fit(
     proba = fit_probabilities(scorer, labelled)
     y = labelled.get_column("fit_label").to_numpy()
     out = {"fit_auc": fit_auc(y, proba), "fit_examples": float(labelled.height)}
+    # The customer is the unit: one person's fit labels share a body and a taste.
+    with contextlib.suppress(ValueError):  # too few customers to resample: no interval
+        auc = interval_of(lambda rows: fit_auc(y[rows], proba[rows]), evaluation_units(labelled))
+        out |= {"fit_auc_ci_low": auc.low, "fit_auc_ci_high": auc.high}
     fits = FIT_CLASSES.index("fits")
     calibration = calibration_table(proba[:, fits], y == fits)
     out["fit_ece"] = expected_calibration_error(calibration)

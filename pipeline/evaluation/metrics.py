@@ -13,8 +13,8 @@ of two forms:
   MAP@12).
 
 An item repeated within a row of ``ranked`` counts only at its first position, so a sloppy
-ranking cannot collect a hit twice. Every metric is the mean over queries; no queries give
-0.0.
+ranking cannot collect a hit twice. Every metric is the mean over queries of
+:func:`per_query_metrics`; no queries give 0.0.
 """
 
 from __future__ import annotations
@@ -238,13 +238,49 @@ def map_at_k(ranked: np.ndarray, targets: Targets, k: int = 12) -> float:
     return _mean(_average_precision(hits, n_relevant))
 
 
+def per_query_metrics(
+    ranked: np.ndarray,
+    targets: Targets,
+    ks: Sequence[int] = (10, 20, 50),
+    map_k: int = 12,
+) -> dict[str, np.ndarray]:
+    """Every ranking metric for each query, from one hit matrix.
+
+    The values a confidence interval resamples (:mod:`pipeline.evaluation.significance`):
+    :func:`ranking_metrics` is their mean.
+
+    Args:
+        ranked: ``(n_queries, K)`` item indices, best first, ``-1`` padding, with
+            ``K >= max(*ks, map_k)``.
+        targets: ``(n_queries,)`` indices, or a collection of relevant indices per query.
+        ks: cut-offs for recall, NDCG, hit rate and MRR.
+        map_k: cut-off for MAP.
+
+    Returns:
+        ``{"recall@10": array, "ndcg@10": ..., "hr@10": ..., "mrr@10": ..., ...,
+        "map@12": ...}``, each a float64 array of shape ``(n_queries,)``, with one
+        ``recall@k``, ``ndcg@k``, ``hr@k`` and ``mrr@k`` per ``k`` in ``ks``.
+    """
+    top = max(*ks, map_k)
+    hits, n_relevant = _hits(ranked, targets, top)
+    out: dict[str, np.ndarray] = {}
+    for k in sorted(ks):
+        at_k = hits[:, :k]
+        out[f"recall@{k}"] = _recall(at_k, n_relevant)
+        out[f"ndcg@{k}"] = _ndcg(at_k, n_relevant)
+        out[f"hr@{k}"] = _hit_rate(at_k)
+        out[f"mrr@{k}"] = _reciprocal_rank(at_k)
+    out[f"map@{map_k}"] = _average_precision(hits[:, :map_k], n_relevant)
+    return {name: np.asarray(values, dtype=np.float64) for name, values in out.items()}
+
+
 def ranking_metrics(
     ranked: np.ndarray,
     targets: Targets,
     ks: Sequence[int] = (10, 20, 50),
     map_k: int = 12,
 ) -> dict[str, float]:
-    """All ranking metrics from one hit matrix.
+    """All ranking metrics from one hit matrix: the means of :func:`per_query_metrics`.
 
     Args:
         ranked: ``(n_queries, K)`` item indices, best first, ``-1`` padding, with
@@ -257,17 +293,10 @@ def ranking_metrics(
         ``{"recall@10": ..., "ndcg@10": ..., "hr@10": ..., "mrr@10": ..., ..., "map@12": ...}``
         with one ``recall@k``, ``ndcg@k``, ``hr@k`` and ``mrr@k`` per ``k`` in ``ks``.
     """
-    top = max(*ks, map_k)
-    hits, n_relevant = _hits(ranked, targets, top)
-    out: dict[str, float] = {}
-    for k in sorted(ks):
-        at_k = hits[:, :k]
-        out[f"recall@{k}"] = _mean(_recall(at_k, n_relevant))
-        out[f"ndcg@{k}"] = _mean(_ndcg(at_k, n_relevant))
-        out[f"hr@{k}"] = _mean(_hit_rate(at_k))
-        out[f"mrr@{k}"] = _mean(_reciprocal_rank(at_k))
-    out[f"map@{map_k}"] = _mean(_average_precision(hits[:, :map_k], n_relevant))
-    return out
+    return {
+        name: _mean(values)
+        for name, values in per_query_metrics(ranked, targets, ks, map_k).items()
+    }
 
 
 # --------------------------------------------------------------------------------------------

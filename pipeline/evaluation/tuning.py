@@ -10,6 +10,7 @@ and SR default or tuned (what ``all_baselines(tune_horizon=...)`` returns).
 from __future__ import annotations
 
 import functools
+import logging
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -49,6 +50,8 @@ GRIDS: dict[str, list[dict[str, Any]]] = {
     ],
 }
 """Default grids of :func:`tune` (8 settings each), around session-rec's tuned values."""
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -174,8 +177,18 @@ class Tuned:
         self.model: IndexedBaseline | None = None
 
     def fit(self, train: pl.DataFrame, items: list[str]) -> Tuned:
-        """Tune on the latest ``horizon`` of ``train``, refit the best on all of it."""
-        self.model, self.tuning = tune(self.factory, self.grid, train, items, self.horizon)
+        """Tune on the latest ``horizon`` of ``train``, refit the best on all of it.
+
+        Training too small to hold anything out (no held-out query) keeps the factory's
+        defaults, logged as such: a benchmark on a small sample still runs.
+        """
+        try:
+            self.model, self.tuning = tune(self.factory, self.grid, train, items, self.horizon)
+        except ValueError as exc:
+            if "no held-out queries" not in str(exc):
+                raise
+            log.warning("%s: %s; keeping the defaults", self.name, exc)
+            self.model, self.tuning = self.factory().fit(train, items), None
         return self
 
     def recommend(

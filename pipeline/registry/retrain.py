@@ -1,4 +1,5 @@
-"""One retraining: train a candidate, evaluate it (and the champion) on the same test set."""
+"""One retraining: train a candidate, evaluate it, and score it against the champion example
+by example on the same test set (the promotion gate's paired difference)."""
 
 from __future__ import annotations
 
@@ -15,8 +16,9 @@ import polars as pl
 from pipeline.config import Settings
 from pipeline.evaluation.artifacts import write_evaluation
 from pipeline.evaluation.candidate import train_and_evaluate_candidate
-from pipeline.evaluation.evaluate import model_top_k
-from pipeline.evaluation.metrics import ranking_metrics
+from pipeline.evaluation.evaluate import evaluation_units, model_top_k
+from pipeline.evaluation.metrics import per_query_metrics
+from pipeline.evaluation.significance import Interval, paired_difference
 from pipeline.features.build import feature_paths
 from pipeline.features.declarations import CUSTOMER_VIEW, FEATURE_SERVICE, ITEM_ENTITY, ITEM_VIEW
 from pipeline.model.config import ModelConfig
@@ -64,11 +66,7 @@ def train_candidate(
     }
     data.test.write_parquet(out / "test.parquet")
     run = run_inputs(settings, run_date, data.train, cfg.validation_share, out, trained.losses)
-    run.baselines = {
-        method: {k.replace("@", "_at_"): v for k, v in values.items()}
-        for method, values in evaluation.metrics.items()
-        if method != "model"
-    }
+    run.baselines = {m: v for m, v in evaluation.by_method().items() if m != "model"}
     table = out / "evaluation_by_segment.csv"
     evaluation.segments.write_csv(table)
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2, sort_keys=True))
@@ -128,29 +126,74 @@ def run_inputs(
     )
 
 
+def per_example_scores(bundle: Path, test: pl.DataFrame, metric: str) -> np.ndarray:
+    """A bundle's gate metric for each test example, in the test set's order.
+
+    Args:
+        bundle: a serving bundle (the candidate's, or the champion's downloaded).
+        test: test examples.
+        metric: gate metric in MLflow spelling (``recall_at_20``).
+
+    Returns:
+        ``(test.height,)`` values; a target the bundle has never heard of is a miss (0).
+    """
+    scorer = Scorer(bundle)
+    known = test.get_column(ITEM_ENTITY).is_in(list(scorer.item_index)).to_numpy()
+    out = np.zeros(test.height)
+    if known.any():
+        rows = test.filter(pl.Series(known))
+        targets = np.array([scorer.item_index[i] for i in rows.get_column(ITEM_ENTITY)])
+        values = per_query_metrics(model_top_k(scorer, rows), targets)
+        out[known] = values[metric.replace("_at_", "@")]
+    return out
+
+
 def score_bundle(bundle: Path, test: pl.DataFrame, metric: str) -> float:
     """A bundle's gate metric on a test set; targets it has never heard of count as misses."""
-    scorer = Scorer(bundle)
-    known = test.filter(pl.col(ITEM_ENTITY).is_in(list(scorer.item_index)))
-    if known.is_empty():
-        return 0.0
-    targets = np.array([scorer.item_index[i] for i in known.get_column(ITEM_ENTITY)])
-    values = ranking_metrics(model_top_k(scorer, known), targets)
-    return values[metric.replace("_at_", "@")] * known.height / max(test.height, 1)
+    return float(per_example_scores(bundle, test, metric).mean()) if test.height else 0.0
 
 
-def champion_metric(settings: Settings, test_path: Path) -> tuple[str | None, float | None, str]:
-    """The champion's gate metric on this run's test set, with a note of what happened."""
+@dataclass
+class Gate:
+    """What the promotion gate compares: the candidate and the champion on the same rows."""
+
+    champion_version: str | None
+    champion_value: float | None  # the champion's gate metric on the candidate's test set
+    difference: Interval | None  # candidate minus champion, paired, clustered 95% interval
+    note: str
+
+
+def champion_gate(settings: Settings, candidate_bundle: Path, test_path: Path) -> Gate:
+    """Score the champion and the candidate on the candidate's test set, example by example,
+    and bootstrap their paired difference on the gate metric over test units (customers,
+    else sessions).
+
+    Args:
+        settings: where the registry is and which metric gates.
+        candidate_bundle: the candidate's serving bundle.
+        test_path: the candidate's ``test.parquet``.
+
+    Returns:
+        No champion: a gate without a difference. A champion that cannot score these
+        examples (an older feature schema): its version, no difference, and a note saying so.
+    """
     client = registry.configure(settings)
     version = registry.champion_version(client, settings.model_name)
     if version is None:
-        return None, None, ""
+        return Gate(None, None, None, "")
+    metric = settings.promotion_metric
+    test = pl.read_parquet(test_path)
     with tempfile.TemporaryDirectory() as tmp:
         bundle = registry.download_bundle(settings, version, Path(tmp))
         try:
-            value = score_bundle(bundle, pl.read_parquet(test_path), settings.promotion_metric)
+            champion = per_example_scores(bundle, test, metric)
         except (KeyError, ValueError, TypeError) as exc:
             # A champion from an older feature schema cannot score today's examples.
             log.warning("champion %s cannot be scored on this test set: %s", version, exc)
-            return version, None, f"champion {version} incompatible with this test set ({exc})"
-    return version, value, f"champion {version} scored on this test set"
+            note = f"champion {version} incompatible with this test set ({exc})"
+            return Gate(version, None, None, note)
+    candidate = per_example_scores(candidate_bundle, test, metric)
+    units = evaluation_units(test)
+    difference = paired_difference(candidate, champion, units)
+    note = f"paired on {test.height} test examples of {len(set(units))} customers or sessions"
+    return Gate(version, float(champion.mean()), difference, note)

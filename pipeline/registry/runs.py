@@ -4,7 +4,8 @@ One run per candidate, named by what and when (``train 2026-11-01 (nightly)``): 
 history as metric steps (one per epoch), the datasets it read as inputs (Parquet files on
 disk, each with its path, a content digest, its schema and row count, never values), tags
 for the git commit, the Prefect flow run, the Feast feature service and the data date, the
-model's test metrics under plain names and how they compare with the best baseline and the
+model's test metrics under plain names with their 95% intervals (``_ci_low``, ``_ci_high``)
+and how they compare with the best baseline (``model_vs_best_<metric>_diff``) and the
 champion. Each baseline is a child run (``baseline popularity 2026-11-01``) with its own
 metrics under the same plain names, so MLflow's charts put the model and its baselines side
 by side.
@@ -33,6 +34,7 @@ TRAIN_WINDOW_TAG = "fitrec.train_window"
 BASELINE_TAG = "fitrec.baseline"
 BEST_BASELINE_TAG = "fitrec.best_baseline"
 MODEL = "model"
+COMPARISON_PREFIX = "model_vs_"  # the model against a baseline: kept whole on the run
 
 
 @dataclass
@@ -143,13 +145,14 @@ def parent_metrics(
     flat: dict[str, float], baselines: dict[str, dict[str, float]]
 ) -> dict[str, float]:
     """The run's own metrics from the flat ``<method>_<metric>`` dict: the model's under plain
-    names, the baselines' left to their child runs, the last loss left to the history."""
+    names (its comparisons, ``model_vs_...``, as they are), the baselines' left to their child
+    runs, the last loss left to the history."""
     theirs = {f"{name}_{key}" for name, values in baselines.items() for key in values}
     out: dict[str, float] = {}
     for key, value in flat.items():
         if key in theirs or key == "final_loss":
             continue
-        out[key.removeprefix(f"{MODEL}_")] = value
+        out[key if key.startswith(COMPARISON_PREFIX) else key.removeprefix(f"{MODEL}_")] = value
     return out
 
 

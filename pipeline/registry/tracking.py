@@ -2,8 +2,9 @@
 
 Each candidate is one run (params, metrics, evaluation plots, the pyfunc of
 :mod:`pipeline.registry.pyfunc`) and a new registered version with the ``challenger`` alias.
-A new version becomes ``champion`` only if it is not worse than the current champion on the
-same test set beyond the configured tolerance.
+A new version becomes ``champion`` by the rule of :func:`decide` on its paired difference to
+the current champion on the same test set, with a clustered 95% interval: by default only if
+it is ahead beyond noise.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 
 from pipeline.config import CHALLENGER, CHAMPION, Settings
+from pipeline.evaluation.significance import Interval
 from pipeline.progress import timed
 from pipeline.registry import environment
 from pipeline.registry.pyfunc import input_example, signature
@@ -137,29 +139,68 @@ class Decision:
 
 
 def decide(
-    candidate: float, champion: float | None, tolerance: float, metric: str
+    difference: Interval | None,
+    rule: str,
+    tolerance: float,
+    metric: str,
+    champion: str | None = None,
 ) -> tuple[bool, str]:
-    """Promotion rule: promote unless worse than the champion by more than ``tolerance``."""
-    if champion is None:
+    """Promotion rule on the paired difference (candidate minus champion) and its 95% interval.
+
+    ``superior`` promotes only when the interval lies above 0: a candidate that merely ties
+    the champion (noise) keeps the champion. ``non_inferior`` promotes unless the interval
+    lies below ``-tolerance``. No difference (no champion, or one that cannot score this test
+    set) promotes.
+
+    Args:
+        difference: the paired difference on the gate metric, or None.
+        rule: ``"superior"`` or ``"non_inferior"``.
+        tolerance: how far behind a non-inferior candidate may be (``non_inferior`` only).
+        metric: the gate metric's name, for the reason.
+        champion: the champion's version, for the reason.
+
+    Returns:
+        Whether to promote, and the reason, e.g. ``recall_at_20 +0.0123 [+0.0051, +0.0190]
+        vs champion 7: ahead (superior)``.
+
+    Raises:
+        ValueError: on an unknown rule.
+    """
+    if rule not in ("superior", "non_inferior"):
+        raise ValueError(f"unknown promotion rule {rule!r}: superior or non_inferior")
+    if difference is None:
         return True, "no champion yet"
-    if candidate >= champion - tolerance:
-        return True, f"{metric} {candidate:.4f} >= champion {champion:.4f} - {tolerance}"
-    return False, f"{metric} {candidate:.4f} < champion {champion:.4f} - {tolerance}"
+    d, who = difference, f"champion {champion}" if champion else "the champion"
+    reason = f"{metric} {d.estimate:+.4f} [{d.low:+.4f}, {d.high:+.4f}] vs {who}: {d.verdict}"
+    if rule == "superior":
+        promoted = d.low > 0
+        reason += " (superior)"
+    else:
+        promoted = not d.high < -tolerance
+        reason += f" (non_inferior, tolerance {tolerance:g})"
+    if not promoted:
+        reason += f", {who} kept"
+    return promoted, reason
 
 
 def promote_if_better(
     settings: Settings,
     registered: Registered,
-    candidate_metric: float,
-    champion_metric: float | None,
+    difference: Interval | None,
+    champion: str | None = None,
     note: str = "",
 ) -> Decision:
-    """Move ``champion`` to the new version when the rule allows; otherwise it stays the
-    ``challenger``. The decision and its reason are tagged on the run and the version."""
+    """Move ``champion`` to the new version when the rule (``settings.promotion_rule``) allows
+    on the paired difference to the champion; otherwise it stays the ``challenger``. The
+    decision and its reason are tagged on the run and the version."""
     client = configure(settings)
     before = champion_version(client, settings.model_name)
     promoted, reason = decide(
-        candidate_metric, champion_metric, settings.promotion_tolerance, settings.promotion_metric
+        difference,
+        settings.promotion_rule,
+        settings.promotion_tolerance,
+        settings.promotion_metric,
+        champion,
     )
     if note:
         reason = f"{reason} ({note})"

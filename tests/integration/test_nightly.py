@@ -228,7 +228,11 @@ def test_a_worse_model_stays_challenger_and_rollback_works(nightly_run):
     worse = ModelConfig(epochs=1, learning_rate=1e-6, embedding_dim=4, memory_top_m=1)
     result = evaluate_and_promote(train(run_date, worse))
     assert not result["promoted"], result["reason"]
-    assert "<" in result["reason"]
+    # Scored example by example against the champion on the same rows: clearly behind.
+    assert f"behind (superior), champion {champion_before} kept" in result["reason"]
+    assert result["metrics"]["vs_champion_recall_at_20_ci_high"] < 0
+    low, high = (result["metrics"][f"vs_champion_recall_at_20_ci_{s}"] for s in ("low", "high"))
+    assert low <= result["metrics"]["vs_champion_recall_at_20_diff"] <= high
     assert client.get_model_version_by_alias(settings.model_name, CHAMPION).version == (
         champion_before
     )
@@ -316,6 +320,14 @@ def test_the_candidate_run_reads_as_a_story(nightly_run):
     assert (
         run.data.metrics["best_baseline_recall_at_20"] == (names[best].data.metrics["recall_at_20"])
     )
+    # Each number with its 95% interval, on the run and on each child run.
+    for values in (run.data.metrics, *(c.data.metrics for c in names.values())):
+        assert values["recall_at_20_ci_low"] <= values["recall_at_20"]
+        assert values["recall_at_20"] <= values["recall_at_20_ci_high"]
+    comparison = [
+        run.data.metrics[f"model_vs_best_recall_at_20_{s}"] for s in ("ci_low", "ci_high")
+    ]
+    assert comparison[0] <= run.data.metrics["model_vs_best_recall_at_20_diff"] <= comparison[1]
     # The model's metrics sit on the run under plain names; no baseline's name prefixes one.
     assert not any(k.startswith(tuple(f"{n}_" for n in names)) for k in run.data.metrics)
     assert (

@@ -165,3 +165,18 @@ def test_a_bad_redis_url_does_not_print_its_password(monkeypatch):
             Settings()
         assert "topsecret-9" not in str(error.value)
         assert "FITREC_REDIS_URL" in str(error.value)
+
+
+def test_the_promotion_rule_and_metric_are_checked(monkeypatch):
+    assert Settings().promotion_rule == "superior"
+    monkeypatch.setenv("FITREC_PROMOTION_RULE", " Non-Inferior ")
+    assert Settings().promotion_rule == "non_inferior"
+    monkeypatch.setenv("FITREC_PROMOTION_RULE", "lenient")
+    with pytest.raises(ValidationError, match="FITREC_PROMOTION_RULE: 'lenient'"):
+        Settings()
+    monkeypatch.delenv("FITREC_PROMOTION_RULE")
+    monkeypatch.setenv("FITREC_PROMOTION_METRIC", "recall@20")
+    with pytest.raises(ValidationError, match="FITREC_PROMOTION_METRIC: 'recall@20'"):
+        Settings()
+    monkeypatch.setenv("FITREC_PROMOTION_METRIC", "map_at_12")
+    assert Settings().promotion_metric == "map_at_12"

@@ -41,7 +41,8 @@ def test_rtr_benchmark_reports_every_method_through_the_shared_sequence(tmp_path
     assert set(METHODS + ["implicit_als"]) <= set(result)
     # The sample's test customers are all new; RentTheRunway has no size charts, so the model
     # recommends no size while the size baselines (the population chart) still answer.
-    fit = {"fit_auc", "fit_auc_unseen", "fit_ece", "fit_examples"}
+    fit = {"fit_auc", "fit_auc_ci_low", "fit_auc_ci_high", "fit_auc_unseen", "fit_ece"}
+    fit |= {"fit_examples"}
     fit |= {"fit_examples_seen", "fit_examples_unseen", "size_examples"}
     fit |= {
         f"{metric}_{baseline}"
@@ -49,6 +50,8 @@ def test_rtr_benchmark_reports_every_method_through_the_shared_sequence(tmp_path
         for baseline in ("usual_size", "size_chart")
     }
     assert set(result["model"]) == RANKING | fit
+    model = result["model"]
+    assert model["fit_auc_ci_low"] <= model["fit_auc"] <= model["fit_auc_ci_high"]
     for method in METHODS:
         assert RANKING <= set(result[method])
     assert result["test_examples"] == result["model"]["test_examples"] > 0

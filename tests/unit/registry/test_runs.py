@@ -26,8 +26,12 @@ def test_run_name_says_what_and_when():
 def test_parent_metrics_keep_the_models_under_plain_names():
     flat = {
         "model_recall_at_20": 0.5,
+        "model_recall_at_20_ci_low": 0.45,
+        "model_vs_best_recall_at_20_diff": 0.2,
         "model_fit_auc": 0.7,
+        "model_fit_auc_ci_low": 0.6,
         "popularity_recall_at_20": 0.1,
+        "popularity_recall_at_20_ci_low": 0.05,
         "popularity_test_examples": 9.0,
         "session_knn_recall_at_20": 0.3,
         "final_loss": 1.5,
@@ -35,12 +39,15 @@ def test_parent_metrics_keep_the_models_under_plain_names():
         "champion_recall_at_20": 0.4,
     }
     baselines = {
-        "popularity": {"recall_at_20": 0.1, "test_examples": 9.0},
+        "popularity": {"recall_at_20": 0.1, "recall_at_20_ci_low": 0.05, "test_examples": 9.0},
         "session_knn": {"recall_at_20": 0.3},
     }
     assert runs.parent_metrics(flat, baselines) == {
         "recall_at_20": 0.5,
+        "recall_at_20_ci_low": 0.45,
+        "model_vs_best_recall_at_20_diff": 0.2,  # a comparison keeps its whole name
         "fit_auc": 0.7,
+        "fit_auc_ci_low": 0.6,
         "train_seconds": 3.0,
         "champion_recall_at_20": 0.4,
     }
@@ -95,8 +102,8 @@ def _inputs(tmp_path: Path) -> tuple[runs.RunInputs, list[str]]:
         history={"loss": [3.0, 2.0, 1.5], "val_retrieval_loss": [3.1, 2.2, 2.0]},
         epoch_end_ms=[1_000.0, 2_000.0, 3_000.0],
         baselines={
-            "popularity": {"recall_at_20": 0.1, "mrr_at_20": 0.05},
-            "session_knn": {"recall_at_20": 0.3, "mrr_at_20": 0.2},
+            "popularity": {"recall_at_20": 0.1, "recall_at_20_ci_high": 0.12, "mrr_at_20": 0.05},
+            "session_knn": {"recall_at_20": 0.3, "recall_at_20_ci_high": 0.33, "mrr_at_20": 0.2},
         },
         datasets=refs,
         git_commit=runs.git_commit(),
@@ -110,12 +117,17 @@ def test_candidate_run_reads_back_with_steps_inputs_tags_and_child_runs(tmp_path
     inputs, secrets = _inputs(tmp_path)
     flat = {
         "model_recall_at_20": 0.5,
+        "model_recall_at_20_ci_high": 0.55,
         "model_mrr_at_20": 0.25,
+        "model_vs_best_recall_at_20_diff": 0.2,
         "popularity_recall_at_20": 0.1,
+        "popularity_recall_at_20_ci_high": 0.12,
         "popularity_mrr_at_20": 0.05,
         "session_knn_recall_at_20": 0.3,
+        "session_knn_recall_at_20_ci_high": 0.33,
         "session_knn_mrr_at_20": 0.2,
         "model_fit_auc": 0.7,
+        "model_fit_auc_ci_high": 0.8,
         "final_loss": 1.5,
     }
     name = runs.run_name("train", inputs.run_date, "nightly")
@@ -132,7 +144,10 @@ def test_candidate_run_reads_back_with_steps_inputs_tags_and_child_runs(tmp_path
     assert got.data.tags["mlflow.source.git.commit"] == runs.git_commit()
     assert got.data.metrics["recall_at_20"] == 0.5
     assert got.data.metrics["best_baseline_recall_at_20"] == 0.3
-    assert not any(k.startswith(("popularity_", "model_")) for k in got.data.metrics)
+    assert got.data.metrics["recall_at_20_ci_high"] == 0.55
+    assert got.data.metrics["model_vs_best_recall_at_20_diff"] == 0.2
+    own = [k for k in got.data.metrics if not k.startswith("model_vs_")]
+    assert not any(k.startswith(("popularity_", "model_")) for k in own)
     history = client.get_metric_history(run_id, "loss")
     assert [(m.step, m.value) for m in history] == [(0, 3.0), (1, 2.0), (2, 1.5)]
 
