@@ -16,6 +16,7 @@ paired difference on the same examples (:class:`Comparison`).
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -29,7 +30,13 @@ from pipeline.evaluation.fit_report import (
     training_customers,
 )
 from pipeline.evaluation.metrics import fit_auc, per_query_metrics, top_k_from_scores
-from pipeline.evaluation.significance import MeanDraws, Verdict, bootstrap_means, interval_of
+from pipeline.evaluation.significance import (
+    MeanDraws,
+    Verdict,
+    bootstrap_means,
+    interval_of,
+    mean_interval,
+)
 from pipeline.features.declarations import CUSTOMER_ENTITY, ITEM_ENTITY
 from pipeline.model.config import FIT_CLASSES, PAD
 from pipeline.model.examples import Dataset
@@ -305,6 +312,11 @@ def fit_probabilities(scorer: Scorer, rows: pl.DataFrame, batch: int = 4096) -> 
     return np.concatenate(out) if out else np.zeros((0, len(FIT_CLASSES)))
 
 
+def _auc_of(y: np.ndarray, proba: np.ndarray) -> Callable[[np.ndarray], float]:
+    """Fit AUC of the rows a bootstrap draws, for :func:`interval_of`."""
+    return lambda rows: fit_auc(y[rows], proba[rows])
+
+
 def evaluate_fit(
     scorer: Scorer, test: pl.DataFrame, train: pl.DataFrame | None = None
 ) -> FitEvaluation:
@@ -330,15 +342,36 @@ def evaluate_fit(
     y = labelled.get_column("fit_label").to_numpy()
     out = {"fit_auc": fit_auc(y, proba), "fit_examples": float(labelled.height)}
     # The customer is the unit: one person's fit labels share a body and a taste.
-    with contextlib.suppress(ValueError):  # too few customers to resample: no interval
-        auc = interval_of(lambda rows: fit_auc(y[rows], proba[rows]), evaluation_units(labelled))
-        out |= {"fit_auc_ci_low": auc.low, "fit_auc_ci_high": auc.high}
+    units = evaluation_units(labelled)
     fits = FIT_CLASSES.index("fits")
     calibration = calibration_table(proba[:, fits], y == fits)
     out["fit_ece"] = expected_calibration_error(calibration)
+    statistics: dict[str, tuple[Callable[[np.ndarray], float], np.ndarray]] = {
+        "fit_auc": (_auc_of(y, proba), units),
+        "fit_ece": (
+            lambda rows: expected_calibration_error(
+                calibration_table(proba[rows, fits], y[rows] == fits)
+            ),
+            units,
+        ),
+    }
     if train is not None:
         seen = labelled.get_column(CUSTOMER_ENTITY).is_in(list(training_customers(train)))
-        out |= fit_auc_by_customer(y, proba, seen.to_numpy())
-    sizes, confusion = size_report(scorer, labelled.filter(pl.col("fit_label") == fits), train)
+        seen_mask = seen.to_numpy()
+        out |= fit_auc_by_customer(y, proba, seen_mask)
+        for kind, mask in (("seen", seen_mask), ("unseen", ~seen_mask)):
+            if f"fit_auc_{kind}" in out:
+                at = np.flatnonzero(mask)
+                statistics[f"fit_auc_{kind}"] = (_auc_of(y[at], proba[at]), units[at])
+    fitted = labelled.filter(pl.col("fit_label") == fits)
+    sizes, confusion, per_row = size_report(scorer, fitted, train)
     out |= sizes
+    size_units = evaluation_units(fitted.filter(pl.col("size").is_not_null()))
+    for name, (statistic, clusters) in statistics.items():
+        with contextlib.suppress(ValueError):  # too few customers to resample: no interval
+            interval = interval_of(statistic, clusters)
+            out |= {f"{name}_ci_low": interval.low, f"{name}_ci_high": interval.high}
+    for name, values in per_row.items():
+        interval = mean_interval(values, size_units)
+        out |= {f"{name}_ci_low": interval.low, f"{name}_ci_high": interval.high}
     return FitEvaluation(out, calibration, confusion)

@@ -389,7 +389,7 @@ def size_confusion(true: pl.Series, recommended: pl.Series) -> pl.DataFrame:
 
 def size_report(
     scorer: Scorer, fitted: pl.DataFrame, train: pl.DataFrame | None
-) -> tuple[dict[str, float], pl.DataFrame | None]:
+) -> tuple[dict[str, float], pl.DataFrame | None, dict[str, np.ndarray]]:
     """Size accuracy of the fit head and of the size baselines on the same "fits" rows.
 
     Args:
@@ -401,11 +401,13 @@ def size_report(
         Metrics (``size_examples``; ``size_accuracy``, ``size_accuracy_within_1`` and
         ``size_coverage`` for the model where the data has sizes, and the same with
         ``_usual_size`` / ``_size_chart`` appended for the baselines) and the model's
-        confusion table (:func:`size_confusion`; None without item sizes).
+        confusion table (:func:`size_confusion`; None without item sizes), and per metric
+        its value on each scored row (the rows of ``fitted`` with a size, in order), so
+        intervals can be drawn over them.
     """
     rows = fitted.filter(pl.col("size").is_not_null())
     if rows.is_empty():
-        return {}, None
+        return {}, None, {}
     answers: dict[str, pl.Series] = {}
     if scorer.item_sizes is not None:
         answers["model"] = model_sizes(scorer, rows)
@@ -417,14 +419,21 @@ def size_report(
         both = pl.DataFrame({"chart": chart, "learned": learned})
         answers["size_chart"] = both.select(pl.coalesce("chart", "learned")).to_series()
     if not answers:
-        return {}, None
+        return {}, None, {}
     true = rows.get_column("size")
     ranks = size_ranks(true, *answers.values())
     out = {"size_examples": float(rows.height)}
+    per_row: dict[str, np.ndarray] = {}
     for (name, answer), rank in zip(answers.items(), ranks[1:], strict=True):
         suffix = "" if name == "model" else f"_{name}"
+        known = np.isfinite(rank) & (rank >= 0)
+        with np.errstate(invalid="ignore"):
+            distance = np.abs(rank - ranks[0])
+        per_row[f"size_accuracy{suffix}"] = (known & (distance == 0)).astype(np.float64)
+        per_row[f"size_accuracy_within_1{suffix}"] = (known & (distance <= 1)).astype(np.float64)
+        per_row[f"size_coverage{suffix}"] = answer.is_not_null().to_numpy().astype(np.float64)
         out[f"size_accuracy{suffix}"] = size_accuracy(rank, ranks[0])
         out[f"size_accuracy_within_1{suffix}"] = size_accuracy(rank, ranks[0], tolerance=1)
         out[f"size_coverage{suffix}"] = float(answer.is_not_null().sum()) / rows.height
     confusion = size_confusion(true, answers["model"]) if "model" in answers else None
-    return out, confusion
+    return out, confusion, per_row

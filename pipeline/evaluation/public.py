@@ -22,8 +22,10 @@ from pipeline.config import Settings
 from pipeline.data import adapters
 from pipeline.data.contracts import CONTRACTS, size_value
 from pipeline.data.ingest import IngestReport, ingest_drop
-from pipeline.evaluation.candidate import train_and_evaluate_candidate
+from pipeline.evaluation.candidate import TrainedCandidate, train_and_evaluate_candidate
+from pipeline.evaluation.evaluate import evaluation_units, fit_probabilities
 from pipeline.evaluation.metrics import fit_auc
+from pipeline.evaluation.significance import interval_of
 from pipeline.features.build import customer_features, feature_paths, item_features
 from pipeline.features.declarations import CUSTOMER_VIEW, ITEM_ENTITY, ITEM_VIEW, TIMESTAMP
 from pipeline.model.config import ModelConfig
@@ -319,9 +321,10 @@ def _time_range(source: adapters.RawTables) -> tuple[datetime, datetime]:
     return first.replace(tzinfo=UTC), last.replace(tzinfo=UTC)
 
 
-def gbdt_fit_auc(data: Dataset, seed: int = 7) -> float | None:
-    """Fit AUC of a gradient-boosting classifier on the same fit inputs and customer and
-    item features (a strong tabular baseline for the fit head)."""
+def gbdt_fit_probabilities(data: Dataset, seed: int = 7) -> np.ndarray | None:
+    """P(small, fits, large) on the labelled test rows from a gradient-boosting classifier
+    on the same fit inputs and customer features (a strong tabular baseline for the fit
+    head); None when there is too little to fit or score."""
     from sklearn.ensemble import HistGradientBoostingClassifier
 
     def table(frame: pl.DataFrame) -> tuple[np.ndarray, np.ndarray]:
@@ -335,7 +338,56 @@ def gbdt_fit_auc(data: Dataset, seed: int = 7) -> float | None:
         return None
     model = HistGradientBoostingClassifier(max_iter=300, learning_rate=0.05, random_state=seed)
     model.fit(x_train, y_train)
-    return fit_auc(y_test, model.predict_proba(x_test))
+    return model.predict_proba(x_test)
+
+
+COUNTS = ("test_examples", "fit_examples", "fit_examples_seen", "fit_examples_unseen")
+"""Counts among the evaluation's numbers: reported as they are, without an interval."""
+
+
+def _with_intervals(values: dict[str, float], intervals: dict[str, tuple[float, float]]) -> dict:
+    """``{metric: {"value", "ci_low", "ci_high"}}`` from flat values (a metric's interval
+    from ``intervals`` or from its ``<metric>_ci_low`` / ``_ci_high`` entries); counts stay
+    plain numbers."""
+    out: dict[str, object] = {}
+    for name, value in values.items():
+        if name.endswith(("_ci_low", "_ci_high")):
+            continue
+        if name in COUNTS or name.endswith("_examples"):
+            out[name] = int(value)
+            continue
+        low, high = intervals.get(
+            name, (values.get(f"{name}_ci_low"), values.get(f"{name}_ci_high"))
+        )
+        out[name] = {"value": value, "ci_low": low, "ci_high": high}
+    return out
+
+
+def _fit_comparison(data: Dataset, trained: TrainedCandidate) -> dict[str, object] | None:
+    """GBDT's fit AUC with its interval, and the model minus GBDT paired on the same rows."""
+    gbdt = gbdt_fit_probabilities(data)
+    if gbdt is None:
+        return None
+    labelled = data.test.filter(pl.col("fit_label") >= 0)
+    y = labelled.get_column("fit_label").to_numpy()
+    model = fit_probabilities(trained.scorer, labelled)
+    units = evaluation_units(labelled)
+    auc = interval_of(lambda rows: fit_auc(y[rows], gbdt[rows]), units)
+    diff = interval_of(
+        lambda rows: fit_auc(y[rows], model[rows]) - fit_auc(y[rows], gbdt[rows]), units
+    )
+    return {
+        "gbdt_fit": {"fit_auc": {"value": auc.estimate, "ci_low": auc.low, "ci_high": auc.high}},
+        "vs_gbdt": {
+            "fit_auc": {
+                "baseline": "gbdt_fit",
+                "difference": diff.estimate,
+                "ci_low": diff.low,
+                "ci_high": diff.high,
+                "verdict": diff.verdict,
+            }
+        },
+    }
 
 
 def run(
@@ -345,7 +397,15 @@ def run(
     cfg: ModelConfig | None = None,
     test_source: adapters.RawTables | None = None,
 ) -> dict[str, object]:
-    """Train and evaluate; returns one JSON-ready dict of metrics per method."""
+    """Train and evaluate; returns one JSON-ready dict.
+
+    Besides the split's counts, one entry per method maps each metric to its ``value`` and
+    95% interval (``ci_low``, ``ci_high``; bootstrap over test customers, or sessions where
+    anonymous); the model's entry also holds ``vs_best``: per ranking metric, its paired
+    difference to the strongest baseline on that metric, with the interval and the verdict
+    (``ahead`` / ``tied`` / ``behind``: where the interval lies against zero), and
+    ``vs_gbdt`` for the fit AUC where the data has fit labels.
+    """
     cfg = cfg or ModelConfig()
     prepared = prepare(source, spec, workdir, cfg, test_source)
     data = prepared.data
@@ -363,6 +423,21 @@ def run(
     # The same train, export, score and evaluate sequence as a retrain.
     trained = train_and_evaluate_candidate(data, cfg, workdir / "bundle", baselines)
     losses, evaluation = trained.losses, trained.evaluation
+    methods = {
+        method: _with_intervals(values, evaluation.intervals.get(method, {}))
+        for method, values in evaluation.metrics.items()
+    }
+    model = methods["model"]
+    model["vs_best"] = {
+        metric: {
+            "baseline": c.baseline,
+            "difference": c.difference,
+            "ci_low": c.low,
+            "ci_high": c.high,
+            "verdict": c.verdict,
+        }
+        for metric, c in evaluation.comparisons.items()
+    }
     result: dict[str, object] = {
         "dataset": spec.name,
         "split": spec.split if test_source is None else "given test file",
@@ -373,13 +448,14 @@ def run(
         "examples_per_s": round(losses["examples_per_s"][0], 1),
         "rows": prepared.rows,
         "test_events": prepared.test_events,
-        **evaluation.metrics,
+        **methods,
     }
     if evaluation.fit:
-        result["model"] = {**result["model"], **evaluation.fit}  # type: ignore[dict-item]
-        gbdt = gbdt_fit_auc(data)
-        if gbdt is not None:
-            result["gbdt_fit"] = {"fit_auc": gbdt}
+        model |= _with_intervals(evaluation.fit, {})
+        fit = _fit_comparison(data, trained)
+        if fit is not None:
+            model["vs_gbdt"] = fit["vs_gbdt"]
+            result["gbdt_fit"] = fit["gbdt_fit"]
     return result
 
 

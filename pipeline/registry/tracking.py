@@ -255,6 +255,20 @@ def rollback(settings: Settings) -> str:
     return previous
 
 
+def _flat_metrics(prefix: str, values: dict[str, Any]) -> dict[str, float]:
+    """Numeric leaves of a benchmark entry as MLflow metrics: ``model`` / ``recall@20`` /
+    ``value`` -> ``model_recall_at_20``, its ``ci_low`` -> ``model_recall_at_20_ci_low``, the
+    paired difference -> ``model_vs_best_recall_at_20_difference``."""
+    out: dict[str, float] = {}
+    for key, value in values.items():
+        name = prefix if key == "value" else f"{prefix}_{key.replace('@', '_at_')}"
+        if isinstance(value, dict):
+            out |= _flat_metrics(name, value)
+        elif isinstance(value, int | float) and not isinstance(value, bool):
+            out[name] = float(value)
+    return out
+
+
 def log_benchmark(settings: Settings, dataset: str, result: dict[str, Any]) -> str:
     """Log a public benchmark's metrics to the experiment ``benchmark-<dataset>``."""
     settings.data_dir.mkdir(parents=True, exist_ok=True)
@@ -266,15 +280,13 @@ def log_benchmark(settings: Settings, dataset: str, result: dict[str, Any]) -> s
     mlflow.set_experiment(name)
     with mlflow.start_run() as run:
         mlflow.log_params({k: v for k, v in result.items() if not isinstance(v, dict)})
-        for method, values in result.items():
-            if isinstance(values, dict):
-                mlflow.log_metrics(
-                    {
-                        f"{method}_{k.replace('@', '_at_')}": float(v)
-                        for k, v in values.items()
-                        if isinstance(v, int | float)
-                    }
-                )
+        metrics = {
+            name: value
+            for method, values in result.items()
+            if isinstance(values, dict) and method != "rows"
+            for name, value in _flat_metrics(method, values).items()
+        }
+        mlflow.log_metrics(metrics)
         mlflow.log_dict(result, "benchmark.json")
     return run.info.run_id
 

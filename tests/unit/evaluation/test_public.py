@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from pipeline.evaluation import candidate, public
 from pipeline.model.config import ModelConfig
 
@@ -38,20 +40,33 @@ def test_rtr_benchmark_reports_every_method_through_the_shared_sequence(tmp_path
         "examples_per_s",
     ]
     assert (result["dataset"], result["split"]) == ("rtr", "time")
-    assert set(METHODS + ["implicit_als"]) <= set(result)
-    # The sample's test customers are all new; RentTheRunway has no size charts, so the model
-    # recommends no size while the size baselines (the population chart) still answer.
-    fit = {"fit_auc", "fit_auc_ci_low", "fit_auc_ci_high", "fit_auc_unseen", "fit_ece"}
-    fit |= {"fit_examples"}
-    fit |= {"fit_examples_seen", "fit_examples_unseen", "size_examples"}
-    fit |= {
-        f"{metric}_{baseline}"
-        for metric in ("size_accuracy", "size_accuracy_within_1", "size_coverage")
-        for baseline in ("usual_size", "size_chart")
-    }
-    assert set(result["model"]) == RANKING | fit
+    assert set(METHODS + ["implicit_als", "vsknn", "stan", "vstan", "sr"]) <= set(result)
+    assert {"vsknn_tuned", "stan_tuned", "vstan_tuned", "sr_tuned"} <= set(result)
     model = result["model"]
-    assert model["fit_auc_ci_low"] <= model["fit_auc"] <= model["fit_auc_ci_high"]
-    for method in METHODS:
-        assert RANKING <= set(result[method])
-    assert result["test_examples"] == result["model"]["test_examples"] > 0
+    # Every metric of every method is a value with its 95% interval around it.
+    for method, values in result.items():
+        if method in METHODS + ["implicit_als", "gbdt_fit"]:
+            for name, metric in values.items():
+                if isinstance(metric, dict) and "value" in metric:
+                    assert metric["ci_low"] <= metric["value"] <= metric["ci_high"], (method, name)
+    assert RANKING - {"test_examples"} <= set(model)
+    assert {"fit_auc", "fit_ece", "fit_auc_unseen"} <= set(model)
+    assert model["fit_examples"] > 0 and isinstance(model["fit_examples"], int)
+    # The model against the strongest baseline of each ranking metric, paired.
+    for metric in RANKING - {"test_examples"}:
+        versus = model["vs_best"][metric]
+        assert versus["baseline"] in result and versus["baseline"] != "model"
+        baselines = {
+            k: v[metric]["value"]
+            for k, v in result.items()
+            if k not in ("model", "gbdt_fit") and isinstance(v, dict) and metric in v
+        }
+        best = result[versus["baseline"]][metric]["value"]
+        assert best == max(baselines.values())
+        assert versus["ci_low"] <= versus["difference"] <= versus["ci_high"]
+        assert versus["difference"] == pytest.approx(model[metric]["value"] - best)
+        expected = (
+            "ahead" if versus["ci_low"] > 0 else "behind" if versus["ci_high"] < 0 else "tied"
+        )
+        assert versus["verdict"] == expected
+    assert result["test_examples"] == result["test_events"]["examples"] > 0
