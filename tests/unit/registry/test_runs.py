@@ -179,3 +179,41 @@ def test_candidate_run_reads_back_with_steps_inputs_tags_and_child_runs(tmp_path
     # What the report reads back for a candidate registered before: the flat names.
     flat_back = registry.flat_metrics(client, run_id)
     assert {k: flat_back[k] for k in flat} == flat
+
+
+def test_a_benchmark_logs_every_value_interval_and_paired_difference(settings):
+    result = {
+        "dataset": "rtr",
+        "split": "time",
+        "test_examples": 10,
+        "rows": {"train": {"try_ons": {"file": 5, "curated": 5}}},
+        "model": {
+            "recall@20": {"value": 0.3, "ci_low": 0.2, "ci_high": 0.4},
+            "fit_examples": 8,
+            "vs_best": {
+                "recall@20": {
+                    "baseline": "vstan",
+                    "difference": 0.05,
+                    "ci_low": -0.01,
+                    "ci_high": 0.1,
+                    "verdict": "tied",
+                }
+            },
+        },
+        "vstan": {"recall@20": {"value": 0.25, "ci_low": 0.15, "ci_high": 0.35}},
+    }
+    run_id = registry.log_benchmark(settings, "rtr", result)
+    logged = mlflow.MlflowClient(settings.tracking_uri).get_run(run_id).data
+    assert logged.metrics == {
+        "model_recall_at_20": 0.3,
+        "model_recall_at_20_ci_low": 0.2,
+        "model_recall_at_20_ci_high": 0.4,
+        "model_fit_examples": 8.0,
+        "model_vs_best_recall_at_20_difference": 0.05,
+        "model_vs_best_recall_at_20_ci_low": -0.01,
+        "model_vs_best_recall_at_20_ci_high": 0.1,
+        "vstan_recall_at_20": 0.25,
+        "vstan_recall_at_20_ci_low": 0.15,
+        "vstan_recall_at_20_ci_high": 0.35,
+    }
+    assert logged.params["split"] == "time" and logged.params["test_examples"] == "10"
