@@ -59,6 +59,28 @@ def _table(rows: Sequence[Mapping[str, object]]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def with_interval(metrics: Mapping[str, float], name: str, sign: bool = False) -> str:
+    """``0.4400 [0.4100, 0.4700]``: a metric with its 95% interval where it has one."""
+    if name not in metrics:
+        return "-"
+    base = name.removesuffix("_diff")
+    fmt = "+.4f" if sign else ".4f"
+    low, high = metrics.get(f"{base}_ci_low"), metrics.get(f"{base}_ci_high")
+    value = format(metrics[name], fmt)
+    if low is None or high is None:
+        return value
+    return f"{value} [{format(low, fmt)}, {format(high, fmt)}]"
+
+
+def verdict_of(metrics: Mapping[str, float], name: str) -> str:
+    """ahead / behind / tied from a difference's interval (``-`` without one)."""
+    base = name.removesuffix("_diff")
+    low, high = metrics.get(f"{base}_ci_low"), metrics.get(f"{base}_ci_high")
+    if low is None or high is None:
+        return "-"
+    return "ahead" if low > 0 else "behind" if high < 0 else "tied"
+
+
 def nightly_report(
     curated_dir: Path,
     features_dir: Path,
@@ -82,16 +104,28 @@ def nightly_report(
         for table, c in ingest["tables"].items()
     ]
     methods = sorted({k.split("_recall_at_20")[0] for k in metrics if k.endswith("_recall_at_20")})
+    columns = {"recall@20": "recall_at_20", "mrr@20": "mrr_at_20", "ndcg@10": "ndcg_at_10"}
     model_rows = [
-        {
-            "method": m,
-            "recall@20": f"{metrics.get(f'{m}_recall_at_20', float('nan')):.4f}",
-            "mrr@20": f"{metrics.get(f'{m}_mrr_at_20', float('nan')):.4f}",
-            "ndcg@10": f"{metrics.get(f'{m}_ndcg_at_10', float('nan')):.4f}",
-        }
+        {"method": m, **{label: with_interval(metrics, f"{m}_{n}") for label, n in columns.items()}}
         for m in methods
     ]
-    fit = {k: v for k, v in metrics.items() if k in ("model_fit_auc", "model_size_accuracy")}
+    versus = [
+        {
+            "metric": label,
+            "model minus strongest baseline": with_interval(
+                metrics, f"model_vs_best_{n}_diff", sign=True
+            ),
+            "verdict": verdict_of(metrics, f"model_vs_best_{n}_diff"),
+        }
+        for label, n in columns.items()
+        if f"model_vs_best_{n}_diff" in metrics
+    ]
+    fit_names = ("fit_auc", "fit_auc_seen", "fit_auc_unseen", "fit_ece", "size_accuracy")
+    fit = [
+        {"fit head": name, "value": with_interval(metrics, f"model_{name}")}
+        for name in fit_names
+        if f"model_{name}" in metrics
+    ]
     champion = {k: v for k, v in metrics.items() if k.startswith("champion_")}
     lines = [
         f"# fitrec nightly {run_date.isoformat()}",
@@ -104,7 +138,8 @@ def nightly_report(
         _table([{"view": k, "written": v} for k, v in materialized.items()]),
         "## Model against the baselines (same test set)",
         _table(model_rows),
-        f"Fit head: {json.dumps({k: round(v, 4) for k, v in fit.items()})}",
+        _table(versus) if versus else "",
+        _table(fit) if fit else "Fit head: no fit labels on this test set",
         f"Champion on this test set: {json.dumps({k: round(v, 4) for k, v in champion.items()})}",
         "",
         "## Promotion",
