@@ -29,7 +29,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import unquote, unquote_plus
+from urllib.parse import parse_qsl, unquote, unquote_plus
 
 import redis
 from redis.backoff import ExponentialBackoff
@@ -93,6 +93,12 @@ class RedisTarget:
         single += f"{userinfo}@" if at else ""
         single += f"{_bracket(host)}:{port}{tail}"
         options = parse_url(single)  # redis-py's own: unquotes credentials, casts options
+        # redis-py unquotes query values twice (parse_qs, then unquote): "%2500" would become
+        # "\x00", not "%00". Text options take the value unquoted once, as the URL means it.
+        query = tail.split("?", 1)[1] if "?" in tail else ""
+        for key, value in parse_qsl(query, keep_blank_values=True):
+            if isinstance(options.get(key), str):
+                options[key] = value
         options.pop("host", None)
         options.pop("port", None)
         if cluster:
