@@ -1,4 +1,5 @@
-"""Session-neighbour heuristics: VS-KNN, STAN, V-STAN and sequential rules (SR).
+"""Session-neighbour heuristics: VS-KNN, STAN and V-STAN (sequential rules, SR, are in
+:mod:`pipeline.evaluation.sequential_rules`).
 
 Ludewig, Mauro, Latifi and Jannach (UMUAI 2021) and Shehzad and Jannach (ECIR 2024) found
 these heuristics matching or beating neural session models. Each class follows the reference
@@ -37,7 +38,6 @@ import scipy.sparse as sp
 from pipeline.evaluation.baselines import (
     Histories,
     IndexedBaseline,
-    dense_codes,
     epoch_seconds,
 )
 
@@ -68,12 +68,14 @@ def _positive(name: str, value: float) -> None:
         raise ValueError(f"{name} must be positive, got {value!r}")
 
 
-def _count(name: str, value: int, minimum: int) -> None:
+def check_count(name: str, value: int, minimum: int) -> None:
+    """Raise a ValueError naming ``name`` unless ``value`` is an integer >= ``minimum``."""
     if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < minimum:
         raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
 
 
-def _choice(name: str, value: str, options: Mapping[str, Any]) -> None:
+def check_choice(name: str, value: str, options: Mapping[str, Any]) -> None:
+    """Raise a ValueError naming ``name`` unless ``value`` is one of ``options``."""
     if value not in options:
         raise ValueError(f"{name} must be one of {sorted(options)}, got {value!r}")
 
@@ -141,8 +143,8 @@ class SessionNeighbours(IndexedBaseline):
             exclude_seen: never recommend an item already in the query's history.
         """
         super().__init__(exclude_seen)
-        _count("k", k, 1)
-        _count("sample_size", sample_size, 0)
+        check_count("k", k, 1)
+        check_count("sample_size", sample_size, 0)
         self.k = int(k)
         self.sample_size = int(sample_size)
         self.remind = remind
@@ -418,9 +420,9 @@ class VSKNN(SessionNeighbours):
             exclude_seen: never recommend an item already in the query's history.
         """
         super().__init__(k, sample_size, remind, exclude_seen)
-        _choice("similarity", similarity, {"vec": 1, "cosine": 1})
-        _choice("weighting", weighting, POSITION_WEIGHTS)
-        _choice("weighting_score", weighting_score, STEP_DECAYS)
+        check_choice("similarity", similarity, {"vec": 1, "cosine": 1})
+        check_choice("weighting", weighting, POSITION_WEIGHTS)
+        check_choice("weighting_score", weighting_score, STEP_DECAYS)
         if isinstance(idf_weighting, bool) or not idf_weighting >= 0:
             raise ValueError(f"idf_weighting must be >= 0, got {idf_weighting!r}")
         self.similarity = similarity
@@ -574,119 +576,3 @@ class VSTAN(STAN):
         boost = 1.0 + self.lambda_idf * self.idf[neighbour.cols]
         length = query.length[neighbour.rows]
         return stan * boost * np.exp((neighbour.query_last - length) / self.lambda_ipw)
-
-
-class SequentialRules(IndexedBaseline):
-    """Sequential rules (Kamehkhosh et al. 2017; session-rec's ``SequentialRules``).
-
-    Every training click ``b`` strengthens the rule ``a -> b`` of each of the ``steps`` clicks
-    ``a`` before it in its session by ``weighting(distance)``; each item keeps its ``pruning``
-    strongest rules. A query is scored by the rules of its last item (plus, with
-    ``last_in_session``, those of earlier items scaled by ``session_weighting``).
-    """
-
-    name = "sr"
-
-    def __init__(
-        self,
-        steps: int = 10,
-        weighting: str = "div",
-        pruning: float = 20,
-        last_in_session: int = 0,
-        session_weighting: str = "div",
-        exclude_seen: bool = False,
-    ) -> None:
-        """Configure the baseline (it learns nothing until :meth:`fit`).
-
-        Args:
-            steps: how many earlier clicks of a session each click forms rules with.
-            weighting: rule weight by distance (``linear``, ``same``, ``div``, ``log``,
-                ``quadratic``).
-            pruning: rules kept per item: at least 1 keeps that many, a fraction in
-                ``(0, 1)`` drops that share, 0 keeps all.
-            last_in_session: earlier query items whose rules are added too (0: last only).
-            session_weighting: weight of the ``i``-th item from the end's rules (same names).
-            exclude_seen: never recommend an item already in the query's history.
-        """
-        super().__init__(exclude_seen)
-        _count("steps", steps, 1)
-        _choice("weighting", weighting, STEP_DECAYS)
-        if isinstance(pruning, bool) or not pruning >= 0:
-            raise ValueError(f"pruning must be >= 0, got {pruning!r}")
-        _count("last_in_session", last_in_session, 0)
-        _choice("session_weighting", session_weighting, STEP_DECAYS)
-        self.steps = int(steps)
-        self.weighting = weighting
-        self.pruning = pruning
-        self.last_in_session = int(last_in_session)
-        self.session_weighting = session_weighting
-
-    def _params(self) -> tuple[str, ...]:
-        return ("steps", "weighting", "pruning", "last_in_session", "session_weighting")
-
-    def _fit(self, events: pl.DataFrame) -> None:
-        cols = events.get_column("col").to_numpy().astype(np.int64)
-        session = dense_codes(events.get_column("session_id"))
-        index = np.arange(len(cols))
-        first = np.r_[0, np.flatnonzero(np.diff(session)) + 1] if len(cols) else index
-        start = np.repeat(first, np.diff(np.r_[first, len(cols)]))
-        position = index - start
-        prev, nxt, weight, seq = [], [], [], []
-        for i in range(1, self.steps + 1):
-            at = index[position >= i]
-            prev.append(cols[at - i])
-            nxt.append(cols[at])
-            weight.append(np.full(len(at), float(STEP_DECAYS[self.weighting](np.array(i)))))
-            # Order of first sight, as the reference's dict insertion breaks pruning ties.
-            seq.append(at * (self.steps + 1) + i)
-        a, b = np.concatenate(prev), np.concatenate(nxt)
-        w, q = np.concatenate(weight), np.concatenate(seq)
-        keys = a * self.n_items + b
-        order = np.lexsort((q, keys))
-        keys, w, q = keys[order], w[order], q[order]
-        starts = np.flatnonzero(np.r_[True, keys[1:] != keys[:-1]]) if len(keys) else index[:0]
-        total = np.add.reduceat(w, starts) if len(keys) else w
-        first_seen = q[starts]
-        src, dst = keys[starts] // self.n_items, keys[starts] % self.n_items
-        if self.pruning > 0:
-            per_item = np.bincount(src, minlength=self.n_items)
-            keep = (
-                np.full(self.n_items, int(self.pruning))
-                if self.pruning >= 1
-                else per_item - (per_item * self.pruning).astype(np.int64)
-            )
-            ranked = np.lexsort((first_seen, -total, src))
-            group_start = np.searchsorted(src[ranked], src[ranked])
-            rank = np.arange(len(ranked)) - group_start
-            kept = ranked[rank < keep[src[ranked]]]
-            src, dst, total = src[kept], dst[kept], total[kept]
-        self.rules = sp.csr_array((total, (src, dst)), shape=(self.n_items, self.n_items))
-
-    def _scores(self, part: Histories, customers: list[str] | None) -> np.ndarray:
-        return np.asarray(self._rule_votes(part).toarray())
-
-    def _rule_votes(self, part: Histories) -> sp.coo_array:
-        """The rules of the last item (and of earlier ones, with ``last_in_session``)."""
-        back = part.from_end.astype(np.float64) + 1
-        weights = np.where(back == 1, 1.0, STEP_DECAYS[self.session_weighting](back))
-        weights = np.where(back <= self.last_in_session + 1, weights, 0.0)
-        return sp.coo_array(part.matrix(self.n_items, weights) @ self.rules)
-
-    def _rank_batch(self, part: Histories, customers: list[str] | None, k: int) -> np.ndarray:
-        votes = self._rule_votes(part)
-        if self.exclude_seen or (votes.data < 0).any():
-            return super()._rank_batch(part, customers, k)
-        keys = votes.row.astype(np.int64) * self.n_items + votes.col
-        return sparse_top_k(keys, votes.data, part.n, self.n_items, k)
-
-    def score(
-        self,
-        histories: Sequence[Sequence[str]],
-        times: Sequence[datetime] | np.ndarray | pl.Series | None = None,
-    ) -> np.ndarray:
-        """Raw scores of every catalogue item per query (``times`` is ignored).
-
-        Returns:
-            ``(len(histories), len(items))`` float64 scores in catalogue order.
-        """
-        return catalogue_scores(self, self._scores(self.encode_histories(histories), None))

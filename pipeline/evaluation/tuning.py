@@ -21,7 +21,8 @@ import polars as pl
 
 from pipeline.evaluation.baselines import Baseline, IndexedBaseline
 from pipeline.evaluation.metrics import mrr_at_k
-from pipeline.evaluation.session_neighbours import STAN, VSKNN, VSTAN, SequentialRules
+from pipeline.evaluation.sequential_rules import SequentialRules
+from pipeline.evaluation.session_neighbours import STAN, VSKNN, VSTAN
 
 GRIDS: dict[str, list[dict[str, Any]]] = {
     "vsknn": [

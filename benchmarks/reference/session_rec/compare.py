@@ -29,7 +29,8 @@ import polars as pl
 from pipeline.data import adapters
 from pipeline.evaluation.baselines import Baseline, LastItemSuccessor, SessionKNN
 from pipeline.evaluation.metrics import hit_rate_at_k, mrr_at_k
-from pipeline.evaluation.session_neighbours import STAN, VSKNN, VSTAN, SequentialRules
+from pipeline.evaluation.sequential_rules import SequentialRules
+from pipeline.evaluation.session_neighbours import STAN, VSKNN, VSTAN
 from pipeline.evaluation.tuning import GRIDS, Tuned
 
 K = 20

@@ -12,7 +12,8 @@ import pytest
 
 from pipeline.evaluation.baselines import all_baselines
 from pipeline.evaluation.metrics import top_k_from_scores
-from pipeline.evaluation.session_neighbours import STAN, VSKNN, VSTAN, SequentialRules
+from pipeline.evaluation.sequential_rules import SequentialRules
+from pipeline.evaluation.session_neighbours import STAN, VSKNN, VSTAN
 from pipeline.evaluation.tuning import Tuned, holdout_queries, session_baselines, tune
 
 FIXTURES = Path(__file__).resolve().parents[2] / "fixtures"
