@@ -123,6 +123,23 @@ class Settings(BaseSettings):
     rules_path: Path | None = Field(
         default=None, description="Retailer business rules (YAML or TOML); none: defaults."
     )
+    serving_max_models: int = Field(
+        default=3,
+        ge=1,
+        le=8,
+        description=(
+            "Most model versions one serving process holds at once (the champion and the "
+            "experiments' arms; each costs about its bundle's size in memory). An experiment "
+            "needing more is refused at load with a clear error, the champion keeps serving."
+        ),
+    )
+    serving_log_exposures: bool = Field(
+        default=True,
+        description=(
+            "Log every answer served (recommendation_id, experiment, variant, items) to the "
+            "event log: what clicks, purchases and returns are attributed to."
+        ),
+    )
     serving_poll_seconds: float = Field(
         default=10.0, gt=0, description="How often serving checks whether the champion moved."
     )
@@ -312,6 +329,12 @@ class Settings(BaseSettings):
     @property
     def raw_dir(self) -> Path:
         return self.data_dir / "raw"
+
+    @property
+    def experiments_dir(self) -> Path:
+        """Started experiments: each one's validated file and its state (see
+        :mod:`pipeline.experiments.state`)."""
+        return self.data_dir / "experiments"
 
     @property
     def curated_dir(self) -> Path:

@@ -244,7 +244,7 @@ def create_app(
         yield
         app.state.metrics.close()
         rec.close()
-        proc.log.close()
+        proc.close()
 
     app = FastAPI(
         title="fitrec serving",

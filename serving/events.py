@@ -23,7 +23,7 @@ import time
 import uuid
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Annotated, BinaryIO, Literal, cast
+from typing import Annotated, BinaryIO, Final, Literal, Self, cast
 
 import orjson
 import redis
@@ -34,17 +34,23 @@ from pydantic import (
     ConfigDict,
     Field,
     StringConstraints,
+    model_validator,
 )
 
 from pipeline.config import Settings
+from pipeline.data.contracts import RETURN_REASONS
 from pipeline.features.declarations import SESSION_PUSH, SESSION_TTL, TIMESTAMP
 from pipeline.features.online.connection import RedisTarget
 from pipeline.features.session import SessionState, apply_event
 from pipeline.privacy import key_id, pseudonymise
 from serving.breaker import Breaker, BreakerOpen
 from serving.metrics import EventMetrics
+from serving.schemas import RECOMMENDATION_ID, json_integer
 
 log = logging.getLogger(__name__)
+
+# Events that are outcomes of an answer (attributed to it; pipeline.experiments.metrics).
+OUTCOME_TYPES: Final = ("click", "add_to_cart", "purchase", "return")
 
 Id = Annotated[str, StringConstraints(min_length=1, max_length=128, pattern=r"^[\w.\-:]+$")]
 
@@ -96,8 +102,12 @@ class SessionEventRequest(BaseModel):
         description="The shop front's id of this event (kept in the event log); optional.",
         examples=["e-7f3a2b"],
     )
-    session_id: Id = Field(
-        description="The session the event belongs to (its live state is keyed by it).",
+    session_id: Id | None = Field(
+        default=None,
+        description=(
+            "The session the event belongs to (its live state is keyed by it); required but "
+            "for a return, which comes from the warehouse days later."
+        ),
         examples=["S0100000042"],
     )
     customer_id: Annotated[str, StringConstraints(min_length=1, max_length=128)] | None = Field(
@@ -108,10 +118,50 @@ class SessionEventRequest(BaseModel):
         ),
         examples=["C0000013"],
     )
-    event_type: Literal["view", "try_on", "add_to_cart", "remove_from_cart", "purchase"] = Field(
-        description="What the shopper did with the item.", examples=["view"]
+    event_type: Literal[
+        "view", "try_on", "add_to_cart", "remove_from_cart", "purchase", "click", "return"
+    ] = Field(
+        description=(
+            "What the shopper did with the item. A click is a click on a recommended item (a "
+            "view of it for the session); click, add_to_cart, purchase and return are outcomes "
+            "attributed to the answer that led to them (recommendation_id, or last touch)."
+        ),
+        examples=["view"],
     )
     item_id: Id = Field(description="The catalogue item's id.", examples=["I000020"])
+    recommendation_id: (
+        Annotated[str, StringConstraints(pattern=RECOMMENDATION_ID, max_length=34)] | None
+    ) = Field(
+        default=None,
+        description=(
+            "The answer (POST /recommendations' recommendation_id) the item was shown in. "
+            "Without it, an outcome is attributed to the customer's (or anonymous: the "
+            "session's) latest answer showing the item within the experiment's attribution "
+            "window: last touch."
+        ),
+        examples=["r-5f0c6d2a9b8e4f1d8c7b6a5e4d3c2b1a"],
+    )
+    order_id: Id | None = Field(
+        default=None,
+        description="A purchase's (or return's) order; items per order counts by it.",
+        examples=["O-20261202-0042"],
+    )
+    quantity: Annotated[int, BeforeValidator(json_integer), Field(ge=1, le=1000)] = Field(
+        default=1, description="Units bought or returned (1 to 1000).", examples=[1]
+    )
+    price: Annotated[float, Field(ge=0, le=100_000, allow_inf_nan=False)] | None = Field(
+        default=None,
+        description="Unit price paid (purchase) or refunded (return), in the shop's currency.",
+        examples=[79.0],
+    )
+    return_reason: Literal[RETURN_REASONS] | None = Field(  # type: ignore[valid-type]
+        default=None,
+        description=(
+            "Why it came back (returns only, required there): too_small and too_large are "
+            "size-related returns."
+        ),
+        examples=["too_small"],
+    )
     ts: EventTime | None = Field(
         default=None,
         description=(
@@ -122,9 +172,22 @@ class SessionEventRequest(BaseModel):
         examples=["2026-12-02T17:30:00Z"],
     )
 
+    @model_validator(mode="after")
+    def _coherent(self) -> Self:
+        if self.event_type == "return" and self.return_reason is None:
+            raise ValueError("return_reason is required for a return")
+        if self.event_type != "return" and self.return_reason is not None:
+            raise ValueError("return_reason is for returns only")
+        if self.event_type != "return" and self.session_id is None:
+            raise ValueError("session_id is required (but for a return)")
+        return self
+
 
 class EventLog:
-    """Append-only JSON-lines log, one file per day and process.
+    """Append-only JSON-lines log, one file per day and process: ``<prefix>-<host>-<pid>``.
+    The prefix says which curated table the nightly ingest makes of it
+    (:func:`pipeline.data.curated.serving_logs`): ``serving`` session events, ``exposures``
+    answers served, ``outcomes`` clicks, carts, purchases and returns.
 
     Every event is flushed to the OS before :meth:`append` returns (it survives a crash of the
     process); it is fsynced (it survives a crash of the machine) within ``sync_seconds``: on
@@ -132,7 +195,7 @@ class EventLog:
     so an idle server's last events are synced too.
     """
 
-    def __init__(self, directory: Path, sync_seconds: float = 0.2):
+    def __init__(self, directory: Path, sync_seconds: float = 0.2, prefix: str = "serving"):
         self.directory = directory
         self.sync_seconds = sync_seconds
         self._lock = threading.Lock()
@@ -141,7 +204,7 @@ class EventLog:
         self._last_sync = 0.0
         self._dirty = False
         self.syncs = 0
-        self.name = f"serving-{socket.gethostname()}-{os.getpid()}.jsonl"
+        self.name = f"{prefix}-{socket.gethostname()}-{os.getpid()}.jsonl"
         self._stop = threading.Event()
         self._timer = threading.Thread(target=self._sync_loop, name="event-log-sync", daemon=True)
         self._timer.start()
@@ -295,16 +358,25 @@ class EventProcessor:
         sessions: SessionStore,
         pusher: FeastPusher | None = None,
         event_log: EventLog | None = None,
+        outcome_log: EventLog | None = None,
     ):
         self.settings = settings
         self.sessions = sessions
         self.pusher = pusher
         self.log = event_log or EventLog(settings.events_dir, settings.events_sync_seconds)
+        self.outcomes = outcome_log or EventLog(
+            settings.events_dir, settings.events_sync_seconds, prefix="outcomes"
+        )
         self._key = settings.pseudonym_key.get_secret_value()
         self._key_id = key_id(self._key)
         self.accepted = 0
         self.degraded = 0
         self.metrics = EventMetrics()  # exported; the ints above are this process's
+
+    def close(self) -> None:
+        """Sync and close both logs."""
+        self.log.close()
+        self.outcomes.close()
 
     def event_time(self, event: SessionEventRequest, now: datetime | None = None) -> datetime:
         """The event's time in UTC (now when it has none), checked against the window the
@@ -338,24 +410,51 @@ class EventProcessor:
         # Pseudonymised at the edge: the log never holds the raw id (ingest takes the
         # pseudonym as it is, re-keying it when it was made under a key rotated out).
         pseudonym = pseudonymise(event.customer_id, self._key) if event.customer_id else None
-        record = {
-            "event_id": event.event_id or f"srv-{uuid.uuid4().hex}",
-            "session_id": event.session_id,
+        event_id = event.event_id or f"srv-{uuid.uuid4().hex}"
+        when = ts.astimezone(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+        who = {
             "customer_pseudonym": pseudonym,
             "pseudonym_key_id": self._key_id if pseudonym else None,
-            "event_type": event.event_type,
-            "item_id": event.item_id,
-            "ts": ts.astimezone(UTC).isoformat(timespec="seconds").replace("+00:00", "Z"),
         }
-        self.log.append(record)
+        if event.event_type != "return":  # a return is no session event
+            # A click on a recommended item is, for the session, a view of it.
+            kind = "view" if event.event_type == "click" else event.event_type
+            self.log.append(
+                {
+                    "event_id": event_id,
+                    "session_id": event.session_id,
+                    **who,
+                    "event_type": kind,
+                    "item_id": event.item_id,
+                    "ts": when,
+                }
+            )
+        if event.event_type in OUTCOME_TYPES:
+            self.outcomes.append(
+                {
+                    "event_id": event_id,
+                    "ts": when,
+                    "session_id": event.session_id,
+                    **who,
+                    "event_type": event.event_type,
+                    "item_id": event.item_id,
+                    "recommendation_id": event.recommendation_id,
+                    "order_id": event.order_id,
+                    "quantity": event.quantity,
+                    "price": event.price,
+                    "return_reason": event.return_reason,
+                }
+            )
         self.accepted += 1
         self.metrics.accepted.inc()
+        if event.event_type == "return" or event.session_id is None:  # nothing live to update
+            return None, False
         try:
             state = apply_event(
                 self.sessions.get(event.session_id),
                 event.session_id,
                 pseudonym,
-                event.event_type,
+                "view" if event.event_type == "click" else event.event_type,
                 event.item_id,
                 ts.timestamp(),
             )

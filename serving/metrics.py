@@ -98,6 +98,15 @@ class RecommenderMetrics:
             "Page views answered with the popularity fallback because the model failed",
         )
         self.swaps = _counter("fitrec_model_swaps", "Champion model versions hot-swapped in")
+        self.exposure_failed = _counter(
+            "fitrec_exposures_unlogged",
+            "Answers served whose exposure could not be written to the event log (disk)",
+        )
+        self.arms = _counter(
+            "fitrec_experiment_answers",
+            "Page views answered in an experiment, by experiment and variant (the split)",
+            ["experiment", "variant"],
+        )
         features, answers = (
             _counter(
                 f"fitrec_{cache}_cache_lookups",
@@ -118,6 +127,8 @@ class RecommenderMetrics:
             self.degraded,
             self.fallback,
             self.swaps,
+            self.exposure_failed,
+            self.arms,
             features,
             answers,
             self.model,

@@ -13,7 +13,9 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 
 import mlflow
 import numpy as np
@@ -27,16 +29,22 @@ from pipeline.features import store
 from pipeline.features.declarations import CUSTOMER_VIEW, ITEM_ENTITY
 from pipeline.features.session import SessionState
 from pipeline.model.scoring import Scorer
-from pipeline.privacy import pseudonymise
+from pipeline.privacy import key_id, pseudonymise
 from pipeline.registry.tracking import configure
 from pipeline.rules.compiled import CatalogueRules
 from pipeline.rules.schema import Context, Rules, load_rules
 from serving.breaker import Breaker, BreakerOpen
-from serving.events import SessionStore
+from serving.events import EventLog, SessionStore
+from serving.experiments import Active, Arm, ExperimentRouter
 from serving.health import HealthReport, StoreHealth
 from serving.metrics import RecommenderMetrics
 from serving.reasons import drivers, explain, lifts
-from serving.schemas import Recommendation, RecommendationRequest, ScoredItem
+from serving.schemas import (
+    Recommendation,
+    RecommendationRequest,
+    ScoredItem,
+    new_recommendation_id,
+)
 
 log = logging.getLogger(__name__)
 
@@ -57,9 +65,15 @@ class LoadedModel:
 
     @classmethod
     def load(cls, settings: Settings, alias: str = CHAMPION) -> LoadedModel:
+        """The version the alias names now, or the version itself when ``alias`` is a
+        number."""
         client = configure(settings)
         try:
-            version = str(client.get_model_version_by_alias(settings.model_name, alias).version)
+            version = (
+                str(client.get_model_version(settings.model_name, alias).version)
+                if alias.isdigit()
+                else str(client.get_model_version_by_alias(settings.model_name, alias).version)
+            )
         except MlflowException as exc:
             raise NoChampionError(
                 f"no version of {settings.model_name!r} has alias {alias!r}: "
@@ -153,7 +167,21 @@ class Recommender:
         self._previous_keys = settings.pseudonym_keys[1:]
         self._stop = threading.Event()
         self._watcher: threading.Thread | None = None
-        self._compiled: tuple[LoadedModel, Rules, CatalogueRules] | None = None
+        self._compiled: dict[tuple[int, int], tuple[LoadedModel, Rules, CatalogueRules]] = {}
+        self._key_id = key_id(self._key)
+        self.exposures = (
+            EventLog(settings.events_dir, settings.events_sync_seconds, prefix="exposures")
+            if settings.serving_log_exposures
+            else None
+        )
+        self.experiments = ExperimentRouter(
+            settings, lambda version: LoadedModel.load(settings, version), self._resolve
+        )
+        try:
+            self.experiments.refresh(model)
+        except Exception as exc:  # noqa: BLE001 - a broken experiment must not stop serving
+            log.error("experiment not served: %s", exc)
+            self.experiments.error = str(exc)
 
     @classmethod
     def from_registry(cls, settings: Settings | None = None, rules: Rules | None = None):
@@ -205,8 +233,29 @@ class Recommender:
         self.metrics.serving(model.version, previous.version)
         return True
 
+    def _resolve(self, reference: str) -> str | None:
+        """The version an alias (or a version number) names now; None if none."""
+        client = configure(self.settings)
+        try:
+            if reference.isdigit():
+                return str(client.get_model_version(self.settings.model_name, reference).version)
+            return str(
+                client.get_model_version_by_alias(self.settings.model_name, reference).version
+            )
+        except MlflowException:
+            return None
+
+    def refresh_experiments(self) -> bool:
+        """Serve the running experiment's arms (loaded aside, swapped whole); True on a
+        change. Cached cold-start answers were made for other arms: cleared on a change."""
+        changed = self.experiments.refresh(self._model)
+        if changed:
+            self._answer_cache.clear()
+        return changed
+
     def watch(self, interval: float | None = None) -> None:
-        """Poll the registry in the background and swap when the champion moves."""
+        """Poll the registry in the background and swap when the champion moves; pick up a
+        started or stopped experiment on the same poll."""
         interval = interval or self.settings.serving_poll_seconds
 
         def loop() -> None:
@@ -215,6 +264,11 @@ class Recommender:
                     self.refresh()
                 except Exception as exc:  # noqa: BLE001 - a registry hiccup must not kill it
                     log.warning("champion refresh failed: %s", exc)
+                try:
+                    self.refresh_experiments()
+                except Exception as exc:  # noqa: BLE001 - nor a broken experiment
+                    self.experiments.error = str(exc)
+                    log.warning("experiment refresh failed: %s", exc)
 
         self._watcher = threading.Thread(target=loop, name="champion-watch", daemon=True)
         self._watcher.start()
@@ -222,6 +276,8 @@ class Recommender:
     def close(self) -> None:
         self._stop.set()
         self.store_health.close()
+        if self.exposures is not None:
+            self.exposures.close()
 
     def health(self) -> HealthReport:
         """The online store's health now (blocking: one small Redis read, call it off the
@@ -236,11 +292,36 @@ class Recommender:
     # --- a page view --------------------------------------------------------------------
 
     def recommend(self, request: RecommendationRequest) -> Recommendation:
+        began = time.perf_counter()
         self.counters.requests += 1
-        model = self._model  # one version for the whole request, whatever swaps meanwhile
-        scorer = model.scorer
+        champion = self._model  # one version for the whole request, whatever swaps meanwhile
         pseudonym = pseudonymise(request.customer_id, self._key) if request.customer_id else ""
+        routed = self.experiments.route(pseudonym, request.session_id)
+        arm = routed[1] if routed else None
+        model = arm.model if arm is not None and arm.model is not None else champion
+        assert isinstance(model, LoadedModel)
+        rules = arm.rules if arm is not None and arm.rules is not None else self._rules
+        answer, failed = self._answer(request, pseudonym, model, rules, arm)
+        # Set on every answer: a cached one may have been made for another arm.
+        answer.experiment = routed[0].experiment.name if routed else None
+        answer.variant = routed[1].name if routed else None
+        if routed is not None:
+            self.metrics.arms.labels(answer.experiment, answer.variant).inc()
+        if self.exposures is not None:
+            self._expose(answer, request, pseudonym, routed, began, failed)
+        return answer
 
+    def _answer(
+        self,
+        request: RecommendationRequest,
+        pseudonym: str,
+        model: LoadedModel,
+        rules: Rules,
+        arm: Arm | None,
+    ) -> tuple[Recommendation, bool]:
+        """The answer with ``model`` and ``rules`` (a holdout arm: popularity), and whether
+        the model failed (the popularity fallback)."""
+        scorer = model.scorer
         features, state, degraded = self._lookups(pseudonym, request.session_id)
         known = any(v is not None for v in features.values())
         if request.customer_id and not known and not degraded and self._previous_keys:
@@ -260,22 +341,35 @@ class Recommender:
         ignored = [i for i in request.session_items if i not in scorer.item_index]
         session = [i for i in session_items if i in scorer.item_index]
         cold = not known and not session
-        if cold and not degraded:
-            cached = self._answer_cache.get((request.k, model.version))
+        holdout = arm is not None and arm.holdout
+        cache_key = (request.k, model.version, id(rules), holdout)
+        if (cold or holdout) and not degraded:
+            cached = self._answer_cache.get(cache_key)
             if cached is not None:
                 self.metrics.answer_hit.inc()
-                return cached.model_copy(update={"ignored_items": ignored})
+                fresh = {"ignored_items": ignored, "recommendation_id": new_recommendation_id()}
+                return cached.model_copy(update=fresh), False
             self.metrics.answer_miss.inc()
 
-        try:
-            items = self._rank(
-                model, pseudonym if known else "", features, session, request.k, purchased
-            )
-        except Exception as exc:  # noqa: BLE001 - never fail a page view: popular instead
-            log.warning("model failed, popularity fallback: %s", exc)
-            self.metrics.fallback.inc()
-            self.counters.errors += 1
-            items, degraded = self._popular(model, request.k), True
+        failed = False
+        if holdout:  # no personalisation: what is popular now, under no rules
+            items = self._popular(model, request.k)
+        else:
+            try:
+                items = self._rank(
+                    model,
+                    rules,
+                    pseudonym if known else "",
+                    features,
+                    session,
+                    request.k,
+                    purchased,
+                )
+            except Exception as exc:  # noqa: BLE001 - never fail a page view: popular instead
+                log.warning("model failed, popularity fallback: %s", exc)
+                self.metrics.fallback.inc()
+                self.counters.errors += 1
+                items, degraded, failed = self._popular(model, request.k), True, True
         if degraded:
             self.metrics.degraded.inc()
         answer = Recommendation(
@@ -286,9 +380,44 @@ class Recommender:
             degraded=degraded,
             ignored_items=ignored,
         )
-        if cold and not degraded:
-            self._answer_cache[(request.k, model.version)] = answer
-        return answer
+        if (cold or holdout) and not degraded:
+            self._answer_cache[cache_key] = answer
+        return answer, failed
+
+    def _expose(
+        self,
+        answer: Recommendation,
+        request: RecommendationRequest,
+        pseudonym: str,
+        routed: tuple[Active, Arm] | None,
+        began: float,
+        failed: bool,
+    ) -> None:
+        """One exposure line in the durable event log: what was shown, to whom (the
+        pseudonym only), in which arm; clicks, purchases and returns are attributed to it."""
+        assert self.exposures is not None
+        experiment = routed[0].experiment if routed else None
+        record = {
+            "recommendation_id": answer.recommendation_id,
+            "ts": datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z"),
+            "session_id": request.session_id,
+            "customer_pseudonym": pseudonym or None,
+            "pseudonym_key_id": self._key_id if pseudonym else None,
+            "experiment": experiment.name if experiment else None,
+            "experiment_version": experiment.version if experiment else None,
+            "variant": answer.variant,
+            "model_version": answer.model_version,
+            "items": [i.item_id for i in answer.items],
+            "teams": None,
+            "latency_ms": round((time.perf_counter() - began) * 1000, 3),
+            "degraded": answer.degraded,
+            "fallback": failed,
+        }
+        try:
+            self.exposures.append(record)
+        except OSError as exc:  # a full disk: the page view is answered, the miss is logged
+            self.metrics.exposure_failed.inc()
+            log.error("exposure not logged: %s", exc)
 
     def _under_previous_keys(
         self, customer_id: str, pseudonym: str, features: dict
@@ -352,6 +481,7 @@ class Recommender:
     def _rank(
         self,
         model: LoadedModel,
+        rules: Rules,
         customer: str,
         features: dict,
         session: list[str],
@@ -378,15 +508,15 @@ class Recommender:
         final = out["scores"] + weight * (log_purchase + log_keep)
         # Sizes before the rules when a rule reads them (for the best candidates), else only
         # for the picks.
-        by_size = self.rules.in_stock_in_recommended_size
+        by_size = rules.in_stock_in_recommended_size
         who = out.get("customer")
         sizes = (
             scorer.best_sizes(customer, features, ids[: max(3 * k, 30)], who, row[0])
             if by_size
             else {}
         )
-        mmr = self.rules.diversity.method == "mmr"
-        picked_ids, scores, reasons_of = self._compiled_rules(model).apply(
+        mmr = rules.diversity.method == "mmr"
+        picked_ids, scores, reasons_of = self._compiled_rules(model, rules).apply(
             top,
             final,
             [sizes.get(i, (None,))[0] for i in ids] if by_size else None,
@@ -423,13 +553,16 @@ class Recommender:
             )
         return answer
 
-    def _compiled_rules(self, model: LoadedModel) -> CatalogueRules:
-        """The rules compiled against this model's catalogue (once per model and rule set;
-        a swap or new rules compile afresh, a race at worst compiles twice)."""
-        rules, compiled = self._rules, self._compiled
+    def _compiled_rules(self, model: LoadedModel, rules: Rules) -> CatalogueRules:
+        """The rules compiled against this model's catalogue (once per model and rule set:
+        the champion's and each experiment arm's; a swap or new rules compile afresh, a race
+        at worst compiles twice)."""
+        key = (id(model), id(rules))
+        compiled = self._compiled.get(key)
         if compiled is None or compiled[0] is not model or compiled[1] is not rules:
-            compiled = (model, rules, CatalogueRules(rules, model.ordered))
-            self._compiled = compiled
+            if len(self._compiled) >= 16:  # arms come and go: keep only recent ones
+                self._compiled.clear()
+            compiled = self._compiled[key] = (model, rules, CatalogueRules(rules, model.ordered))
         return compiled[2]
 
     def _popular(self, model: LoadedModel, k: int) -> list[ScoredItem]:

@@ -3,19 +3,28 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+import uuid
+from typing import Annotated, Final
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StringConstraints
 
 ItemId = Annotated[str, StringConstraints(min_length=1, max_length=64, pattern=r"^[\w.\-:]+$")]
 
 
-def _json_integer(value: object) -> object:
+def json_integer(value: object) -> object:
     """A JSON integer, as the contract says: 10 or 10.0, never true or "10" (pydantic's lax
     mode would take both)."""
     if isinstance(value, bool | str):
         raise ValueError("must be an integer")
     return value
+
+
+def new_recommendation_id() -> str:
+    """A fresh answer id: ``r-`` and a uuid4 in hex."""
+    return f"r-{uuid.uuid4().hex}"
+
+
+RECOMMENDATION_ID: Final = r"^r-[0-9a-f]{32}$"
 
 
 class RecommendationRequest(BaseModel):
@@ -61,7 +70,7 @@ class RecommendationRequest(BaseModel):
         ),
         examples=[["I000010", "I000020"]],
     )
-    k: Annotated[int, BeforeValidator(_json_integer)] = Field(
+    k: Annotated[int, BeforeValidator(json_integer)] = Field(
         default=10,
         ge=1,
         le=100,
@@ -135,6 +144,9 @@ class Recommendation(BaseModel):
                     "cold_start": False,
                     "degraded": False,
                     "ignored_items": [],
+                    "recommendation_id": "r-5f0c6d2a9b8e4f1d8c7b6a5e4d3c2b1a",
+                    "experiment": "ranker-v7",
+                    "variant": "treatment",
                 }
             ]
         }
@@ -145,7 +157,10 @@ class Recommendation(BaseModel):
         examples=[[{"item_id": "I000031", "score": 7.42, "reasons": ["popular now"]}]],
     )
     model_version: str = Field(
-        description="Registry version of the model that answered (the champion).",
+        description=(
+            "Registry version of the model that answered: the champion, or the experiment "
+            "arm's model (a holdout's popularity answer gives the champion's)."
+        ),
         examples=["3"],
     )
     known_customer: bool = Field(
@@ -170,4 +185,22 @@ class Recommendation(BaseModel):
         default_factory=list,
         description="session_items the model does not know (not used for this answer).",
         examples=[["I999999"]],
+    )
+    recommendation_id: str = Field(
+        default_factory=new_recommendation_id,
+        description=(
+            "This answer's id (r- and 32 hex digits): send it with the clicks, add-to-carts, "
+            "purchases and returns it leads to (POST /events), so they are attributed to it."
+        ),
+        examples=["r-5f0c6d2a9b8e4f1d8c7b6a5e4d3c2b1a"],
+    )
+    experiment: str | None = Field(
+        default=None,
+        description="The running experiment this page view is in; null when none.",
+        examples=["ranker-v7"],
+    )
+    variant: str | None = Field(
+        default=None,
+        description="The experiment's arm that answered; null outside an experiment.",
+        examples=["treatment"],
     )

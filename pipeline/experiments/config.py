@@ -283,7 +283,8 @@ class Experiment(_Strict):
             ExperimentError: Naming each offending field.
         """
         if not isinstance(data, Mapping):
-            raise ExperimentError(source, [f"<root>: expected a mapping, got {type(data).__name__}"])
+            kind = type(data).__name__
+            raise ExperimentError(source, [f"<root>: expected a mapping, got {kind}"])
         try:
             return cls.model_validate(dict(data))
         except ValidationError as exc:
@@ -306,7 +307,8 @@ def load_experiment(path: Path) -> Experiment:
     source = str(path)
     suffix = path.suffix.lower()
     if suffix not in {".yaml", ".yml", ".toml"}:
-        raise ExperimentError(source, [f"<file>: unsupported suffix {suffix!r}; use .toml or .yaml"])
+        problem = f"<file>: unsupported suffix {suffix!r}; use .toml or .yaml"
+        raise ExperimentError(source, [problem])
     try:
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:

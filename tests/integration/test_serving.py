@@ -215,7 +215,7 @@ def test_every_accepted_event_is_in_the_durable_log(served, recommender):
                 event_id=event_id, session_id=f"d{n % 5}", event_type="view", item_id="I000004"
             )
         )
-    processor.log.close()
+    processor.close()
     logged = set()
     for path in settings.events_dir.rglob("*.jsonl"):
         logged |= {json.loads(line)["event_id"] for line in path.read_text().splitlines()}

@@ -152,7 +152,7 @@ def test_accepted_events_that_are_never_ingested(served, recommender, tmp_path):
             }
             answer = client.post("/events", json=body, headers=auth())
             assert answer.status_code == 200 and answer.json()["accepted"]
-    processor.log.close()
+    processor.close()
     days = {ts.date() for ts in accepted.values()}
     # Every accepted event sits in a day folder the nightly ingest reads for that day.
     assert days <= {d for d, _ in days_to_ingest(local.raw_dir, local.events_dir, max(days))}

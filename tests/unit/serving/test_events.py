@@ -57,7 +57,7 @@ def test_event_time_window(tmp_path_factory, ts):
             with pytest.raises(EventTimeError):
                 processor.event_time(event(ts.isoformat()), NOW)
     finally:
-        processor.log.close()
+        processor.close()
 
 
 def test_event_log_is_synced_when_idle(tmp_path):
@@ -94,7 +94,7 @@ def test_every_accepted_event_reaches_the_ingest(tmp_path_factory, offsets):
         ts = now + timedelta(seconds=offset)
         processor.process(event(ts.isoformat(), event_id=f"e{n}"))
         accepted.setdefault(ts.date(), []).append(f"e{n}")
-    processor.log.close()
+    processor.close()
     days = dict(days_to_ingest(settings.raw_dir, settings.events_dir, max(accepted)))
     assert set(days) == set(accepted)
     for day, ids in accepted.items():
