@@ -526,6 +526,86 @@ def benchmark_sessions(
     _benchmark(format, train, test, mlflow, split_at)
 
 
+experiment_app = typer.Typer(
+    no_args_is_help=True,
+    help="Online experiments: plan, start, stop, status, analyse (see README, Experiments).",
+)
+app.add_typer(experiment_app, name="experiment")
+
+
+def _experiment_file(path: Path):
+    from pipeline.experiments.config import ExperimentError, load_experiment
+
+    try:
+        return load_experiment(path)
+    except ExperimentError as exc:
+        typer.echo(str(exc), err=True)
+        raise typer.Exit(2) from None
+
+
+@experiment_app.command("validate")
+def experiment_validate(
+    path: Annotated[Path, typer.Argument(help="the experiment file (.toml or .yaml)")],
+) -> None:
+    """Check an experiment file; print its version (a hash of what it means)."""
+    experiment = _experiment_file(path)
+    typer.echo(f"{experiment.name}: valid, version {experiment.version}")
+
+
+@experiment_app.command("start")
+def experiment_start(
+    path: Annotated[Path, typer.Argument(help="the experiment file (.toml or .yaml)")],
+) -> None:
+    """Start an experiment: serving picks it up on its next poll (FITREC_SERVING_POLL_SECONDS)."""
+    from pipeline.experiments.state import StateError, start
+
+    experiment = _experiment_file(path)
+    try:
+        state = start(get_settings().experiments_dir, experiment)
+    except StateError as exc:
+        typer.echo(str(exc), err=True)
+        raise typer.Exit(1) from None
+    shares = ", ".join(f"{v.name} {v.share:.0%}" for v in experiment.variants)
+    typer.echo(
+        f"started {experiment.name} version {state.version} at {state.started_at:%Y-%m-%d %H:%M} "
+        f"UTC ({shares}; runs from {experiment.start:%Y-%m-%d %H:%M})"
+    )
+
+
+@experiment_app.command("stop")
+def experiment_stop(name: Annotated[str, typer.Argument(help="the experiment's name")]) -> None:
+    """Stop an experiment: serving goes back to the champion alone on its next poll."""
+    from pipeline.experiments.state import StateError, stop
+
+    try:
+        state = stop(get_settings().experiments_dir, name)
+    except StateError as exc:
+        typer.echo(str(exc), err=True)
+        raise typer.Exit(1) from None
+    typer.echo(f"stopped {name} (version {state.version})")
+
+
+@experiment_app.command("status")
+def experiment_status() -> None:
+    """Every experiment started here: status, version, arms, the last verdict."""
+    from pipeline.experiments.state import states
+
+    found = states(get_settings().experiments_dir)
+    if not found:
+        typer.echo("no experiment started yet (fitrec experiment start FILE)")
+        return
+    rows = []
+    for state in found:
+        experiment = state.experiment
+        arms = ", ".join(
+            f"{v.name}={'holdout' if v.holdout else v.model}:{v.share:.0%}"
+            for v in experiment.variants
+        )
+        verdict = (state.verdict or {}).get("verdict", "not analysed")
+        rows.append([experiment.name, state.status, state.version, experiment.mode, arms, verdict])
+    _table("experiments", ["name", "status", "version", "mode", "arms", "last verdict"], rows)
+
+
 @app.command()
 def promote(version: Annotated[str, typer.Argument(help="model version to make champion")]) -> None:
     """Make a registered version the champion by hand (the previous one is kept for rollback)."""

@@ -120,6 +120,15 @@ class Settings(BaseSettings):
             "champion is above 0; non_inferior: unless it is below -promotion_tolerance."
         ),
     )
+    promotion_requires_online_win: bool = Field(
+        default=False,
+        description=(
+            "A candidate that passes the offline gate stays the challenger until an "
+            "experiment's verdict says it wins online (fitrec experiment analyse); the win is "
+            "recorded on the version with the experiment's id. The first model is promoted "
+            "without one (there is nothing to test it against)."
+        ),
+    )
     rules_path: Path | None = Field(
         default=None, description="Retailer business rules (YAML or TOML); none: defaults."
     )

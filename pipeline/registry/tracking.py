@@ -204,6 +204,12 @@ def promote_if_better(
     )
     if note:
         reason = f"{reason} ({note})"
+    if promoted and before is not None and settings.promotion_requires_online_win:
+        promoted = False
+        reason += (
+            "; passed offline, stays challenger until an experiment's verdict says it wins "
+            "online (FITREC_PROMOTION_REQUIRES_ONLINE_WIN)"
+        )
     if promoted:
         set_champion(client, settings.model_name, registered.version, before)
     client.set_tag(registered.run_id, "promotion", "promoted" if promoted else "rejected")
@@ -226,6 +232,28 @@ def set_champion(client: MlflowClient, name: str, version: str, previous: str | 
             client.delete_registered_model_alias(name, CHALLENGER)
     except MlflowException:
         pass
+
+
+def promote_online_winner(
+    settings: Settings, version: str, experiment: str, experiment_version: str, reason: str
+) -> str:
+    """Make ``version`` champion on an experiment's win, recorded on the version: tags
+    ``fitrec.experiment`` (name), ``fitrec.experiment_version`` and ``promotion_reason``.
+    Returns the version it replaced (or "none"); promoting the champion changes nothing."""
+    client = configure(settings)
+    client.get_model_version(settings.model_name, version)
+    before = champion_version(client, settings.model_name)
+    if before == version:
+        return before
+    set_champion(client, settings.model_name, version, before)
+    for key, value in (
+        ("fitrec.experiment", experiment),
+        ("fitrec.experiment_version", experiment_version),
+        ("promotion_reason", f"online win in experiment {experiment}: {reason}"),
+    ):
+        client.set_model_version_tag(settings.model_name, version, key, value)
+    log.info("version %s: champion on an online win in %s (%s)", version, experiment, reason)
+    return before or "none"
 
 
 def promote(settings: Settings, version: str) -> str:
