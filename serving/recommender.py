@@ -25,6 +25,7 @@ from cachetools import TTLCache
 from mlflow.exceptions import MlflowException
 
 from pipeline.config import CHAMPION, Settings, get_settings
+from pipeline.experiments.interleaving import team_draft
 from pipeline.features import store
 from pipeline.features.declarations import CUSTOMER_VIEW, ITEM_ENTITY
 from pipeline.features.session import SessionState
@@ -47,6 +48,8 @@ from serving.schemas import (
 )
 
 log = logging.getLogger(__name__)
+
+INTERLEAVED = "interleaved"  # the variant of an interleaved answer (its items carry arms)
 
 
 class NoChampionError(RuntimeError):
@@ -301,15 +304,59 @@ class Recommender:
         model = arm.model if arm is not None and arm.model is not None else champion
         assert isinstance(model, LoadedModel)
         rules = arm.rules if arm is not None and arm.rules is not None else self._rules
-        answer, failed = self._answer(request, pseudonym, model, rules, arm)
+        teams: list[str] | None = None
+        if routed is not None and routed[0].experiment.mode == "interleaving" and not arm.holdout:
+            answer, failed, teams = self._interleaved(request, pseudonym, routed[0], champion)
+        else:
+            answer, failed = self._answer(request, pseudonym, model, rules, arm)
         # Set on every answer: a cached one may have been made for another arm.
         answer.experiment = routed[0].experiment.name if routed else None
-        answer.variant = routed[1].name if routed else None
+        answer.variant = INTERLEAVED if teams is not None else routed[1].name if routed else None
         if routed is not None:
             self.metrics.arms.labels(answer.experiment, answer.variant).inc()
         if self.exposures is not None:
-            self._expose(answer, request, pseudonym, routed, began, failed)
+            self._expose(answer, request, pseudonym, routed, began, failed, teams)
         return answer
+
+    def _interleaved(
+        self,
+        request: RecommendationRequest,
+        pseudonym: str,
+        active: Active,
+        champion: LoadedModel,
+    ) -> tuple[Recommendation, bool, list[str]]:
+        """Both rankers of an interleaving experiment answer; team draft merges their lists
+        (seeded by the answer's id, so the logged id replays the same page). Returns the
+        answer ("variant" is ``interleaved``), whether a model failed, and each item's arm."""
+        arms = [a for a in active.arms.values() if not a.holdout]
+        answers = []
+        for arm in arms:
+            model = arm.model if isinstance(arm.model, LoadedModel) else champion
+            answers.append(self._answer(request, pseudonym, model, arm.rules or self._rules, arm))
+        (first, failed_a), (second, failed_b) = answers
+        answer_id = new_recommendation_id()
+        ids, teams = team_draft(
+            [i.item_id for i in first.items],
+            [i.item_id for i in second.items],
+            request.k,
+            answer_id,
+        )
+        placed = {
+            "a": {i.item_id: i for i in first.items},
+            "b": {i.item_id: i for i in second.items},
+        }
+        merged = [placed[team][item] for item, team in zip(ids, teams, strict=True)]
+        answer = first.model_copy(
+            update={
+                "items": merged,
+                "recommendation_id": answer_id,
+                "model_version": f"{first.model_version}+{second.model_version}",
+                "degraded": first.degraded or second.degraded,
+                "known_customer": first.known_customer or second.known_customer,
+            }
+        )
+        names = {"a": arms[0].name, "b": arms[1].name}
+        return answer, failed_a or failed_b, [names[t] for t in teams]
 
     def _answer(
         self,
@@ -392,6 +439,7 @@ class Recommender:
         routed: tuple[Active, Arm] | None,
         began: float,
         failed: bool,
+        teams: list[str] | None = None,
     ) -> None:
         """One exposure line in the durable event log: what was shown, to whom (the
         pseudonym only), in which arm; clicks, purchases and returns are attributed to it."""
@@ -408,7 +456,7 @@ class Recommender:
             "variant": answer.variant,
             "model_version": answer.model_version,
             "items": [i.item_id for i in answer.items],
-            "teams": None,
+            "teams": teams,
             "latency_ms": round((time.perf_counter() - began) * 1000, 3),
             "degraded": answer.degraded,
             "fallback": failed,
