@@ -16,6 +16,7 @@ ratio metric whose denominator sums to zero in an arm) before any arithmetic run
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -28,8 +29,9 @@ import tea_tasting as tt
 import tea_tasting.aggr
 import tea_tasting.experiment
 import tea_tasting.metrics
+import tea_tasting.metrics.mean
 
-from pipeline.experiments.config import GUARDRAILS, METRICS, Experiment, Metric
+from pipeline.experiments.config import METRICS, UNIT_COLUMNS, Experiment, Metric
 
 __all__ = [
     "Analysis",
@@ -204,8 +206,45 @@ def _check_alpha(alpha: float) -> None:
 # --- fixed horizon -------------------------------------------------------------------------
 
 
+class _RatioOfMeans(tt.RatioOfMeans):
+    """tea-tasting's RatioOfMeans (z-test, unequal variances) that survives a mean near 0:
+    its log-ratio interval overflows there, so the relative interval is left NaN and
+    :func:`difference` falls back to the absolute interval over the control value."""
+
+    def _analyze_stats(  # type: ignore[override]
+        self,
+        contr_mean: float,
+        contr_var: float,
+        contr_count: int,
+        treat_mean: float,
+        treat_var: float,
+        treat_count: int,
+    ) -> tea_tasting.metrics.mean.MeanResult:
+        try:
+            return super()._analyze_stats(
+                contr_mean, contr_var, contr_count, treat_mean, treat_var, treat_count
+            )
+        except (OverflowError, ZeroDivisionError):
+            scale = math.sqrt(contr_var / contr_count + treat_var / treat_count)
+            effect = treat_mean - contr_mean
+            half = float(scipy.stats.norm.isf((1 - self.confidence_level) / 2)) * scale
+            p = 2 * float(scipy.stats.norm.sf(abs(effect) / scale)) if scale > 0 else math.nan
+            return tea_tasting.metrics.mean.MeanResult(
+                control=contr_mean,
+                treatment=treat_mean,
+                effect_size=effect,
+                effect_size_ci_lower=effect - half,
+                effect_size_ci_upper=effect + half,
+                rel_effect_size=treat_mean / contr_mean - 1 if contr_mean else math.nan,
+                rel_effect_size_ci_lower=math.nan,
+                rel_effect_size_ci_upper=math.nan,
+                pvalue=p,
+                statistic=effect / scale if scale > 0 else math.nan,
+            )
+
+
 def _tt_metric(metric: Metric, cuped: bool, alpha: float = 0.05) -> tt.RatioOfMeans:
-    return tt.RatioOfMeans(
+    return _RatioOfMeans(
         numer=metric.numerator,
         denom=metric.denominator,
         numer_covariate=COVARIATE if cuped else None,
@@ -245,7 +284,11 @@ def difference(
     """
     _check_alpha(alpha)
     frame = _check_units(units, metric, [control, treatment], cuped)
-    result = _tt_metric(metric, cuped, alpha).analyze(frame, control, treatment, variant="variant")
+    with warnings.catch_warnings():  # scipy on a zero variance; handled below
+        warnings.simplefilter("ignore", RuntimeWarning)
+        result = _tt_metric(metric, cuped, alpha).analyze(
+            frame, control, treatment, variant="variant"
+        )
     counts = dict(frame.group_by("variant").len().iter_rows())
     absolute = float(result.effect_size)
     low, high = float(result.effect_size_ci_lower), float(result.effect_size_ci_upper)
@@ -258,8 +301,9 @@ def difference(
     )
     if not result.control > 0:
         rel = rel_low = rel_high = math.nan
-    elif not (math.isfinite(rel_low) and math.isfinite(rel_high)):
-        rel_low = rel_high = rel
+    elif not (result.treatment > 0 and math.isfinite(rel_low) and math.isfinite(rel_high)):
+        # no log scale (a CUPED-adjusted mean can be <= 0): the control is taken as known
+        rel_low, rel_high = low / result.control, high / result.control
     return Difference(
         metric=metric.name,
         control=control,
@@ -861,7 +905,9 @@ def analyse(
     primary_metric = METRICS[experiment.primary_metric]
     names = [v.name for v in experiment.variants]
     control = experiment.control.name
-    frame = _check_frame(units, ["variant", "unit", "day"], f"experiment {experiment.name}")
+    frame = _check_frame(
+        units, ["variant", "unit", "day", *UNIT_COLUMNS], f"experiment {experiment.name}"
+    )
     frame = frame.with_columns(pl.col("variant").cast(pl.String))
     if frame.schema["day"] != pl.Date:
         raise ValueError(
@@ -987,8 +1033,3 @@ def analyse(
         winner=winner,
         notes=notes,
     )
-
-
-def known_guardrails() -> list[str]:
-    """Every guardrail name an experiment may list."""
-    return sorted([*METRICS, *GUARDRAILS])
