@@ -902,6 +902,11 @@ def analyse(
     """
     if not isinstance(experiment, Experiment):
         raise ValueError(f"experiment: expected an Experiment, got {type(experiment).__name__}")
+    if experiment.mode != "ab":
+        raise ValueError(
+            f"experiment {experiment.name}: analyse compares A/B arms; an {experiment.mode} "
+            "experiment is analysed by pipeline.experiments.interleaving"
+        )
     primary_metric = METRICS[experiment.primary_metric]
     names = [v.name for v in experiment.variants]
     control = experiment.control.name

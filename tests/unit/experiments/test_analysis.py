@@ -444,6 +444,8 @@ def test_other_hostile_inputs_are_value_errors():
         difference(units.with_columns(clicks=pl.lit(None, pl.Int64)), CTR, "control", "treatment")
     with pytest.raises(ValueError, match="expected a polars DataFrame"):
         difference(units.to_pandas(), CTR, "control", "treatment")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="interleaving"):
+        analyse(units, experiment(mode="interleaving"))
     with pytest.raises(ValueError, match="undeclared variants"):
         sample_ratio({"x": 1}, {"a": 0.5, "b": 0.5})
     with pytest.raises(ValueError, match="no units"):
