@@ -220,11 +220,13 @@ class _RatioOfMeans(tt.RatioOfMeans):
         treat_var: float,
         treat_count: int,
     ) -> tea_tasting.metrics.mean.MeanResult:
+        # rounding can leave a (CUPED-adjusted) variance a hair below 0
+        contr_var, treat_var = max(0.0, contr_var), max(0.0, treat_var)
         try:
             return super()._analyze_stats(
                 contr_mean, contr_var, contr_count, treat_mean, treat_var, treat_count
             )
-        except (OverflowError, ZeroDivisionError):
+        except (OverflowError, ZeroDivisionError, ValueError):
             scale = math.sqrt(contr_var / contr_count + treat_var / treat_count)
             effect = treat_mean - contr_mean
             half = float(scipy.stats.norm.isf((1 - self.confidence_level) / 2)) * scale
@@ -372,7 +374,7 @@ def _arm_stats(frame: pl.DataFrame, metric: Metric, variants: Sequence[str]):
         mean = a.mean(metric.numerator) / a.mean(metric.denominator)
         stats[name] = (
             float(mean),
-            float(a.ratio_var(metric.numerator, metric.denominator)),
+            max(0.0, float(a.ratio_var(metric.numerator, metric.denominator))),
             a.count(),
         )
     return stats
@@ -416,22 +418,27 @@ def sequential(
     d = mt - mc
     v = vc / nc + vt / nt
     if tau2 is None:
-        tau2 = (DEFAULT_RELATIVE_TAU * mc) ** 2 if mc != 0 else (v if v > 0 else 1.0)
+        tau2 = (DEFAULT_RELATIVE_TAU * mc) ** 2
+        if not (math.isfinite(tau2) and tau2 > 0):  # control at (or underflowing to) 0
+            tau2 = v if v > 0 else 1.0
     p, radius = msprt(d, v, tau2, alpha)
+    rel = rel_low = rel_high = math.nan
     if mc > 0 and mt > 0:
-        v_log = vc / (nc * mc * mc) + vt / (nt * mt * mt)
-        _, r_log = msprt(math.log(mt / mc), v_log, tau2 / (mc * mc), alpha)
-        ratio = mt / mc
-        rel, rel_low, rel_high = (
-            ratio - 1,
-            ratio * math.exp(-r_log) - 1,
-            ratio * math.exp(r_log) - 1,
-        )
-    elif mc > 0:  # treatment at 0: no log scale; the control is taken as known
+        try:
+            v_log = vc / (nc * mc * mc) + vt / (nt * mt * mt)
+            _, r_log = msprt(math.log(mt / mc), v_log, tau2 / (mc * mc), alpha)
+            ratio = mt / mc
+            rel, rel_low, rel_high = (
+                ratio - 1,
+                ratio * math.exp(-float(r_log)) - 1,
+                ratio * math.exp(float(r_log)) - 1,
+            )
+        except (ZeroDivisionError, OverflowError):
+            rel = math.nan
+    if mc > 0 and not (math.isfinite(rel) and rel_low <= rel <= rel_high):
+        # no log scale (treatment at 0, or a mean near 0): the control is taken as known
         rel = d / mc
         rel_low, rel_high = (d - float(radius)) / mc, (d + float(radius)) / mc
-    else:
-        rel = rel_low = rel_high = math.nan
     return Difference(
         metric=metric.name,
         control=control,
