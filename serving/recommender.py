@@ -305,7 +305,8 @@ class Recommender:
         assert isinstance(model, LoadedModel)
         rules = arm.rules if arm is not None and arm.rules is not None else self._rules
         teams: list[str] | None = None
-        if routed is not None and routed[0].experiment.mode == "interleaving" and not arm.holdout:
+        interleave = routed is not None and routed[0].experiment.mode == "interleaving"
+        if routed is not None and interleave and not routed[1].holdout:
             answer, failed, teams = self._interleaved(request, pseudonym, routed[0], champion)
         else:
             answer, failed = self._answer(request, pseudonym, model, rules, arm)

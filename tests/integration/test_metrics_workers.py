@@ -103,7 +103,7 @@ def _value(families: dict, name: str, sample: str, **labels: str) -> float:
     )
 
 
-def _page_views_by_worker(prom_dir: Path) -> dict[str, float]:
+def page_views_by_worker(prom_dir: Path) -> dict[str, float]:
     """Page views each worker counted, from its own file (the server exports only sums)."""
     counts = {}
     for path in prom_dir.glob("histogram_*.db"):
@@ -167,7 +167,7 @@ def test_a_scrape_of_any_worker_counts_every_worker(served, tmp_path: Path):
             while sent < 200:
                 _page_views(url, 20)
                 sent += 20
-                by_worker = _page_views_by_worker(prom_dir)
+                by_worker = page_views_by_worker(prom_dir)
                 if len([n for n in by_worker.values() if n > 0]) == 2:
                     break
             print(f"page views by worker {sorted(by_worker.values())}, {sent} sent")

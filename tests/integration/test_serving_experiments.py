@@ -27,7 +27,7 @@ from pipeline.data.curated import scan_curated
 from pipeline.experiments.state import load_state
 from pipeline.registry import tracking as registry
 from serving.security import API_KEY_HEADER
-from tests.integration.test_metrics_workers import KEY, _page_views_by_worker, two_workers
+from tests.integration.test_metrics_workers import KEY, page_views_by_worker, two_workers
 
 pytestmark = pytest.mark.slow
 
@@ -107,7 +107,7 @@ share = 0.5
             url = str(http.base_url)
             first = {c: _ask(url, c) for c in customers}
             second = {c: _ask(url, c) for c in customers}
-            by_worker = _page_views_by_worker(prom_dir)
+            by_worker = page_views_by_worker(prom_dir)
         assert len(by_worker) == 2 and all(n > 0 for n in by_worker.values()), by_worker
 
         arms = {c: a["variant"] for c, a in first.items()}
@@ -137,17 +137,41 @@ share = 0.5
                 quantity = 2 if arm == "treatment" else 1
                 base = {"customer_id": customer, "item_id": item}
                 rid = answer["recommendation_id"]
-                _post(url, {**base, "session_id": f"s-{customer}", "event_type": "click",
-                            "recommendation_id": rid})
-                _post(url, {**base, "session_id": f"s-{customer}", "event_type": "purchase",
-                            "recommendation_id": rid, "order_id": f"o-{customer}",
-                            "quantity": quantity, "price": 40.0})
+                _post(
+                    url,
+                    {
+                        **base,
+                        "session_id": f"s-{customer}",
+                        "event_type": "click",
+                        "recommendation_id": rid,
+                    },
+                )
+                _post(
+                    url,
+                    {
+                        **base,
+                        "session_id": f"s-{customer}",
+                        "event_type": "purchase",
+                        "recommendation_id": rid,
+                        "order_id": f"o-{customer}",
+                        "quantity": quantity,
+                        "price": 40.0,
+                    },
+                )
                 expected[(arm, "items")] += quantity
                 expected[(arm, "revenue")] += 40.0 * quantity
                 if n % 4 == 0:
-                    _post(url, {**base, "event_type": "return", "return_reason": "too_small",
-                                "recommendation_id": rid, "order_id": f"o-{customer}",
-                                "price": 40.0})
+                    _post(
+                        url,
+                        {
+                            **base,
+                            "event_type": "return",
+                            "return_reason": "too_small",
+                            "recommendation_id": rid,
+                            "order_id": f"o-{customer}",
+                            "price": 40.0,
+                        },
+                    )
                     expected[(arm, "size_returns")] += 1
         assert expected[("control", "items")] and expected[("treatment", "items")]
 
@@ -161,12 +185,14 @@ share = 0.5
         from pipeline.experiments.metrics import unit_metrics
 
         units = unit_metrics(
-            curated, scan_curated(settings.curated_dir, "outcomes").collect(), load_state(
-                settings.experiments_dir, NAME
-            ).experiment
+            curated,
+            scan_curated(settings.curated_dir, "outcomes").collect(),
+            load_state(settings.experiments_dir, NAME).experiment,
         )
         per_arm = units.group_by("variant").agg(
-            pl.col("items").sum(), pl.col("revenue").sum(), pl.col("size_returns").sum(),
+            pl.col("items").sum(),
+            pl.col("revenue").sum(),
+            pl.col("size_returns").sum(),
             pl.len().alias("units"),
         )
         for row in per_arm.iter_rows(named=True):
