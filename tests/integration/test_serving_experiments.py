@@ -10,6 +10,7 @@ run, the verdict on the experiment's record).
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -214,3 +215,103 @@ share = 0.5
         assert stopped.returncode == 0, stopped.stderr
         client.set_registered_model_alias(settings.model_name, CHAMPION, champion)
         client.delete_model_version(settings.model_name, copy)
+
+
+def _experiment(name: str, variants: list[dict], mode: str = "ab"):
+    from pipeline.experiments.config import Experiment
+
+    return Experiment.from_mapping(
+        {
+            "name": name,
+            "mode": mode,
+            "salt": f"salt-{name}",
+            "start": datetime.now(UTC) - timedelta(hours=1),
+            "primary_metric": "conversion",
+            "minimum_detectable_effect": 0.1,
+            "variants": variants,
+        }
+    )
+
+
+def _exposures(settings: Settings, name: str) -> pl.DataFrame:
+    lines = []
+    for path in sorted(settings.events_dir.glob("*/exposures-*.jsonl")):
+        lines += [json.loads(line) for line in path.read_text().splitlines() if line]
+    return pl.DataFrame(lines, infer_schema_length=None).filter(pl.col("experiment") == name)
+
+
+def test_arms_holdout_and_interleaving_in_process(served, tmp_path: Path):
+    """One process: each arm answers with its own rules, the holdout with popularity, an
+    interleaved page holds both rankers' items with the arm of each logged; every answer is
+    an exposure naming the experiment, version and arm, under the pseudonym only."""
+    from pipeline.experiments.state import start, stop
+    from serving.recommender import LoadedModel, Recommender
+    from serving.schemas import RecommendationRequest
+
+    settings: Settings = served[0]
+    rules = tmp_path / "no-dresses.yaml"
+    rules.write_text("categories:\n  exclude: [dress]\n")
+    ab = _experiment(
+        "arms",
+        [
+            {"name": "control", "model": CHAMPION, "share": 0.4},
+            {"name": "no-dresses", "model": CHAMPION, "rules": str(rules), "share": 0.4},
+            {"name": "holdout", "holdout": True, "share": 0.2},
+        ],
+    )
+    customers = [f"ARM{i:04d}" for i in range(150)]
+    start(settings.experiments_dir, ab)
+    rec = Recommender(settings, LoadedModel.load(settings))
+    try:
+        categories = dict(
+            zip(rec.model.attributes["item_id"], rec.model.attributes["category"], strict=True)
+        )
+        popular = rec.model.scorer.item_ids[rec.model.popular[:5]].tolist()
+        seen = Counter()
+        for customer in customers:
+            answer = rec.recommend(RecommendationRequest(customer_id=customer, k=5))
+            assert answer.experiment == "arms"
+            seen[answer.variant] += 1
+            items = [i.item_id for i in answer.items]
+            if answer.variant == "holdout":
+                assert items == popular
+            if answer.variant == "no-dresses":
+                assert all(categories[i] != "dress" for i in items)
+        anonymous = rec.recommend(RecommendationRequest(session_items=popular[:2], k=5))
+        assert anonymous.experiment is None and anonymous.variant is None  # unit = customer
+        assert set(seen) == {"control", "no-dresses", "holdout"}
+    finally:
+        stop(settings.experiments_dir, "arms")
+        rec.close()
+    logged = _exposures(settings, "arms")
+    assert logged.height == len(customers)
+    assert set(logged["experiment_version"]) == {ab.version}
+    assert dict(Counter(logged["variant"])) == dict(seen)
+    raw = "\n".join(p.read_text() for p in settings.events_dir.glob("*/exposures-*.jsonl"))
+    assert not any(c in raw for c in customers)  # pseudonyms only
+
+    both = _experiment(
+        "draft",
+        [
+            {"name": "control", "model": CHAMPION, "share": 0.5},
+            {"name": "no-dresses", "model": CHAMPION, "rules": str(rules), "share": 0.5},
+        ],
+        mode="interleaving",
+    )
+    start(settings.experiments_dir, both)
+    rec = Recommender(settings, LoadedModel.load(settings))
+    try:
+        answers = [rec.recommend(RecommendationRequest(customer_id=c, k=6)) for c in customers[:40]]
+    finally:
+        stop(settings.experiments_dir, "draft")
+        rec.close()
+    assert {a.variant for a in answers} == {"interleaved"}
+    logged = _exposures(settings, "draft")
+    assert logged.height == len(answers)
+    for row in logged.iter_rows(named=True):
+        assert len(row["teams"]) == len(row["items"]) == len(set(row["items"]))
+        assert set(row["teams"]) <= {"control", "no-dresses"}
+        # The arm that excludes dresses never placed one.
+        placed = zip(row["items"], row["teams"], strict=True)
+        assert all(categories[i] != "dress" for i, team in placed if team == "no-dresses")
+    assert {t for row in logged["teams"] for t in row} == {"control", "no-dresses"}
