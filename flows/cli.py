@@ -552,6 +552,71 @@ def experiment_validate(
     typer.echo(f"{experiment.name}: valid, version {experiment.version}")
 
 
+@experiment_app.command("plan")
+def experiment_plan(
+    path: Annotated[Path, typer.Argument(help="the experiment file (.toml or .yaml)")],
+    days: Annotated[int, typer.Option(min=1, help="recent traffic to plan from, days")] = 14,
+) -> None:
+    """Sample size and duration for the primary metric's minimum detectable effect, from the
+    recent traffic (the curated exposures and outcomes) and the metric's variance there."""
+    from pipeline.experiments.plan import PlanError, plan_from_traffic
+
+    experiment = _experiment_file(path)
+    try:
+        planned = plan_from_traffic(get_settings(), experiment, days)
+    except PlanError as exc:
+        typer.echo(str(exc), err=True)
+        raise typer.Exit(1) from None
+    _table(
+        f"plan: {experiment.name} ({experiment.primary_metric}, "
+        f"{experiment.minimum_detectable_effect:+.1%} at alpha {experiment.alpha:g}, "
+        f"power {experiment.power:.0%})",
+        ["baseline", "std per unit", "units per arm", "units", "days", "power"],
+        [
+            [
+                f"{planned.baseline:.4g}",
+                f"{planned.std:.4g}",
+                planned.units_per_variant,
+                planned.total_units,
+                f"{planned.days:.1f}",
+                f"{planned.power:.3f}",
+            ]
+        ],
+    )
+
+
+@experiment_app.command("analyse")
+def experiment_analyse(
+    name: Annotated[str, typer.Argument(help="the experiment's name")],
+    promote: Annotated[
+        bool | None,
+        typer.Option(
+            "--promote/--no-promote",
+            help="promote a winning arm's model (default: FITREC_PROMOTION_REQUIRES_ONLINE_WIN)",
+        ),
+    ] = None,
+) -> None:
+    """Run the analyse_experiment flow (ingest, attribute, analyse) and print the report."""
+    _apply_profile()
+    from pipeline.experiments.state import StateError, load_state
+    from pipeline.quiet import import_quietly
+
+    try:
+        load_state(get_settings().experiments_dir, name)
+    except StateError as exc:
+        typer.echo(str(exc), err=True)
+        raise typer.Exit(1) from None
+    import_quietly()
+    from flows.experiment import analyse_experiment
+
+    result = analyse_experiment(name, promote)
+    typer.echo(Path(result["report"]).read_text(encoding="utf-8"))
+    typer.echo(f"cumulative lift plot: {result['plot']}")
+    typer.echo(f"verdict: {result['verdict']} (MLflow run {result['run_id']})")
+    if result.get("promoted"):
+        typer.echo(f"champion: version {result['promoted']} (online win)")
+
+
 @experiment_app.command("start")
 def experiment_start(
     path: Annotated[Path, typer.Argument(help="the experiment file (.toml or .yaml)")],
