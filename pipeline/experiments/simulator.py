@@ -35,7 +35,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import date, timedelta
+from datetime import date
 from typing import Final
 
 import numpy as np
@@ -61,6 +61,7 @@ __all__ = [
     "affinity_ranker",
     "planted_effect",
     "popularity_ranker",
+    "pre_revenue",
     "session_clicks",
     "simulate",
     "simulate_interleaved",
@@ -93,7 +94,7 @@ class Shoppers:
         self.n_styles = w.style_pref.shape[1]
         self.n_categories = len(CATEGORY_WEIGHTS)
         self.affinity = (w.style_pref * self.n_styles).astype(np.float32)  # (customers, styles)
-        self.appeal = ((np.log(w.popularity) - np.log(w.popularity).mean())).astype(np.float32)
+        self.appeal = (np.log(w.popularity) - np.log(w.popularity).mean()).astype(np.float32)
         self.price = w.items.get_column("price").to_numpy()
         self.item_ids = w.items.get_column("item_id").to_list()
         self.category_p = CATEGORY_WEIGHTS / CATEGORY_WEIGHTS.sum()
@@ -107,7 +108,9 @@ class Shoppers:
 
     def best_size(self, customer: np.ndarray, item: np.ndarray) -> np.ndarray:
         """The size whose real measurements (chart shifted by the sizing bias) are nearest her."""
-        actual = self.world.chart[item] + (self.world.bias[item] * SIZING_BIAS_CM)[:, None, None, None]
+        actual = (
+            self.world.chart[item] + (self.world.bias[item] * SIZING_BIAS_CM)[:, None, None, None]
+        )
         return nominal_size(self.world.body[customer], actual)
 
     def chart_size(
@@ -209,6 +212,7 @@ class Events:
     arm_names: tuple[str, ...]
     days: int
     start: date
+    unit_ids: pl.Series  # the customers' ids (the experiment's unit)
 
     def units(
         self, through_day: int | None = None, pre_revenue: np.ndarray | None = None
@@ -224,8 +228,10 @@ class Events:
         idx = np.flatnonzero(exposed)
         columns: dict[str, object] = {
             "variant": np.array(self.arm_names)[self.arm_of[idx]],
-            "unit": [f"C{i:07d}" for i in idx],
-            "day": pl.Series([self.start + timedelta(days=int(d)) for d in first[idx]]),
+            "unit": self.unit_ids.gather(idx),
+            "day": pl.Series(
+                np.datetime64(self.start, "D") + first[idx].astype("timedelta64[D]")
+            ).cast(pl.Date),
         }
         for name in _COUNTS:
             if name == "converted":
@@ -362,7 +368,8 @@ def simulate(
     key = customer.astype(np.int64) * days + day
     uniq, inverse = np.unique(key, return_inverse=True)
     values = {
-        name: np.bincount(inverse, weights=v, minlength=len(uniq)) for name, v in view_values.items()
+        name: np.bincount(inverse, weights=v, minlength=len(uniq))
+        for name, v in view_values.items()
     }
     return Events(
         unit=(uniq // days).astype(np.int64),
@@ -372,6 +379,7 @@ def simulate(
         arm_names=tuple(a.name for a in arms),
         days=days,
         start=start,
+        unit_ids=shoppers.world.customers.get_column("customer_id"),
     )
 
 
