@@ -17,7 +17,7 @@
 from __future__ import annotations
 
 import base64
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, time, timedelta
 from pathlib import Path
 
 import polars as pl
@@ -37,15 +37,11 @@ PRE_PERIOD = timedelta(days=28)
 
 
 def _curated(table: str) -> pl.DataFrame:
-    settings = get_settings()
-    try:
-        return scan_curated(settings.curated_dir, table).collect()
-    except (FileNotFoundError, pl.exceptions.ComputeError):
-        return pl.DataFrame()
+    return scan_curated(get_settings().curated_dir, table).collect()
 
 
 @task(retries=2, retry_delay_seconds=[2, 10])
-def measure(name: str) -> dict[str, pl.DataFrame]:
+def measure(name: str) -> dict:
     """Per-unit metrics and per-arm operational figures of experiment ``name``."""
     settings = get_settings()
     experiment = load_state(settings.experiments_dir, name).experiment
@@ -63,20 +59,42 @@ def measure(name: str) -> dict[str, pl.DataFrame]:
             pl.col("ts"),
         )
     units = metrics.unit_metrics(exposures, outcomes, experiment, pre_outcomes=pre)
+    # The daily looks as they were: what was known by the end of each day.
+    looks = {}
+    if not units.is_empty():
+        first, last = units["day"].min(), units["day"].max()
+        assert isinstance(first, date) and isinstance(last, date)
+        for n in range((last - first).days + 1):
+            day = first + timedelta(days=n)
+            end = datetime.combine(day + timedelta(days=1), time(), UTC)
+            look = metrics.unit_metrics(
+                exposures.filter(pl.col("ts") < end),
+                outcomes.filter(pl.col("ts") < end),
+                experiment,
+                pre_outcomes=pre,
+            )
+            if not look.is_empty():
+                looks[day] = look
     attributed = metrics.attribute(
         exposures, outcomes, window=timedelta(hours=experiment.attribution_window_hours)
     )
     return {
         "units": units,
         "operational": metrics.operational(exposures, experiment),
+        "looks": looks,
         "attributed": attributed,
     }
 
 
 @task
-def analyse_units(name: str, measured: dict[str, pl.DataFrame]) -> stats.Analysis:
+def analyse_units(name: str, measured: dict) -> stats.Analysis:
     experiment = load_state(get_settings().experiments_dir, name).experiment
-    return stats.analyse(measured["units"], experiment, operational=measured["operational"])
+    return stats.analyse(
+        measured["units"],
+        experiment,
+        operational=measured["operational"],
+        looks=measured["looks"],
+    )
 
 
 def _inline_png(path: Path) -> str:
@@ -84,7 +102,7 @@ def _inline_png(path: Path) -> str:
 
 
 @task(retries=2, retry_delay_seconds=[2, 10])
-def publish(name: str, analysis: stats.Analysis, measured: dict[str, pl.DataFrame]) -> dict:
+def publish(name: str, analysis: stats.Analysis, measured: dict) -> dict:
     """Artifact, MLflow run, the experiment's record; returns the summary."""
     settings = get_settings()
     state = load_state(settings.experiments_dir, name)

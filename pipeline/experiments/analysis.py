@@ -19,6 +19,7 @@ import math
 import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
+from datetime import date
 from pathlib import Path
 from typing import Any, Final
 
@@ -880,6 +881,7 @@ def analyse(
     experiment: Experiment,
     *,
     operational: pl.DataFrame | None = None,
+    looks: Mapping[date, pl.DataFrame] | None = None,
 ) -> Analysis:
     """The whole analysis of an A/B experiment.
 
@@ -896,10 +898,11 @@ def analyse(
       degraded, errors): degraded_share and error_rate by a two-proportion z-test,
       p99_latency_ms untested and breached when above 1.2 x control. Holm across the tested
       guardrails of an arm; breached = worse direction and adjusted p < alpha.
-    - ``cumulative``: for each day d, the sequential interval on the units first exposed on or
-      before d. Their totals are those to the end of the data, so the series is an
-      approximation of what was known on day d (it shows how the estimate settles as units
-      accrue, not the exact history of the looks).
+    - ``cumulative``: for each day d, the sequential interval at that day's look. With
+      ``looks`` (day -> the per-unit frame of everything known by the end of that day, as
+      the analysis flow builds it) these are the exact looks. Without, the units first
+      exposed on or before d with their totals to the end of the data: an approximation of
+      what was known on day d (later outcomes of early units are already in).
     - ``verdict``: a sample ratio mismatch blocks everything; otherwise an arm wins (loses)
       when its always-valid interval excludes 0 in the better (worse) direction; a breached
       guardrail overrides a win. ``winner``: the clean winner with the largest lift.
@@ -961,10 +964,14 @@ def analyse(
     rows = []
     final: dict[str, Difference] = {}
     days = sorted(frame["day"].unique().to_list())
+    views = (
+        dict(looks)
+        if looks is not None
+        else {day: frame.filter(pl.col("day") <= day) for day in days}
+    )
     for t in treatments:
         previous = 1.0
-        for day in days:
-            upto = frame.filter(pl.col("day") <= day)
+        for day, upto in sorted(views.items()):
             try:
                 stats = _arm_stats(
                     _check_units(upto, primary_metric, [control, t]), primary_metric, [control]

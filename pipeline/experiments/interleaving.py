@@ -20,8 +20,6 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
-from scipy.stats import binomtest
-
 __all__ = ["Preference", "credit", "preference", "team_draft"]
 
 Team = Literal["a", "b"]
@@ -135,6 +133,8 @@ def preference(wins_a: int, wins_b: int, alpha: float = 0.05) -> Preference:
     n = int(wins_a) + int(wins_b)
     if n == 0:
         return Preference(0.5, 0.0, 1.0, 1.0, None, 0)
+    from scipy.stats import binomtest  # here: serving imports team_draft and has no SciPy
+
     result = binomtest(int(wins_a), n, 0.5, alternative="two-sided")
     interval = result.proportion_ci(confidence_level=1 - alpha, method="exact")
     share = wins_a / n
