@@ -21,6 +21,8 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
 
 from pipeline.config import CHAMPION, Settings
 from pipeline.experiments.assignment import Assigner
@@ -30,7 +32,7 @@ from pipeline.rules.schema import Rules, load_rules
 
 log = logging.getLogger(__name__)
 
-__all__ = ["Active", "Arm", "ExperimentRouter", "ModelBudgetError"]
+__all__ = ["Active", "Arm", "ExperimentRouter", "ModelBudgetError", "exposure_record"]
 
 
 class ModelBudgetError(RuntimeError):
@@ -170,3 +172,37 @@ class ExperimentRouter:
         if not unit:
             return None
         return active, active.arms[active.assigner.variant(unit).name]
+
+
+def exposure_record(
+    answer: Any,
+    session_id: str | None,
+    pseudonym: str,
+    key_id: str,
+    active: Active | None,
+    latency_ms: float,
+    failed: bool,
+    teams: list[str] | None = None,
+) -> dict[str, Any]:
+    """The exposure line of one answer (:class:`serving.schemas.Recommendation`): what was
+    shown (items, and for an interleaved page the arm that placed each), to whom (the
+    pseudonym, never the raw id), in which experiment, version and arm, how fast, and whether
+    it was degraded or the model's fallback. Clicks, purchases and returns are attributed to
+    it (:func:`pipeline.experiments.metrics.attribute`)."""
+    experiment = active.experiment if active else None
+    return {
+        "recommendation_id": answer.recommendation_id,
+        "ts": datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z"),
+        "session_id": session_id,
+        "customer_pseudonym": pseudonym or None,
+        "pseudonym_key_id": key_id if pseudonym else None,
+        "experiment": experiment.name if experiment else None,
+        "experiment_version": experiment.version if experiment else None,
+        "variant": answer.variant,
+        "model_version": answer.model_version,
+        "items": [i.item_id for i in answer.items],
+        "teams": teams,
+        "latency_ms": round(latency_ms, 3),
+        "degraded": answer.degraded,
+        "fallback": failed,
+    }

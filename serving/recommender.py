@@ -15,7 +15,6 @@ import logging
 import threading
 import time
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 
 import mlflow
 import numpy as np
@@ -36,7 +35,7 @@ from pipeline.rules.compiled import CatalogueRules
 from pipeline.rules.schema import Context, Rules, load_rules
 from serving.breaker import Breaker, BreakerOpen
 from serving.events import EventLog, SessionStore
-from serving.experiments import Active, Arm, ExperimentRouter
+from serving.experiments import Active, Arm, ExperimentRouter, exposure_record
 from serving.health import HealthReport, StoreHealth
 from serving.metrics import RecommenderMetrics
 from serving.reasons import drivers, explain, lifts
@@ -442,26 +441,18 @@ class Recommender:
         failed: bool,
         teams: list[str] | None = None,
     ) -> None:
-        """One exposure line in the durable event log: what was shown, to whom (the
-        pseudonym only), in which arm; clicks, purchases and returns are attributed to it."""
+        """One exposure line in the durable event log (:func:`exposure_record`)."""
         assert self.exposures is not None
-        experiment = routed[0].experiment if routed else None
-        record = {
-            "recommendation_id": answer.recommendation_id,
-            "ts": datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z"),
-            "session_id": request.session_id,
-            "customer_pseudonym": pseudonym or None,
-            "pseudonym_key_id": self._key_id if pseudonym else None,
-            "experiment": experiment.name if experiment else None,
-            "experiment_version": experiment.version if experiment else None,
-            "variant": answer.variant,
-            "model_version": answer.model_version,
-            "items": [i.item_id for i in answer.items],
-            "teams": teams,
-            "latency_ms": round((time.perf_counter() - began) * 1000, 3),
-            "degraded": answer.degraded,
-            "fallback": failed,
-        }
+        record = exposure_record(
+            answer,
+            request.session_id,
+            pseudonym,
+            self._key_id,
+            routed[0] if routed else None,
+            (time.perf_counter() - began) * 1000,
+            failed,
+            teams,
+        )
         try:
             self.exposures.append(record)
         except OSError as exc:  # a full disk: the page view is answered, the miss is logged
