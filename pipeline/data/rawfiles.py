@@ -13,7 +13,9 @@ contract plus bookkeeping columns:
   row gets that one reason and no other;
 - ``__bytes``: the line's exact bytes when they are not UTF-8 (never replaced by U+FFFD);
 - ``__nested``: value-level reasons found while reading (``bad_type:<column>`` for a JSON
-  array or object where the contract wants a scalar).
+  array or object where the contract wants a scalar). A column declared ``json_list`` takes a
+  JSON array: it is kept as its compact JSON text (``["I1","I2"]``) for the contract's
+  pattern to check; Parquet list columns stay ``bad_column_type`` (serving writes JSON lines).
 
 Clean JSON lines take Polars' reader; only suspicious lines (not one object, escapes,
 nested values, a contract key twice) go through Python's JSON parser one by one.
@@ -117,9 +119,18 @@ def _line_row(text: str, number: int, contract: Contract) -> dict:
     if not isinstance(record, dict):
         return {**row, PRE: "bad_json"}
     nested = []
+    lists = {c.name for c in contract.columns if c.json_list}
     for name in contract.names:
         value = record.get(name)
-        if isinstance(value, dict | list):
+        if name in lists and isinstance(value, list):
+            # Kept as compact JSON text (the contract's pattern checks it); the values as
+            # JSON has them (strict_json keeps floats as text, which must not pass as ids).
+            try:
+                row[name] = orjson.dumps(orjson.loads(text).get(name)).decode()
+            except (orjson.JSONDecodeError, orjson.JSONEncodeError):  # 1e400, a 2**64 int
+                nested.append(f"bad_type:{name}")
+                row[name] = json.dumps(value)
+        elif isinstance(value, dict | list):
             nested.append(f"bad_type:{name}")
             row[name] = json.dumps(value)
         elif isinstance(value, str) and _has_surrogate(value):
