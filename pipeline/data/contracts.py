@@ -288,7 +288,7 @@ OUTCOMES = Contract(
     references={"item_id": "items"},
     columns=(
         Column("event_id", pl.String()),
-        Column("session_id", pl.String()),
+        Column("session_id", pl.String(), nullable=True, description="null: a return, say"),
         Column(
             "customer_id",
             pl.String(),

@@ -93,7 +93,7 @@ GOOD_OUTCOMES = [
     outcome("o1"),
     outcome("o2", event_type="add_to_cart", recommendation_id=None),
     outcome("o3", event_type="purchase", order_id="ord1", quantity=2, price=49.5),
-    outcome("o4", event_type="return", return_reason="too_small", price=49.5),
+    outcome("o4", event_type="return", return_reason="too_small", price=49.5, session_id=None),
 ]
 BAD_OUTCOMES = [
     (outcome("b1", event_type="view"), "not_allowed:event_type"),
@@ -106,7 +106,7 @@ BAD_OUTCOMES = [
     (outcome("b8", price=-1), "out_of_range:price"),
     (outcome("b9", item_id="NOPE"), "unknown_item"),
     (outcome("b10", recommendation_id="x"), "bad_format:recommendation_id"),
-    (outcome("b11", session_id=None), "missing:session_id"),
+    (outcome("b11", event_type="click", quantity=None), "missing:quantity"),
     (outcome("o1", event_type="purchase"), "duplicate_key"),
 ]
 
