@@ -111,18 +111,19 @@ BAD_OUTCOMES = [
 ]
 
 
-def _day(settings, tmp_path: Path) -> Path:
+def _day(settings, tmp_path: Path, customer_id: str = "A") -> Path:
     drop = tmp_path / "raw" / DAY.isoformat()
     write(
         drop,
         {
-            "customers": [customer("A")],
+            "customers": [customer(customer_id)],
             "items": [item("I1"), item("I2")],
-            "session_events": [event("e1")],
+            "session_events": [event("e1", customer_id=customer_id)],
         },
     )
     key = settings.pseudonym_key.get_secret_value()
-    signed_in = {"customer_pseudonym": pseudonymise("A", key), "pseudonym_key_id": key_id(key)}
+    pseudonym = pseudonymise(customer_id, key)
+    signed_in = {"customer_pseudonym": pseudonym, "pseudonym_key_id": key_id(key)}
     rows = [*GOOD_EXPOSURES, exposure(rec(4), **signed_in), *(r for r, _ in BAD_EXPOSURES)]
     _log(settings, "exposures-host-1.jsonl", [*rows, rows[0], "{broken"])
     outcomes = [*GOOD_OUTCOMES, outcome("o5", **signed_in), *(r for r, _ in BAD_OUTCOMES)]
