@@ -239,3 +239,29 @@ def test_lists_are_read_as_compact_json_text(tmp_path):
     assert frame["items"].to_list()[:2] == ['["I1","I2"]', "[1.5]"]
     assert frame["teams"][0] == '["a","b"]'
     assert frame["__nested"].to_list() == [None, None, "bad_type:items"]
+
+
+def test_the_fast_and_the_slow_reader_agree(tmp_path):
+    rows = [
+        exposure(rec(1)),
+        exposure(rec(2), items=[], teams=["a"]),
+        exposure(rec(3), items=["I1", 2]),
+        exposure(rec(4), items="not a list"),
+        exposure(rec(5), items=None, teams=["b", "c"]),
+    ]
+    spaced = json.dumps(exposure(rec(6)), indent=None).replace('["I1", "I2"]', '[ "I1" ,"I2" ]')
+    text = "".join(json.dumps(r) + "\n" for r in rows) + spaced + "\n"
+    path = tmp_path / "exposures-h-1.jsonl"
+    path.write_text(text)
+    fast = read_raw(path, EXPOSURES)
+    path.write_text(text + "\x00\n")  # a NUL byte sends the whole file down the slow path
+    slow = read_raw(path, EXPOSURES).head(len(rows) + 1)
+    assert fast.drop("__source").equals(slow.drop("__source"))
+    assert fast["items"].to_list() == [
+        '["I1","I2"]',
+        "[]",
+        '["I1",2]',
+        "not a list",
+        None,
+        '["I1","I2"]',
+    ]
