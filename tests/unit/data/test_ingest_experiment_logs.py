@@ -4,6 +4,7 @@ curated, bad rows quarantined with their reasons, every row reconciled, re-runs 
 from __future__ import annotations
 
 import json
+from datetime import timedelta
 from pathlib import Path
 
 import polars as pl
@@ -265,3 +266,17 @@ def test_the_fast_and_the_slow_reader_agree(tmp_path):
         None,
         '["I1","I2"]',
     ]
+
+
+def test_a_line_re_sent_on_a_later_day_is_a_duplicate(settings, tmp_path):
+    drop = _day(settings, tmp_path)
+    ingest_day(drop, DAY, settings)
+    later = DAY + timedelta(days=1)
+    folder = settings.events_dir / later.isoformat()
+    folder.mkdir(parents=True)
+    (folder / "exposures-host-1.jsonl").write_text(json.dumps(exposure(rec(1))) + "\n")
+    (folder / "outcomes-host-1.jsonl").write_text(json.dumps(outcome("o1")) + "\n")
+    report, _ = ingest_day(tmp_path / "raw" / later.isoformat(), later, settings)
+    for table in ("exposures", "outcomes"):
+        assert report["tables"][table]["reasons"] == {"duplicate_key": 1}, table
+        assert report["tables"][table]["reconciled"]
