@@ -359,9 +359,11 @@ def _session_ids(settings: Settings, who: Who) -> set[str]:
         for line in path.read_bytes().splitlines():
             if _line_names(line, who):
                 try:
-                    sessions.add(str(orjson.loads(line)["session_id"]))
+                    session = orjson.loads(line)["session_id"]
                 except (orjson.JSONDecodeError, KeyError, TypeError):
                     continue
+                if session is not None:  # an exposure or a return may have no session
+                    sessions.add(str(session))
     return sessions
 
 

@@ -50,6 +50,21 @@ PREFERRED_FITS: Final = ("slim", "regular", "relaxed")
 FIT_FEEDBACK: Final = ("too_small", "fits", "too_large")
 RETURN_REASONS: Final = ("too_small", "too_large", "style", "quality", "other")
 EVENT_TYPES: Final = ("view", "try_on", "add_to_cart", "remove_from_cart", "purchase")
+# Online experiments (issue 16): what POST /events logs as an outcome of an answer served, and
+# which return reasons are about size.
+OUTCOME_TYPES: Final = ("click", "add_to_cart", "purchase", "return")
+SIZE_RETURN_REASONS: Final = ("too_small", "too_large")
+RECOMMENDATION_ID: Final = r"^r-[0-9a-f]{32}$"
+# A list column is kept as the compact JSON text of an array of strings (conform types only
+# scalars): these patterns accept exactly ``[]`` or ``["a","b"]`` with item ids (serving's
+# ``[\w.\-:]``, unbounded here: a bounded Unicode class compiles too large) or variant
+# names (the experiment config's NAME_PATTERN) as elements.
+_ITEM_ID: Final = r'"[\w.\-:]+"'
+_VARIANT_NAME: Final = r'"[A-Za-z0-9][A-Za-z0-9._-]*"'
+ITEM_LIST: Final = rf"^\[({_ITEM_ID}(,{_ITEM_ID})*)?\]$"
+TEAM_LIST: Final = rf"^\[({_VARIANT_NAME}(,{_VARIANT_NAME})*)?\]$"
+MAX_LATENCY_MS: Final = 600_000
+MAX_QUANTITY: Final = 1000
 # Body measurements that fit is judged on; a size chart gives a [min, max) range for each.
 CHART_MEASURES: Final = ("bust", "waist", "hips")
 # A sizing bias of +-1 means the garment measures this many cm more (+) or less (-) than its
@@ -69,6 +84,9 @@ class Column:
     allowed: tuple[str, ...] | None = None
     pattern: str | None = None
     unit: str | None = None  # a pipeline.data.units parser: "length", "weight" or "bust"
+    # A JSON array in the raw line (rawfiles keeps it as its compact JSON text instead of
+    # calling it bad_type); the column is a String, ``pattern`` checks the text.
+    json_list: bool = False
     sensitive: bool = False
     description: str = ""
 
@@ -82,6 +100,8 @@ class Contract:
     key: tuple[str, ...]
     timestamp: str | None = None
     references: dict[str, str] = field(default_factory=dict)
+    # Rules across columns, checked by conform on the typed row: (true when broken, reason).
+    checks: tuple[tuple[pl.Expr, str], ...] = field(default=(), compare=False)
 
     @property
     def names(self) -> list[str]:
@@ -208,7 +228,97 @@ SESSION_EVENTS = Contract(
     ),
 )
 
-CONTRACTS: Final = {c.name: c for c in (CUSTOMERS, ITEMS, TRY_ONS, PURCHASES, SESSION_EVENTS)}
+
+def json_list_length(column: str) -> pl.Expr:
+    """Elements of a list column whose text matches :data:`ITEM_LIST` or :data:`TEAM_LIST`
+    (their elements hold no quote, so each has exactly two)."""
+    return pl.col(column).str.count_matches('"', literal=True) // 2
+
+
+EXPOSURES = Contract(
+    name="exposures",
+    key=("recommendation_id",),
+    timestamp="ts",
+    columns=(
+        Column("recommendation_id", pl.String(), pattern=RECOMMENDATION_ID),
+        Column("session_id", pl.String(), nullable=True),
+        Column(
+            "customer_id",
+            pl.String(),
+            nullable=True,
+            description="serving's customer_pseudonym; null when anonymous",
+        ),
+        Column("experiment", pl.String(), nullable=True),
+        Column("experiment_version", pl.String(), nullable=True),
+        Column("variant", pl.String(), nullable=True),
+        Column("model_version", pl.String(), nullable=True),
+        Column(
+            "items",
+            pl.String(),
+            pattern=ITEM_LIST,
+            json_list=True,
+            description='JSON text of the answer\'s item ids in rank order: ["I1","I2"]',
+        ),
+        Column(
+            "teams",
+            pl.String(),
+            nullable=True,
+            pattern=TEAM_LIST,
+            json_list=True,
+            description="JSON text: the variant that placed each item (interleaving), or null",
+        ),
+        Column("latency_ms", pl.Float64(), min=0, max=MAX_LATENCY_MS),
+        Column("degraded", pl.Boolean()),
+        Column("fallback", pl.Boolean()),
+        Column("ts", UTC_TS),
+    ),
+    checks=(
+        (
+            pl.col("teams").is_not_null()
+            & (json_list_length("teams") != json_list_length("items")),
+            "length_mismatch:teams",
+        ),
+    ),
+)
+
+OUTCOMES = Contract(
+    name="outcomes",
+    key=("event_id",),
+    timestamp="ts",
+    references={"item_id": "items"},
+    columns=(
+        Column("event_id", pl.String()),
+        Column("session_id", pl.String(), nullable=True, description="null: a return, say"),
+        Column(
+            "customer_id",
+            pl.String(),
+            nullable=True,
+            description="serving's customer_pseudonym; null when anonymous",
+        ),
+        Column("event_type", pl.String(), allowed=OUTCOME_TYPES),
+        Column("item_id", pl.String()),
+        Column("recommendation_id", pl.String(), nullable=True, pattern=RECOMMENDATION_ID),
+        Column("order_id", pl.String(), nullable=True),
+        Column("quantity", pl.Int64(), min=1, max=MAX_QUANTITY),
+        Column("price", pl.Float64(), nullable=True, min=0, max=100_000, description="unit price"),
+        Column("return_reason", pl.String(), nullable=True, allowed=RETURN_REASONS),
+        Column("ts", UTC_TS),
+    ),
+    checks=(
+        (
+            (pl.col("event_type") == "return") & pl.col("return_reason").is_null(),
+            "missing:return_reason",
+        ),
+        (
+            (pl.col("event_type") != "return") & pl.col("return_reason").is_not_null(),
+            "unexpected:return_reason",
+        ),
+    ),
+)
+
+CONTRACTS: Final = {
+    c.name: c for c in (CUSTOMERS, ITEMS, TRY_ONS, PURCHASES, SESSION_EVENTS, EXPOSURES, OUTCOMES)
+}
 
 
 def parse_timestamp(expr: pl.Expr) -> pl.Expr:
@@ -323,6 +433,7 @@ def conform(raw: pl.DataFrame, contract: Contract) -> pl.DataFrame:
             checks.append((~value.str.contains(c.pattern), f"bad_format:{c.name}"))
         if c.allowed is not None:
             checks.append((~value.is_in(list(c.allowed)), f"not_allowed:{c.name}"))
+    checks.extend(contract.checks)
     typed = typed.with_columns(pl.lit(None, pl.String).alias("reason"))
     return add_reasons(typed, checks).select(*contract.names, "reason")
 

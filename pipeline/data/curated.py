@@ -17,15 +17,29 @@ import polars as pl
 
 from pipeline.data.contracts import CHART_MEASURES, CONTRACTS
 
+# Serving's event log: a file's name says which table its lines belong to (anything else is
+# session events, ``serving-<host>-<pid>.jsonl``).
+LOG_PREFIXES: dict[str, str] = {"exposures-": "exposures", "outcomes-": "outcomes"}
+LOG_TABLES = ("session_events", *LOG_PREFIXES.values())
+
 
 def serving_logs(events_dir: Path, day: date) -> dict[str, list[Path]]:
-    """Session events accepted by serving on ``day`` (its durable log), as extra sources.
+    """What serving logged on ``day`` (its durable log), as extra sources per table:
+    ``exposures-*.jsonl`` (answers served), ``outcomes-*.jsonl`` (clicks, carts, purchases,
+    returns) and every other ``*.jsonl`` (session events).
 
     A missing or empty day folder gives no files; anything there that is not a regular
     ``*.jsonl`` file (a stray folder of that name) is not serving's and is left alone.
     """
-    logs = (events_dir / day.isoformat()).glob("*.jsonl")
-    return {"session_events": sorted(p for p in logs if p.is_file())}
+    logs = sorted(p for p in (events_dir / day.isoformat()).glob("*.jsonl") if p.is_file())
+    routed: dict[str, list[Path]] = {table: [] for table in LOG_TABLES}
+    for path in logs:
+        table = next(
+            (t for prefix, t in LOG_PREFIXES.items() if path.name.startswith(prefix)),
+            "session_events",
+        )
+        routed[table].append(path)
+    return routed
 
 
 def days_to_ingest(raw_dir: Path, events_dir: Path, up_to: date) -> list[tuple[date, Path]]:
@@ -36,7 +50,7 @@ def days_to_ingest(raw_dir: Path, events_dir: Path, up_to: date) -> list[tuple[d
             day = date.fromisoformat(folder.name)
         except ValueError:
             continue
-        if day <= up_to and serving_logs(events_dir, day)["session_events"]:
+        if day <= up_to and any(serving_logs(events_dir, day).values()):
             days.setdefault(day, raw_dir / day.isoformat())
     return sorted(days.items())
 

@@ -8,6 +8,11 @@ check references, launch dates, future times and key duplicates, then write
 
     raw rows = curated + quarantined + exact duplicates dropped      (per table, per day)
 
+Serving's event log for the day (:func:`pipeline.data.curated.serving_logs`) joins the drop:
+its session events go with the drop's ``session_events``; its exposures (one per answer
+served) and outcomes (clicks, add-to-carts, purchases, returns) are the tables
+:data:`LOG_ONLY`, which only the log feeds, ingested the same way after the drop's tables.
+
 No input makes ingest raise. A row whose fields cannot be read gets exactly one line-level
 reason (``bad_json``, ``bad_encoding``, ``duplicate_json_key``, ``bad_csv_row``,
 ``bad_header``); a file that gives no rows at all (an empty or corrupt Parquet file, an empty
@@ -65,6 +70,7 @@ from pipeline.data.contracts import (
 )
 from pipeline.data.curated import (
     ITEM_SIZES_SCHEMA,
+    LOG_PREFIXES,
     partition,
     previous_report,
     report_path,
@@ -86,7 +92,15 @@ from pipeline.data.staging import DayWriter, recover
 from pipeline.erasure import erased_pseudonyms
 from pipeline.privacy import key_id, pseudonymise_column, redact_without_consent, translation
 
-__all__ = ["IngestReport", "TableReport", "ingest_day", "ingest_drop", "read_raw", "trust_case"]
+__all__ = [
+    "TABLES",
+    "IngestReport",
+    "TableReport",
+    "ingest_day",
+    "ingest_drop",
+    "read_raw",
+    "trust_case",
+]
 
 log = logging.getLogger(__name__)
 
@@ -98,6 +112,9 @@ RAW_FILES: dict[str, str] = {
     "try_ons": "try_ons.jsonl",
     "purchases": "purchases.jsonl",
 }
+# Tables only serving's event log feeds (no raw drop file), ingested after the drop's.
+LOG_ONLY = tuple(LOG_PREFIXES.values())
+TABLES = (*RAW_FILES, *LOG_ONLY)
 DIMENSIONS = ("customers", "items")
 # Events may arrive late (any time before the drop) but not from after the drop's day.
 FUTURE_GRACE = timedelta(hours=1)
@@ -371,8 +388,9 @@ def ingest_drop(
     references: dict[str, pl.DataFrame] = {}
     writer = DayWriter(settings.data_dir, f"ingest-{day.isoformat()}")
     try:
-        for table, filename in RAW_FILES.items():
-            paths = [drop / filename, *extra.get(table, [])]
+        for table in TABLES:
+            dropped = [drop / RAW_FILES[table]] if table in RAW_FILES else []
+            paths = [*dropped, *extra.get(table, [])]
             good, table_report = _ingest_table(
                 paths, table, day, settings, key, cutoff, curated_here, references, writer
             )

@@ -13,7 +13,9 @@ contract plus bookkeeping columns:
   row gets that one reason and no other;
 - ``__bytes``: the line's exact bytes when they are not UTF-8 (never replaced by U+FFFD);
 - ``__nested``: value-level reasons found while reading (``bad_type:<column>`` for a JSON
-  array or object where the contract wants a scalar).
+  array or object where the contract wants a scalar). A column declared ``json_list`` takes a
+  JSON array: it is kept as its compact JSON text (``["I1","I2"]``) for the contract's
+  pattern to check; Parquet list columns stay ``bad_column_type`` (serving writes JSON lines).
 
 Clean JSON lines take Polars' reader; only suspicious lines (not one object, escapes,
 nested values, a contract key twice) go through Python's JSON parser one by one.
@@ -117,9 +119,18 @@ def _line_row(text: str, number: int, contract: Contract) -> dict:
     if not isinstance(record, dict):
         return {**row, PRE: "bad_json"}
     nested = []
+    lists = {c.name for c in contract.columns if c.json_list}
     for name in contract.names:
         value = record.get(name)
-        if isinstance(value, dict | list):
+        if name in lists and isinstance(value, list):
+            # Kept as compact JSON text (the contract's pattern checks it); the values as
+            # JSON has them (strict_json keeps floats as text, which must not pass as ids).
+            try:
+                row[name] = orjson.dumps(orjson.loads(text).get(name)).decode()
+            except (orjson.JSONDecodeError, orjson.JSONEncodeError):  # 1e400, a 2**64 int
+                nested.append(f"bad_type:{name}")
+                row[name] = json.dumps(value)
+        elif isinstance(value, dict | list):
             nested.append(f"bad_type:{name}")
             row[name] = json.dumps(value)
         elif isinstance(value, str) and _has_surrogate(value):
@@ -170,29 +181,53 @@ def read_json_lines(data: bytes, contract: Contract) -> pl.DataFrame:
     if lines.is_empty():
         return empty_rows(contract)
     text = pl.col(SOURCE).str.strip_chars(BLANK)
+    # A json_list column's array of plain strings stays on the fast path: Polars reads the
+    # line with the array as null, the column takes the array's text, whitespace removed.
+    lists = [c.name for c in contract.columns if c.json_list]
+    plain = text
+    for name in lists:
+        plain = plain.str.replace_all(_array_value(name), f'"{name}":null')
+    lines = lines.with_columns(plain.alias("__plain"))
+    plain = pl.col("__plain")
     suspicious = (
         ~text.str.starts_with("{")
         | ~text.str.ends_with("}")
-        | text.str.contains(r"\\u|\[")
+        | text.str.contains(r"\\u")
+        | plain.str.contains(r"\[")
         | (text.str.count_matches("{", literal=True) > 1)
         | pl.any_horizontal(
             text.str.count_matches(f'"{name}"', literal=True) > 1 for name in contract.names
         )
     )
-    flagged = lines.with_columns(suspicious.alias("__slow"))
+    flagged = lines.with_columns(
+        suspicious.alias("__slow"),
+        *[
+            text.str.extract(_array_value(name, capture=True), 1)
+            .str.replace_all(r"\s", "")
+            .alias(f"__array_{name}")
+            for name in lists
+        ],
+    )
     clean = flagged.filter(~pl.col("__slow")).drop("__slow")
+    arrays = clean.select(f"__array_{name}" for name in lists)
+    clean = clean.drop("__plain", *arrays.columns)
     schema = dict.fromkeys(contract.names, pl.String)
     try:
         fields = None
-        if clean.height == lines.height:  # the usual case: the file as it is
+        if clean.height == lines.height and not lists:  # the usual case: the file as it is
             fields = pl.read_ndjson(data, schema=schema)
         if fields is None or fields.height != clean.height:
-            body = clean.select(pl.col(SOURCE).str.join("\n")).item().encode()
+            rows = flagged.filter(~pl.col("__slow"))
+            body = rows.select(pl.col("__plain").str.join("\n")).item().encode()
             fields = pl.read_ndjson(body, schema=schema)
         if fields.height != clean.height:
             raise ValueError("line count changed")
     except (Exception, PanicException):  # noqa: BLE001 - Polars raises several types
         return _slow_lines(data, contract)
+    fields = fields.with_columns(
+        pl.coalesce(arrays.get_column(f"__array_{name}"), pl.col(name)).alias(name)
+        for name in lists
+    )
     fast = pl.concat([fields, clean], how="horizontal").with_columns(
         pl.lit(None, pl.String).alias(PRE),
         pl.lit(None, pl.Binary).alias(BYTES),
@@ -206,6 +241,13 @@ def read_json_lines(data: bytes, contract: Contract) -> pl.DataFrame:
         contract,
     )
     return pl.concat([fast.select(_schema(contract).keys()), slow]).sort(LINE)
+
+
+def _array_value(name: str, capture: bool = False) -> str:
+    """A regex of ``"name": [...]`` with an array of strings without escapes or quotes."""
+    element = r'"[^"\\\s,\[\]]*"'
+    array = rf"\[\s*(?:{element}\s*(?:,\s*{element}\s*)*)?\]"
+    return rf'"{name}"\s*:\s*' + (f"({array})" if capture else array)
 
 
 def _slow_lines(data: bytes, contract: Contract) -> pl.DataFrame:

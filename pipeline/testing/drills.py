@@ -496,10 +496,13 @@ def ingest_drill(workdir: Path) -> IngestDrill:
         if second["crashed"] or after != before:
             problems.append("re-run differs")
         for table, counts in first["report"]["tables"].items():
-            path = drop / RAW_FILES[table]
-            # A file ingest could not take rows from (its report names it) is one row.
-            whole = f"{drop.name}/{path.name}" in counts.get("quarantined_files", {})
-            file_rows = 1 if whole else _raw_rows(path)
+            if table in RAW_FILES:
+                path = drop / RAW_FILES[table]
+                # A file ingest could not take rows from (its report names it) is one row.
+                whole = f"{drop.name}/{path.name}" in counts.get("quarantined_files", {})
+                file_rows = 1 if whole else _raw_rows(path)
+            else:  # fed only by serving's event log, which the drill leaves empty
+                file_rows = 0
             on_disk = sum(
                 pl.read_parquet(partition(root, table, day)).height
                 for root in (settings.curated_dir, settings.quarantine_dir)

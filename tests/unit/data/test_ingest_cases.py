@@ -297,6 +297,8 @@ def test_trust_case_reports_crash_and_reconciliation(tmp_path, settings):
         "session_events",
         "try_ons",
         "purchases",
+        "exposures",
+        "outcomes",
     }
     assert all(case["reconciled"].values())
     assert case["report"]["tables"]["items"]["quarantined"] >= 1
