@@ -23,7 +23,7 @@ import time
 import uuid
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Annotated, BinaryIO, Final, Literal, Self, cast
+from typing import Annotated, BinaryIO, Literal, Self, cast
 
 import orjson
 import redis
@@ -38,7 +38,7 @@ from pydantic import (
 )
 
 from pipeline.config import Settings
-from pipeline.data.contracts import RETURN_REASONS
+from pipeline.data.contracts import OUTCOME_TYPES, RETURN_REASONS
 from pipeline.features.declarations import SESSION_PUSH, SESSION_TTL, TIMESTAMP
 from pipeline.features.online.connection import RedisTarget
 from pipeline.features.session import SessionState, apply_event
@@ -48,9 +48,6 @@ from serving.metrics import EventMetrics
 from serving.schemas import RECOMMENDATION_ID, json_integer
 
 log = logging.getLogger(__name__)
-
-# Events that are outcomes of an answer (attributed to it; pipeline.experiments.metrics).
-OUTCOME_TYPES: Final = ("click", "add_to_cart", "purchase", "return")
 
 Id = Annotated[str, StringConstraints(min_length=1, max_length=128, pattern=r"^[\w.\-:]+$")]
 

@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 import uuid
-from typing import Annotated, Final
+from typing import Annotated
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StringConstraints
 
@@ -22,9 +22,6 @@ def json_integer(value: object) -> object:
 def new_recommendation_id() -> str:
     """A fresh answer id: ``r-`` and a uuid4 in hex."""
     return f"r-{uuid.uuid4().hex}"
-
-
-RECOMMENDATION_ID: Final = r"^r-[0-9a-f]{32}$"
 
 
 class RecommendationRequest(BaseModel):
