@@ -23,7 +23,7 @@ import time
 import uuid
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Annotated, BinaryIO, Literal, Self, cast
+from typing import Annotated, Any, BinaryIO, Literal, Self, cast
 
 import orjson
 import redis
@@ -74,24 +74,47 @@ class EventTimeError(ValueError):
     """An event's time is outside the accepted window (answered as a 422 on ``ts``)."""
 
 
+def _document_rules(schema: dict[str, Any]) -> None:
+    """The rules across fields, in the schema as well as in the validator, so that a client
+    (or a fuzzer) reading the OpenAPI document knows them: a return needs ``return_reason``
+    and may come without a session (from the warehouse, days later); every other event needs
+    ``session_id`` and takes no ``return_reason``."""
+    schema["examples"] = [
+        {
+            "event_id": "e-7f3a2b",
+            "session_id": "S0100000042",
+            "customer_id": "C0000013",
+            "event_type": "view",
+            "item_id": "I000020",
+            "ts": "2026-12-02T17:30:00Z",
+        },
+        {
+            "customer_id": "C0000013",
+            "event_type": "return",
+            "item_id": "I000020",
+            "order_id": "O-20261202-0042",
+            "price": 79.0,
+            "return_reason": "too_small",
+        },
+    ]
+    schema["if"] = {"properties": {"event_type": {"const": "return"}}}
+    schema["then"] = {
+        "required": ["return_reason"],
+        "properties": {"return_reason": {"enum": list(RETURN_REASONS)}},
+    }
+    schema["else"] = {
+        "required": ["session_id"],
+        "properties": {"session_id": {"type": "string"}, "return_reason": {"type": "null"}},
+    }
+
+
 class SessionEventRequest(BaseModel):
     """One event from the shop front."""
 
     model_config = ConfigDict(
         extra="forbid",
         str_strip_whitespace=True,
-        json_schema_extra={
-            "examples": [
-                {
-                    "event_id": "e-7f3a2b",
-                    "session_id": "S0100000042",
-                    "customer_id": "C0000013",
-                    "event_type": "view",
-                    "item_id": "I000020",
-                    "ts": "2026-12-02T17:30:00Z",
-                }
-            ]
-        },
+        json_schema_extra=lambda schema, _: _document_rules(schema),
     )
 
     event_id: Id | None = Field(
@@ -143,8 +166,8 @@ class SessionEventRequest(BaseModel):
         description="A purchase's (or return's) order; items per order counts by it.",
         examples=["O-20261202-0042"],
     )
-    quantity: Annotated[int, BeforeValidator(json_integer), Field(ge=1, le=1000)] = Field(
-        default=1, description="Units bought or returned (1 to 1000).", examples=[1]
+    quantity: Annotated[int, BeforeValidator(json_integer)] = Field(
+        default=1, ge=1, le=1000, description="Units bought or returned (1 to 1000).", examples=[1]
     )
     price: Annotated[float, Field(ge=0, le=100_000, allow_inf_nan=False)] | None = Field(
         default=None,

@@ -38,6 +38,42 @@ def test_ts_must_be_a_representable_date_time_string(ts):
     assert [e["loc"] for e in error.value.errors()] == [("ts",)]
 
 
+EVENT_TYPES = ["view", "try_on", "add_to_cart", "remove_from_cart", "purchase", "click", "return"]
+ABSENT = object()
+
+
+@hsettings(max_examples=300, derandomize=True)
+@given(
+    event_type=st.sampled_from([*EVENT_TYPES, "refund"]),
+    session_id=st.sampled_from([ABSENT, None, "s1", ""]),
+    return_reason=st.sampled_from([ABSENT, None, "too_small", "style", "ugly"]),
+    quantity=st.sampled_from([ABSENT, -1, 0, 1, 1000, 1001]),
+)
+def test_the_schema_states_the_rules_the_validator_applies(
+    event_type, session_id, return_reason, quantity
+):
+    """A body is valid by the published JSON schema exactly when the model accepts it: the
+    rules across fields (a return needs a reason and no session; any other event a session and
+    no reason) are in the OpenAPI document, so a schema-valid request is never refused."""
+    from jsonschema import Draft202012Validator
+
+    body: dict[str, object] = {"event_type": event_type, "item_id": "I000001"}
+    for name, value in (
+        ("session_id", session_id),
+        ("return_reason", return_reason),
+        ("quantity", quantity),
+    ):
+        if value is not ABSENT:
+            body[name] = value
+    by_schema = Draft202012Validator(SessionEventRequest.model_json_schema()).is_valid(body)
+    try:
+        SessionEventRequest.model_validate(body)
+        by_model = True
+    except ValidationError:
+        by_model = False
+    assert by_schema == by_model, body
+
+
 @hsettings(max_examples=150, derandomize=True, suppress_health_check=[HealthCheck.too_slow])
 @given(
     ts=st.datetimes(
