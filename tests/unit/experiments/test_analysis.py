@@ -18,18 +18,12 @@ from hypothesis import HealthCheck, given
 from hypothesis import settings as hsettings
 from hypothesis import strategies as st
 
-from pipeline.experiments.analysis import (
-    VERDICTS,
-    Difference,
-    analyse,
-    difference,
-    msprt,
-    plan,
-    power_at,
-    sample_ratio,
-    sequential,
-)
+from pipeline.experiments.analysis import VERDICTS, analyse
 from pipeline.experiments.config import METRICS, UNIT_COLUMNS, Experiment
+from pipeline.experiments.differences import Difference, difference
+from pipeline.experiments.power import plan, power_at
+from pipeline.experiments.sample_ratio import sample_ratio
+from pipeline.experiments.sequential import msprt, sequential
 
 pytestmark = pytest.mark.unit
 
