@@ -31,7 +31,7 @@ from pipeline.experiments.guardrails import assess_guardrails, check_operational
 from pipeline.experiments.sample_ratio import SampleRatio, sample_ratio
 from pipeline.experiments.sequential import sequential
 
-__all__ = ["VERDICTS", "Analysis", "analyse"]
+__all__ = ["VERDICTS", "Analysis", "analyse", "lift_chart"]
 
 VERDICTS: Final = (
     "blocked: sample ratio mismatch",
@@ -118,6 +118,15 @@ class Analysis:
                 f"| {'-' if tv is None else f'{tv:.4g}'} | {ptxt} "
                 f"| {'yes' if g['breached'] else 'no'} |"
             )
+        if self.cumulative.height:
+            lines += [
+                "",
+                "## Cumulative lift (always-valid interval, one look a day)",
+                "",
+                "```",
+                *lift_chart(self.cumulative),
+                "```",
+            ]
         lines += ["", "## All metrics", "", head + "\n".join(row(d) for d in self.metrics)]
         if self.notes:
             lines += ["", "Notes:", *[f"- {n}" for n in self.notes]]
@@ -155,6 +164,55 @@ class Analysis:
         path.parent.mkdir(parents=True, exist_ok=True)
         fig.savefig(path, dpi=100, bbox_inches="tight")
         return path
+
+
+def lift_chart(cumulative: pl.DataFrame, width: int = 41, limit: float = 1.0) -> list[str]:
+    """The cumulative lift over time as text, one line per look: the estimate (``o``) in its
+    interval (``-``) on one axis shared by every line, with 0 marked (``|``), so a terminal
+    shows the band narrowing as units accrue. The axis spans the values but at most
+    +-``limit`` (100 %); a band that goes on beyond it ends in ``<`` or ``>``. Non-finite
+    values are not drawn."""
+
+    def ok(v: float | None) -> bool:
+        return v is not None and math.isfinite(v)
+
+    values = [
+        v
+        for c in ("relative", "relative_low", "relative_high")
+        for v in cumulative[c].to_list()
+        if ok(v)
+    ]
+    if not values:
+        return ["(no finite interval yet)"]
+    low, high = max(min(*values, 0.0), -limit), min(max(*values, 0.0), limit)
+    span = (high - low) or 1.0
+
+    def at(value: float) -> int:
+        return min(width - 1, max(0, round((value - low) / span * (width - 1))))
+
+    def pct(v: float | None) -> str:
+        return f"{v:+.1%}" if ok(v) else "n/a"
+
+    lines = [f"{'day':<10} {'variant':<12} {'lift':>8}  {'interval':<20} {low:+.0%} .. {high:+.0%}"]
+    for row in cumulative.sort("variant", "day").iter_rows(named=True):
+        axis = [" "] * width
+        axis[at(0.0)] = "|"
+        est, lo, hi = row["relative"], row["relative_low"], row["relative_high"]
+        if ok(lo) and ok(hi):
+            for x in range(at(lo), at(hi) + 1):
+                axis[x] = "-" if axis[x] == " " else axis[x]
+            if lo < low:
+                axis[0] = "<"
+            if hi > high:
+                axis[-1] = ">"
+        if ok(est):
+            axis[at(est)] = "o"
+        interval = f"[{pct(lo)}, {pct(hi)}]"
+        chart = "".join(axis).rstrip()
+        lines.append(
+            f"{row['day']!s:<10} {row['variant']:<12} {pct(est):>8}  {interval:<20} {chart}"
+        )
+    return lines
 
 
 def analyse(

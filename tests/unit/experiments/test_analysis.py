@@ -4,13 +4,16 @@ overrides a win, losses, holdouts) on simulated data where the answer is known."
 from __future__ import annotations
 
 import json
+from datetime import timedelta
 from pathlib import Path
 
+import polars as pl
 import pytest
 
-from pipeline.experiments.analysis import VERDICTS, analyse
+from pipeline.experiments.analysis import VERDICTS, analyse, lift_chart
 from pipeline.experiments.config import METRICS, UNIT_COLUMNS
 from tests.unit.experiments.units import (
+    DAY0,
     experiment,
     operational,
     simulate,
@@ -92,3 +95,34 @@ def test_holdout_arms_are_compared_with_the_control(tmp_path: Path):
 
 def test_verdicts_are_the_declared_ones():
     assert len(VERDICTS) == 5 and VERDICTS[0] == "blocked: sample ratio mismatch"
+
+
+def test_the_report_draws_the_cumulative_lift_in_text():
+    """The terminal report shows the lift over time: one line per look, the estimate inside
+    its interval on an axis shared by every line, with zero marked."""
+    cumulative = pl.DataFrame(
+        {
+            "day": [DAY0, DAY0 + timedelta(days=1), DAY0 + timedelta(days=2)],
+            "variant": ["treatment"] * 3,
+            "relative": [0.10, 0.06, float("nan")],
+            "relative_low": [-0.30, -0.05, float("nan")],
+            "relative_high": [0.50, 0.17, float("nan")],
+            "p_value": [1.0, 0.4, 0.4],
+        }
+    )
+    header, *rows = lift_chart(cumulative, width=41)
+    assert "-30%" in header and "+50%" in header
+    axes = [row[len(header) - len("-30% .. +50%") :].ljust(41) for row in rows]
+    zero = round(0.30 / 0.80 * 40)  # 0 on an axis from -30 % to +50 %
+    assert all(axis[zero] == "|" for axis in axes)
+    first, second, third = axes
+    assert first.index("o") == round(0.40 / 0.80 * 40)
+    assert first.strip(" ").startswith("-") and first.rstrip(" ").endswith("-")
+    assert len(second.strip(" ")) < len(first.strip(" "))  # the band narrows
+    assert "o" not in third and "n/a" in rows[2]  # nothing drawn for an undefined look
+    assert lift_chart(cumulative.clear()) == ["(no finite interval yet)"]
+
+    result = analyse(simulate(400, 400, lift=0.3, seed=21), experiment())
+    report = result.to_markdown()
+    assert "## Cumulative lift" in report
+    assert report.count("\n2026-12-") == result.cumulative.height
