@@ -88,8 +88,10 @@ def assign(shoppers, name: str, enrolled: np.ndarray, shares=(0.5, 0.5)) -> np.n
 
 
 def aa_runs(shoppers, champion, runs: int, days: int, seed: int, mde: float) -> dict[str, float]:
-    from pipeline.experiments.analysis import difference, sample_ratio, sequential
     from pipeline.experiments.config import METRICS
+    from pipeline.experiments.differences import difference
+    from pipeline.experiments.sample_ratio import sample_ratio
+    from pipeline.experiments.sequential import sequential
     from pipeline.experiments.simulator import Arm, pre_revenue, simulate
 
     metric = METRICS[METRIC]
@@ -137,8 +139,9 @@ def aa_runs(shoppers, champion, runs: int, days: int, seed: int, mde: float) -> 
 
 
 def ab_runs(shoppers, champion, runs: int, days: int, seed: int, mde: float) -> dict[str, float]:
-    from pipeline.experiments.analysis import difference, plan, power_at
     from pipeline.experiments.config import METRICS
+    from pipeline.experiments.differences import difference
+    from pipeline.experiments.power import plan, power_at
     from pipeline.experiments.simulator import Arm, planted_effect, pre_revenue, simulate
 
     metric = METRICS[METRIC]
@@ -215,7 +218,7 @@ def ab_runs(shoppers, champion, runs: int, days: int, seed: int, mde: float) -> 
 
 
 def srm_runs(shoppers, champion, runs: int, days: int, seed: int) -> bool:
-    from pipeline.experiments.analysis import sample_ratio
+    from pipeline.experiments.sample_ratio import sample_ratio
     from pipeline.experiments.simulator import Arm, simulate
 
     arms = [Arm("control", champion), Arm("treatment", champion)]

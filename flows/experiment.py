@@ -17,7 +17,7 @@
 from __future__ import annotations
 
 import base64
-from datetime import UTC, date, datetime, time, timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import polars as pl
@@ -33,8 +33,6 @@ from pipeline.experiments.state import load_state, record_verdict
 from pipeline.experiments.tracking import log_analysis
 from pipeline.registry import tracking as registry
 
-PRE_PERIOD = timedelta(days=28)
-
 
 def _curated(table: str) -> pl.DataFrame:
     return scan_curated(get_settings().curated_dir, table).collect()
@@ -42,47 +40,16 @@ def _curated(table: str) -> pl.DataFrame:
 
 @task(retries=2, retry_delay_seconds=[2, 10])
 def measure(name: str) -> dict:
-    """Per-unit metrics and per-arm operational figures of experiment ``name``."""
-    settings = get_settings()
-    experiment = load_state(settings.experiments_dir, name).experiment
+    """Per-unit metrics, the daily looks and per-arm operational figures of ``name``."""
+    experiment = load_state(get_settings().experiments_dir, name).experiment
     exposures, outcomes = _curated("exposures"), _curated("outcomes")
-    purchases = _curated("purchases")
-    pre = None
-    if not purchases.is_empty():
-        since = experiment.start - PRE_PERIOD
-        pre = purchases.filter((pl.col("ts") >= since) & (pl.col("ts") < experiment.start)).select(
-            pl.col("customer_id"),
-            pl.lit(None, pl.String).alias("session_id"),
-            pl.lit("purchase").alias("event_type"),
-            pl.col("price"),
-            pl.lit(1, pl.Int64).alias("quantity"),
-            pl.col("ts"),
-        )
-    units = metrics.unit_metrics(exposures, outcomes, experiment, pre_outcomes=pre)
-    # The daily looks as they were: what was known by the end of each day.
-    looks = {}
-    if not units.is_empty():
-        first, last = units["day"].min(), units["day"].max()
-        assert isinstance(first, date) and isinstance(last, date)
-        for n in range((last - first).days + 1):
-            day = first + timedelta(days=n)
-            end = datetime.combine(day + timedelta(days=1), time(), UTC)
-            look = metrics.unit_metrics(
-                exposures.filter(pl.col("ts") < end),
-                outcomes.filter(pl.col("ts") < end),
-                experiment,
-                pre_outcomes=pre,
-            )
-            if not look.is_empty():
-                looks[day] = look
-    attributed = metrics.attribute(
-        exposures, outcomes, window=timedelta(hours=experiment.attribution_window_hours)
-    )
+    pre = metrics.pre_period(_curated("purchases"), experiment)
+    window = timedelta(hours=experiment.attribution_window_hours)
     return {
-        "units": units,
+        "units": metrics.unit_metrics(exposures, outcomes, experiment, pre_outcomes=pre),
+        "looks": metrics.daily_looks(exposures, outcomes, experiment, pre_outcomes=pre),
         "operational": metrics.operational(exposures, experiment),
-        "looks": looks,
-        "attributed": attributed,
+        "attributed": metrics.attribute(exposures, outcomes, window=window),
     }
 
 

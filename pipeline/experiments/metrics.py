@@ -8,6 +8,9 @@ module turns them into:
 - :func:`attribute`: each outcome with the answer it is credited to (or none);
 - :func:`unit_metrics`: one row per (variant, unit) with the columns of
   :data:`pipeline.experiments.config.UNIT_COLUMNS`, what the analysis reads;
+- :func:`pre_period`: the units' purchases before the start (the CUPED covariate);
+- :func:`daily_looks`: the per-unit frame as it was known at the end of each day (the
+  sequential test's looks);
 - :func:`variant_summary`: each metric of :data:`pipeline.experiments.config.METRICS` per
   variant; :func:`operational`: the answers' latency, degraded and fallback counts.
 
@@ -18,7 +21,7 @@ is all nulls, ``items`` may be the curated JSON text (``["I1","I2"]``) or a list
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import UTC, date, datetime, time, timedelta
 from typing import Final
 
 import polars as pl
@@ -26,7 +29,15 @@ import polars as pl
 from pipeline.data.contracts import EXPOSURES, ITEM_LIST, OUTCOMES, SIZE_RETURN_REASONS
 from pipeline.experiments.config import METRICS, UNIT_COLUMNS, Experiment
 
-__all__ = ["attribute", "operational", "unit_metrics", "variant_summary"]
+__all__ = [
+    "PRE_PERIOD",
+    "attribute",
+    "daily_looks",
+    "operational",
+    "pre_period",
+    "unit_metrics",
+    "variant_summary",
+]
 
 # How an outcome was attributed (the ``attribution`` column of :func:`attribute`).
 BY_ID: Final = "id"
@@ -35,6 +46,7 @@ BY_PURCHASE: Final = "purchase"
 
 _COUNTS: Final = ("clicks", "add_to_carts", "orders", "items", "returns", "size_returns")
 _ROW = "__row"
+PRE_PERIOD: Final = timedelta(days=28)  # CUPED's covariate: the purchases of these days
 
 
 def _shaped(frame: pl.DataFrame, schema: pl.Schema) -> pl.DataFrame:
@@ -306,6 +318,56 @@ def unit_metrics(
         .rename({unit: "unit"})
     )
     return units.select("variant", "unit", "day", *UNIT_COLUMNS).sort("variant", "unit")
+
+
+def pre_period(
+    purchases: pl.DataFrame, experiment: Experiment, period: timedelta = PRE_PERIOD
+) -> pl.DataFrame | None:
+    """The curated purchases of the ``period`` before the experiment's start as outcomes
+    (``pre_outcomes`` of :func:`unit_metrics`: each unit's revenue then is its CUPED
+    covariate); None when there are no purchases at all."""
+    if purchases.is_empty():
+        return None
+    since = experiment.start - period
+    return purchases.filter((pl.col("ts") >= since) & (pl.col("ts") < experiment.start)).select(
+        pl.col("customer_id"),
+        pl.lit(None, pl.String).alias("session_id"),
+        pl.lit("purchase").alias("event_type"),
+        pl.col("price"),
+        pl.lit(1, pl.Int64).alias("quantity"),
+        pl.col("ts"),
+    )
+
+
+def daily_looks(
+    exposures: pl.DataFrame,
+    outcomes: pl.DataFrame,
+    experiment: Experiment,
+    *,
+    pre_outcomes: pl.DataFrame | None = None,
+) -> dict[date, pl.DataFrame]:
+    """Day -> the :func:`unit_metrics` frame of everything known by that day's end (UTC),
+    from the first day with a unit to the last: the looks a daily analysis took, exact (an
+    early unit's later outcomes are not in an early look). Days without a unit yet are left
+    out."""
+    units = unit_metrics(exposures, outcomes, experiment, pre_outcomes=pre_outcomes)
+    looks: dict[date, pl.DataFrame] = {}
+    if units.is_empty():
+        return looks
+    first, last = units["day"].min(), units["day"].max()
+    assert isinstance(first, date) and isinstance(last, date)
+    for n in range((last - first).days + 1):
+        day = first + timedelta(days=n)
+        end = datetime.combine(day + timedelta(days=1), time(), UTC)
+        look = unit_metrics(
+            exposures.filter(pl.col("ts") < end),
+            outcomes.filter(pl.col("ts") < end),
+            experiment,
+            pre_outcomes=pre_outcomes,
+        )
+        if not look.is_empty():
+            looks[day] = look
+    return looks
 
 
 def operational(exposures: pl.DataFrame, experiment: Experiment) -> pl.DataFrame:

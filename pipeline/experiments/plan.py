@@ -15,7 +15,7 @@ import polars as pl
 
 from pipeline.config import Settings
 from pipeline.data.curated import scan_curated
-from pipeline.experiments import analysis
+from pipeline.experiments import power
 from pipeline.experiments.config import METRICS, Experiment
 from pipeline.experiments.metrics import unit_metrics
 
@@ -30,7 +30,7 @@ class PlanError(RuntimeError):
 
 def plan_from_traffic(
     settings: Settings, experiment: Experiment, days: int, now: datetime | None = None
-) -> analysis.Plan:
+) -> power.Plan:
     """The plan for ``experiment`` from the last ``days`` days of traffic.
 
     Raises:
@@ -68,7 +68,7 @@ def plan_from_traffic(
             f"the answers of the last {days} days have no {experiment.unit} to count "
             f"(unit = {experiment.unit!r})"
         )
-    return analysis.plan(
+    return power.plan(
         units.drop("variant"),
         METRICS[experiment.primary_metric],
         minimum_detectable_effect=experiment.minimum_detectable_effect,
