@@ -5,20 +5,22 @@
 - :mod:`.sample_ratio`: were the units split as declared? (a mismatch blocks the verdict)
 - :mod:`.differences`: fixed-horizon differences with CUPED, via tea-tasting (delta method for
   ratio metrics);
-- :mod:`.sequential`: the always-valid mSPRT, safe to look at daily, which decides the verdict;
+- :mod:`.group_sequential` (an experiment with a planned ``end``: O'Brien-Fleming alpha
+  spending over its duration) or :mod:`.sequential` (no end: the always-valid mSPRT): the
+  daily looks, safe to take, which decide the verdict;
 - :mod:`.guardrails`: what an arm must not make worse (Holm-corrected);
 - :mod:`.power`: the sample size a plan needs.
 
 The :class:`Analysis` renders as markdown (the Prefect artifact and the terminal report) and
-as the plot of the cumulative lift with its always-valid band.
+as the plot of the cumulative lift with its interval valid at every look.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import date
+from datetime import UTC, date, datetime, time, timedelta
 from pathlib import Path
 from typing import Any, Final
 
@@ -27,11 +29,12 @@ import polars as pl
 from pipeline.experiments.config import METRICS, UNIT_COLUMNS, Experiment
 from pipeline.experiments.differences import Difference, arm_stats, difference
 from pipeline.experiments.frames import check_frame, check_units, finite
+from pipeline.experiments.group_sequential import group_sequential
 from pipeline.experiments.guardrails import assess_guardrails, check_operational
 from pipeline.experiments.sample_ratio import SampleRatio, sample_ratio
 from pipeline.experiments.sequential import sequential
 
-__all__ = ["VERDICTS", "Analysis", "analyse", "lift_chart"]
+__all__ = ["VERDICTS", "Analysis", "analyse", "lift_chart", "sequential_looks", "spending_time"]
 
 VERDICTS: Final = (
     "blocked: sample ratio mismatch",
@@ -121,7 +124,7 @@ class Analysis:
         if self.cumulative.height:
             lines += [
                 "",
-                "## Cumulative lift (always-valid interval, one look a day)",
+                "## Cumulative lift (interval valid at every look, one look a day)",
                 "",
                 "```",
                 *lift_chart(self.cumulative),
@@ -133,8 +136,8 @@ class Analysis:
         return "\n".join(lines) + "\n"
 
     def plot(self, path: Path) -> Path:
-        """The cumulative relative lift of the primary metric with its always-valid band,
-        one panel line per treatment, and a zero line. Written with matplotlib's Agg canvas."""
+        """The cumulative relative lift of the primary metric with its interval valid at every
+        look, one line per treatment, and a zero line. Written with matplotlib's Agg canvas."""
         from matplotlib.backends.backend_agg import FigureCanvasAgg
         from matplotlib.figure import Figure
 
@@ -155,7 +158,7 @@ class Analysis:
             )
         ax.axhline(0, color="black", linewidth=1)
         primary = self.primary[0].metric if self.primary else ""
-        ax.set_title(f"{self.experiment}: cumulative lift of {primary} (always-valid interval)")
+        ax.set_title(f"{self.experiment}: cumulative lift of {primary} (valid at every look)")
         ax.set_ylabel("relative to control")
         ax.yaxis.set_major_formatter(lambda x, _pos: f"{x:.0%}")
         if self.cumulative.height:
@@ -215,6 +218,57 @@ def lift_chart(cumulative: pl.DataFrame, width: int = 41, limit: float = 1.0) ->
     return lines
 
 
+def spending_time(experiment: Experiment, day: date) -> float:
+    """How far through its planned duration ``experiment`` is at the end of ``day`` (UTC):
+    the group-sequential look's spending time (1 or more after the end)."""
+    if experiment.end is None:
+        raise ValueError(f"experiment {experiment.name} has no planned end")
+    end_of_day = datetime.combine(day + timedelta(days=1), time(), UTC)
+    return (end_of_day - experiment.start) / (experiment.end - experiment.start)
+
+
+def sequential_looks(
+    experiment: Experiment,
+    looks: Sequence[tuple[date, pl.DataFrame]],
+    control: str,
+    treatment: str,
+) -> list[tuple[date, Difference]]:
+    """The primary metric's sequential difference at each daily look (day, units known by
+    its end), in day order: :func:`~.group_sequential.group_sequential` (O'Brien-Fleming
+    spending over the planned duration) when the experiment declares an ``end``, else the
+    mSPRT (:func:`~.sequential.sequential`, tau = the minimum detectable effect times the
+    control value, the p-value the running minimum over the looks). A look the statistic
+    cannot be computed on is left out."""
+    metric = METRICS[experiment.primary_metric]
+    looks = sorted(looks, key=lambda look: look[0])
+    if experiment.end is not None:
+        timed = [(spending_time(experiment, day), units) for day, units in looks]
+        diffs = group_sequential(timed, metric, control, treatment, alpha=experiment.alpha)
+        return [(day, d) for (day, _), d in zip(looks, diffs, strict=True)]
+    out: list[tuple[date, Difference]] = []
+    previous = 1.0
+    for day, units in looks:
+        try:
+            mc = arm_stats(check_units(units, metric, [control, treatment]), metric, [control])[
+                control
+            ][0]
+            tau2 = (experiment.minimum_detectable_effect * mc) ** 2 if mc != 0 else None
+            d = sequential(
+                units,
+                metric,
+                control,
+                treatment,
+                alpha=experiment.alpha,
+                tau2=tau2,
+                previous_p=previous,
+            )
+        except ValueError:
+            continue  # too few units in an arm so far
+        previous = d.p_value
+        out.append((day, d))
+    return out
+
+
 def analyse(
     units: pl.DataFrame,
     experiment: Experiment,
@@ -227,9 +281,10 @@ def analyse(
     - ``srm``: :func:`sample_ratio` of the units per variant against the declared shares.
     - ``primary``: fixed-horizon CUPED difference of the primary metric, per treatment arm
       (holdouts included: every arm is compared with the control).
-    - ``sequential``: the mSPRT difference of the primary metric, tau = the experiment's
-      minimum detectable effect times the control value; the p-value is the running minimum
-      over the daily looks of ``cumulative``.
+    - ``sequential``: the primary metric's difference at the last daily look of
+      ``cumulative`` (:func:`sequential_looks`): group-sequential when the experiment has a
+      planned end, else the mSPRT with tau = the minimum detectable effect times the control
+      value (its p-value the running minimum over the looks).
     - ``metrics``: every :data:`METRICS` entry, fixed, no CUPED (those that cannot be computed,
       e.g. no items bought in an arm, are named in ``notes``).
     - ``guardrails``: per arm, metric guardrails (direction from ``higher_is_better``) and the
@@ -243,7 +298,7 @@ def analyse(
       exposed on or before d with their totals to the end of the data: an approximation of
       what was known on day d (later outcomes of early units are already in).
     - ``verdict``: a sample ratio mismatch blocks everything; otherwise an arm wins (loses)
-      when its always-valid interval excludes 0 in the better (worse) direction; a breached
+      when its sequential interval excludes 0 in the better (worse) direction; a breached
       guardrail overrides a win. ``winner``: the clean winner with the largest lift.
 
     Raises:
@@ -298,8 +353,8 @@ def analyse(
             metrics.append(d)
             by_key[(t, metric.name)] = d
 
-    # Sequential looks: one per day, the running minimum of the p-value per arm.
-    mde = experiment.minimum_detectable_effect
+    # Sequential looks, one a day: group-sequential when the experiment has a planned end,
+    # the mixture SPRT (valid however long it runs) when it runs until stopped.
     rows = []
     final: dict[str, Difference] = {}
     days = sorted(frame["day"].unique().to_list())
@@ -309,27 +364,15 @@ def analyse(
         else {day: frame.filter(pl.col("day") <= day) for day in days}
     )
     for t in treatments:
-        previous = 1.0
+        usable = []
         for day, upto in sorted(views.items()):
             try:
-                stats = arm_stats(
-                    check_units(upto, primary_metric, [control, t]), primary_metric, [control]
-                )
-                mc = stats[control][0]
-                tau2 = (mde * mc) ** 2 if mc != 0 else None
-                d = sequential(
-                    upto,
-                    primary_metric,
-                    control,
-                    t,
-                    alpha=experiment.alpha,
-                    tau2=tau2,
-                    previous_p=previous,
-                )
+                check_units(upto, primary_metric, [control, t])
             except ValueError:
                 continue  # too few units in an arm so far
-            previous = d.p_value
-            final[t] = d
+            usable.append((day, upto))
+        looked = sequential_looks(experiment, usable, control, t)
+        for day, d in looked:
             rows.append(
                 {
                     "day": day,
@@ -340,6 +383,8 @@ def analyse(
                     "p_value": d.p_value,
                 }
             )
+        if looked:
+            final[t] = looked[-1][1]
     cumulative = pl.DataFrame(
         rows,
         schema={

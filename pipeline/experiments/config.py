@@ -9,7 +9,9 @@ An experiment file (every key but ``description``, ``end``, ``guardrails`` and t
     unit = "customer"                       # [customer] pseudonymised customer | session
     salt = "ranker-v7-2026-12"              # a new salt reshuffles every unit
     start = 2026-12-01T00:00:00Z
-    end = 2026-12-15T00:00:00Z              # [none: until stopped]
+    end = 2026-12-15T00:00:00Z              # [none: until stopped] the planned end: daily
+                                            # looks spend alpha over it (group-sequential);
+                                            # without one, the mSPRT (valid for ever)
     primary_metric = "net_kept_revenue_per_unit"
     guardrails = ["return_rate", "p99_latency_ms", "degraded_share", "error_rate"]
     minimum_detectable_effect = 0.05        # relative to control (5 %)
