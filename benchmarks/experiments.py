@@ -6,10 +6,13 @@ shop for ``--days`` days and the per-unit frame is analysed by
 :mod:`pipeline.experiments.analysis`. The primary metric is ``net_kept_revenue_per_unit``.
 
 * **A/A** (both arms the champion): ``aa_fpr`` is the share of runs the fixed-horizon test
-  calls significant at alpha 0.05 at the end; ``aa_peeking_fpr`` the share ever significant by
-  the always-valid mSPRT (:func:`sequential`, running-minimum p, tau = the planned minimum
-  detectable effect times the control mean, as :func:`analyse` sets it) looked at daily;
-  ``naive_peeking_fpr`` the share ever significant by the fixed test looked at daily.
+  calls significant at alpha 0.05 at the end; ``aa_peeking_fpr`` the share ever significant
+  when looked at daily as :func:`analyse` looks at an experiment with a planned end (``days``
+  days): the group-sequential design (:func:`group_sequential`, O'Brien-Fleming spending by
+  elapsed time). The mSPRT that :func:`analyse` uses for an experiment without an end
+  (:func:`sequential`, running-minimum p, tau = the planned minimum detectable effect times
+  the control mean) is printed beside it; ``naive_peeking_fpr`` the share ever significant by
+  the fixed test looked at daily.
 * **A/B**: the minimum detectable effect is planned (:func:`plan`) on a pre-period frame of
   the champion; the treatment's buy probability is multiplied by ``1 + mde``, whose true
   relative effect on the metric is exactly ``mde`` (:func:`planted_effect`). Each run enrols
@@ -90,6 +93,7 @@ def assign(shoppers, name: str, enrolled: np.ndarray, shares=(0.5, 0.5)) -> np.n
 def aa_runs(shoppers, champion, runs: int, days: int, seed: int, mde: float) -> dict[str, float]:
     from pipeline.experiments.config import METRICS
     from pipeline.experiments.differences import difference
+    from pipeline.experiments.group_sequential import group_sequential
     from pipeline.experiments.sample_ratio import sample_ratio
     from pipeline.experiments.sequential import sequential
     from pipeline.experiments.simulator import Arm, pre_revenue, simulate
@@ -97,15 +101,17 @@ def aa_runs(shoppers, champion, runs: int, days: int, seed: int, mde: float) -> 
     metric = METRICS[METRIC]
     arms = [Arm("control", champion), Arm("treatment", champion)]
     everyone = np.ones(shoppers.n_customers, bool)
-    fixed = peeking = peeking_default = naive = srm_alarms = 0
+    fixed = peeking = msprt = peeking_default = naive = srm_alarms = 0
     started = time.perf_counter()
     for run in range(runs):
         arm_of = assign(shoppers, f"aa-{seed}-{run}", everyone)
         pre = pre_revenue(shoppers, champion, everyone, days=days, seed=seed * 100_003 + run)
         events = simulate(shoppers, arms, arm_of, days=days, seed=[seed, 1, run])
         p_seq, p_default, ever_seq, ever_default, ever_naive = 1.0, 1.0, False, False, False
+        looks = []
         for day in range(days):
             units = events.units(day, pre)
+            looks.append(((day + 1) / days, units))  # the plan: `days` days, a look a day
             # tau = the planned minimum detectable effect, as analyse() sets it
             control_mean = float(units.filter(variant="control")[metric.numerator].mean())  # type: ignore[arg-type]
             tau2 = (mde * control_mean) ** 2 if control_mean > 0 else None
@@ -122,20 +128,35 @@ def aa_runs(shoppers, champion, runs: int, days: int, seed: int, mde: float) -> 
             fix = difference(units, metric, "control", "treatment", alpha=ALPHA)
             ever_naive |= fix.significant()
         fixed += fix.significant()
-        peeking += ever_seq
+        # What analyse() does for an experiment with a planned end: O'Brien-Fleming spending
+        # over the looks; its last interval is the intersection of all (a crossing stays).
+        planned = group_sequential(
+            looks, metric, "control", "treatment", alpha=ALPHA, p_value=False
+        )
+        peeking += planned[-1].significant()
+        msprt += ever_seq
         peeking_default += ever_default
         naive += ever_naive
         counts = dict(units.group_by("variant").len().iter_rows())
         srm_alarms += sample_ratio(counts, {"control": 0.5, "treatment": 0.5}).mismatch
         if (run + 1) % max(1, runs // 10) == 0:
             print(
-                f"  A/A {run + 1}/{runs}: fixed {fixed}, mSPRT ever {peeking}, naive ever {naive}"
+                f"  A/A {run + 1}/{runs}: fixed {fixed}, group-sequential ever {peeking}, "
+                f"mSPRT ever {msprt}, naive ever {naive}"
                 f" ({time.perf_counter() - started:.0f} s)",
                 flush=True,
             )
     print(f"  A/A sample-ratio false alarms: {srm_alarms}/{runs}")
-    print(f"  A/A mSPRT with the default tau (5 % lift): ever significant {peeking_default}/{runs}")
-    return {"aa_fpr": fixed / runs, "aa_peeking_fpr": peeking / runs, "naive": naive / runs}
+    print(
+        f"  A/A mSPRT (experiments without a planned end), tau = the mde: ever significant "
+        f"{msprt}/{runs}; with the default tau (5 % lift): {peeking_default}/{runs}"
+    )
+    return {
+        "aa_fpr": fixed / runs,
+        "aa_peeking_fpr": peeking / runs,
+        "msprt_peeking_fpr": msprt / runs,
+        "naive": naive / runs,
+    }
 
 
 def ab_runs(shoppers, champion, runs: int, days: int, seed: int, mde: float) -> dict[str, float]:
