@@ -201,6 +201,33 @@ def in_process(requests: int) -> dict[str, float]:
     }
 
 
+def model_memory_mb(loads: int = 3) -> list[float]:
+    """Resident memory each further model version adds to a serving process (what an
+    experiment's arm costs beside the champion): the champion's version loaded again
+    ``loads`` times, each kept alive, the process's RSS (``/proc/self/statm``) read before and
+    after each load, after a garbage collection. TensorFlow's runtime is already up (the
+    in-process part loaded the champion), so each delta is one version's own weight."""
+    import gc
+
+    from pipeline.config import get_settings
+    from serving.recommender import LoadedModel
+
+    settings = get_settings()
+    page = os.sysconf("SC_PAGE_SIZE")
+
+    def rss() -> int:
+        return int(Path("/proc/self/statm").read_text().split()[1]) * page
+
+    kept, deltas = [], []
+    for _ in range(loads):
+        gc.collect()
+        before = rss()
+        kept.append(LoadedModel.load(settings))
+        gc.collect()
+        deltas.append((rss() - before) / 2**20)
+    return deltas
+
+
 WRK_SCRIPT = """
 math.randomseed(7)
 local items = {{{items}}}
@@ -398,6 +425,13 @@ def main() -> None:
         prepare(args.workdir, url, args.customers, args.items, args.days)
         result = in_process(args.requests)
         print(json.dumps({"in_process_ms": result}, indent=1), flush=True)
+        deltas = model_memory_mb()
+        print(
+            f"experiment arms: each further model version adds {np.median(deltas):.0f} MB "
+            f"resident (median of {[round(d) for d in deltas]} MB; {args.items} items); "
+            "FITREC_SERVING_MAX_MODELS bounds how many a process holds",
+            flush=True,
+        )
         try:
             users = [int(n) for n in args.users.split(",")]
             for http in over_http(args.http_seconds, users, args.workers):
