@@ -112,11 +112,15 @@ def aa_runs(shoppers, champion, runs: int, days: int, seed: int, mde: float) -> 
         for day in range(days):
             units = events.units(day, pre)
             looks.append(((day + 1) / days, units))  # the plan: `days` days, a look a day
-            # tau = the planned minimum detectable effect, as analyse() sets it
-            control_mean = float(units.filter(variant="control")[metric.numerator].mean())  # type: ignore[arg-type]
-            tau2 = (mde * control_mean) ** 2 if control_mean > 0 else None
+            # tau = the planned minimum detectable effect times the control, as analyse() sets it
             seq = sequential(
-                units, metric, "control", "treatment", alpha=ALPHA, tau2=tau2, previous_p=p_seq
+                units,
+                metric,
+                "control",
+                "treatment",
+                alpha=ALPHA,
+                relative_tau=mde,
+                previous_p=p_seq,
             )
             p_seq = seq.p_value
             ever_seq |= p_seq < ALPHA

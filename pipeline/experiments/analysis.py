@@ -27,7 +27,7 @@ from typing import Any, Final
 import polars as pl
 
 from pipeline.experiments.config import METRICS, UNIT_COLUMNS, Experiment
-from pipeline.experiments.differences import Difference, arm_stats, difference
+from pipeline.experiments.differences import Difference, difference
 from pipeline.experiments.frames import check_frame, check_units, finite
 from pipeline.experiments.group_sequential import group_sequential
 from pipeline.experiments.guardrails import assess_guardrails, check_operational
@@ -249,17 +249,13 @@ def sequential_looks(
     previous = 1.0
     for day, units in looks:
         try:
-            mc = arm_stats(check_units(units, metric, [control, treatment]), metric, [control])[
-                control
-            ][0]
-            tau2 = (experiment.minimum_detectable_effect * mc) ** 2 if mc != 0 else None
             d = sequential(
                 units,
                 metric,
                 control,
                 treatment,
                 alpha=experiment.alpha,
-                tau2=tau2,
+                relative_tau=experiment.minimum_detectable_effect,
                 previous_p=previous,
             )
         except ValueError:

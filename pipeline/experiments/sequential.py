@@ -68,6 +68,7 @@ def sequential(
     *,
     alpha: float = 0.05,
     tau2: float | None = None,
+    relative_tau: float = DEFAULT_RELATIVE_TAU,
     previous_p: float = 1.0,
 ) -> Difference:
     """Always-valid (mSPRT) difference at this look; see :func:`msprt` for the formula.
@@ -80,9 +81,10 @@ def sequential(
     control)`` with mixing variance ``tau^2 / control^2``, exponentiated.
 
     tau^2 (``tau2``, in squared metric units): the mixture is most powerful for true effects
-    of about the size tau, so the default is ``(0.05 * control)^2``, a 5 % lift
-    (:func:`analyse` passes the experiment's minimum detectable effect instead). When the
-    control value is 0 the default falls back to the current variance of the estimate.
+    of about the size tau, so without ``tau2`` it is ``(relative_tau * control)^2``, a 5 %
+    lift by default (:func:`analyse` passes the experiment's minimum detectable effect as
+    ``relative_tau``). When that is 0 (the control value is, or underflows to, 0) it falls
+    back to the current variance of the estimate.
 
     Raises:
         ValueError: Naming the problem with the input.
@@ -92,13 +94,15 @@ def sequential(
         raise ValueError(f"previous_p must be in [0, 1], got {previous_p!r}")
     if tau2 is not None and not (math.isfinite(tau2) and tau2 > 0):
         raise ValueError(f"tau2 must be a positive finite number, got {tau2!r}")
+    if not (math.isfinite(relative_tau) and relative_tau > 0):
+        raise ValueError(f"relative_tau must be a positive finite number, got {relative_tau!r}")
     frame = check_units(units, metric, [control, treatment])
     stats = arm_stats(frame, metric, [control, treatment])
     (mc, vc, nc), (mt, vt, nt) = stats[control], stats[treatment]
     d = mt - mc
     v = vc / nc + vt / nt
     if tau2 is None:
-        tau2 = (DEFAULT_RELATIVE_TAU * mc) ** 2
+        tau2 = (relative_tau * mc) ** 2
         if not (math.isfinite(tau2) and tau2 > 0):  # control at (or underflowing to) 0
             tau2 = v if v > 0 else 1.0
     p, radius = msprt(d, v, tau2, alpha)

@@ -3,16 +3,15 @@ and the running minimum over looks."""
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
 import scipy.stats
 
 from pipeline.experiments.differences import difference
-from pipeline.experiments.sequential import msprt, sequential
-from tests.unit.experiments.units import (
-    CTR,
-    simulate,
-)
+from pipeline.experiments.sequential import DEFAULT_RELATIVE_TAU, msprt, sequential
+from tests.unit.experiments.units import CTR, REVENUE, simulate
 
 pytestmark = pytest.mark.unit
 
@@ -65,3 +64,29 @@ def test_sequential_is_the_msprt_on_the_arms_and_keeps_the_running_minimum():
     # wider than the fixed interval: the price of peeking
     assert s.absolute_high - s.absolute_low > f.absolute_high - f.absolute_low
     assert sequential(units, CTR, "control", "treatment", previous_p=1e-4).p_value == 1e-4
+
+
+def test_relative_tau_is_tau_in_units_of_the_control():
+    units = simulate(1500, 1500, lift=0.05, seed=6)
+    mc = difference(units, REVENUE, "control", "treatment").control_value
+
+    def same(a, b) -> None:  # Polars' parallel sums may differ in the last bit
+        x, y = a.as_dict(), b.as_dict()
+        assert x.keys() == y.keys()
+        for key in x:
+            if isinstance(x[key], float):
+                assert x[key] == pytest.approx(y[key], rel=1e-9), key
+            else:
+                assert x[key] == y[key], key
+
+    same(
+        sequential(units, REVENUE, "control", "treatment", relative_tau=0.1),
+        sequential(units, REVENUE, "control", "treatment", tau2=(0.1 * mc) ** 2),
+    )
+    same(
+        sequential(units, REVENUE, "control", "treatment"),
+        sequential(units, REVENUE, "control", "treatment", tau2=(DEFAULT_RELATIVE_TAU * mc) ** 2),
+    )
+    for bad in (0.0, -0.1, math.nan, math.inf):
+        with pytest.raises(ValueError, match="relative_tau"):
+            sequential(units, REVENUE, "control", "treatment", relative_tau=bad)
