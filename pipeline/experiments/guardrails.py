@@ -53,6 +53,18 @@ def _two_proportions(x_c: int, n_c: int, x_t: int, n_t: int) -> float:
     return float(2 * scipy.stats.norm.sf(abs(diff) / se))
 
 
+def _untested(row: dict[str, Any], note: str) -> dict[str, Any]:
+    """A guardrail row without values: never worse, never breached, ``note`` says why."""
+    return row | {
+        "control_value": None,
+        "treatment_value": None,
+        "difference": None,
+        "p_value": math.nan,
+        "worse": False,
+        "note": note,
+    }
+
+
 def assess_guardrails(
     experiment: Experiment,
     differences: Mapping[tuple[str, str], Difference],
@@ -69,17 +81,7 @@ def assess_guardrails(
         if name in METRICS:
             d = differences.get((treatment, name))
             if d is None:
-                rows.append(
-                    row
-                    | {
-                        "control_value": None,
-                        "treatment_value": None,
-                        "difference": None,
-                        "p_value": math.nan,
-                        "worse": False,
-                        "note": "could not be computed",
-                    }
-                )
+                rows.append(_untested(row, "could not be computed"))
                 continue
             worse = d.absolute < 0 if METRICS[name].higher_is_better else d.absolute > 0
             rows.append(
@@ -95,17 +97,7 @@ def assess_guardrails(
             continue
         c, t = ops.get(control), ops.get(treatment)
         if c is None or t is None:
-            rows.append(
-                row
-                | {
-                    "control_value": None,
-                    "treatment_value": None,
-                    "difference": None,
-                    "p_value": math.nan,
-                    "worse": False,
-                    "note": "no operational data",
-                }
-            )
+            rows.append(_untested(row, "no operational data"))
             continue
         if name == "p99_latency_ms":
             cv, tv = float(c["p99_latency_ms"]), float(t["p99_latency_ms"])
