@@ -45,7 +45,7 @@ from feast.value_type import ValueType  # noqa: E402
 
 from pipeline.features.online.materialize import materialize_view  # noqa: E402
 from pipeline.features.online.reader import RedisFeatureReader  # noqa: E402
-from pipeline.testing.servers import redis_server  # noqa: E402
+from tests.support.servers import redis_server  # noqa: E402
 
 DAY = datetime(2024, 3, 1, tzinfo=UTC)
 START = DAY - timedelta(days=1)

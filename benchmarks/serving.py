@@ -341,7 +341,7 @@ def over_http(seconds: int, users: list[int], workers: int) -> list[dict[str, fl
     """uvicorn (``workers`` processes) + the app in a subprocess, driven for ``seconds`` by
     wrk when it is installed (C, light on the shared cores), else by locust (headless)."""
     from pipeline.config import get_settings
-    from pipeline.testing.servers import free_port
+    from tests.support.servers import free_port
 
     settings = get_settings()
     port = free_port()
@@ -419,7 +419,7 @@ def main() -> None:
     )
     parser.add_argument("--workers", type=int, default=2, help="uvicorn worker processes")
     args = parser.parse_args()
-    from pipeline.testing.servers import redis_server
+    from tests.support.servers import redis_server
 
     with redis_server(args.workdir.parent / "fitrec-bench-redis") as url:
         prepare(args.workdir, url, args.customers, args.items, args.days)

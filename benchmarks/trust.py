@@ -64,11 +64,11 @@ def http_drills(redis_pid: int, requests: int) -> dict[str, float]:
     """The fuzz of the live API, and page views with Redis frozen: behind the breaker (ours)
     and with a breaker that never opens (the naive path: every request waits the timeout)."""
     from pipeline.config import get_settings
-    from pipeline.testing.drills import frozen, fuzz_api, live_app, percentile, timed_page_views
     from serving.app import create_app
     from serving.events import EventProcessor
     from serving.recommender import Recommender
     from serving.security import hash_key
+    from tests.support.drills import frozen, fuzz_api, live_app, percentile, timed_page_views
 
     base = get_settings().model_copy(
         update={"api_key_hashes": [hash_key(KEY)], "api_rate_limit": "1000000/second"}
@@ -115,8 +115,8 @@ def http_drills(redis_pid: int, requests: int) -> dict[str, float]:
 
 def kill9_drill(workdir: Path, redis_url: str) -> tuple[int, int]:
     from pipeline.config import get_settings
-    from pipeline.testing.drills import kill9_drill as drill
     from serving.security import hash_key
+    from tests.support.drills import kill9_drill as drill
 
     settings = get_settings()
     env = {
@@ -134,8 +134,8 @@ def heal_drill(redis: object) -> bool:
     """Kill Redis, restart it empty, run the materialise flow: is the store whole again, and
     did serving's health say degraded until then?"""
     from pipeline.config import get_settings
-    from pipeline.testing.heal import redis_restart_drill
     from serving.recommender import Recommender
+    from tests.support.heal import redis_restart_drill
 
     settings = get_settings()
     rec = Recommender.from_registry(settings)
@@ -157,7 +157,7 @@ def erase_drill(run_date: date) -> int:
     from pipeline.model.config import ModelConfig
     from pipeline.privacy import pseudonymise
     from pipeline.registry import tracking as registry
-    from pipeline.testing.drills import customer_in_every_table, serve_events
+    from tests.support.drills import customer_in_every_table, serve_events
 
     settings = get_settings()
     raw = customer_in_every_table(settings)
@@ -188,13 +188,13 @@ def main() -> None:
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix="fitrec-trust-"))
     workdir.mkdir(parents=True, exist_ok=True)
 
-    from pipeline.testing.servers import RestartableRedis
+    from tests.support.servers import RestartableRedis
 
     redis = RestartableRedis(workdir / "redis")
     redis.start()
     try:
         environment(workdir, redis.url)
-        from pipeline.testing.drills import ingest_drill
+        from tests.support.drills import ingest_drill
 
         drill = ingest_drill(workdir / "ingest")
         ingest = {"cases": drill.cases, "crashes": drill.crashes, "reconciled": drill.reconciled}

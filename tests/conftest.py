@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from pipeline.config import Settings, get_settings
-from pipeline.testing.servers import redis_server
+from tests.support.servers import redis_server
 
 os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")

@@ -15,9 +15,9 @@ import pytest
 
 from pipeline.config import Settings
 from pipeline.model.config import ModelConfig
-from pipeline.testing.drills import live_app  # noqa: F401  (re-exported for the modules)
-from pipeline.testing.servers import RestartableRedis
 from tests.conftest import Environment
+from tests.support.drills import live_app  # noqa: F401  (re-exported for the modules)
+from tests.support.servers import RestartableRedis
 
 FAST = ModelConfig(epochs=3, embedding_dim=16)
 

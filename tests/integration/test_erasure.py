@@ -19,8 +19,8 @@ from pipeline.features import store
 from pipeline.model.config import ModelConfig
 from pipeline.privacy import pseudonymise
 from pipeline.registry import tracking as registry
-from pipeline.testing.drills import customer_in_every_table, serve_events
 from tests.conftest import Environment
+from tests.support.drills import customer_in_every_table, serve_events
 
 pytestmark = pytest.mark.slow
 FAST = ModelConfig(epochs=2, embedding_dim=16)

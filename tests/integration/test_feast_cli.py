@@ -43,8 +43,8 @@ from pipeline.features.declarations import (
     TIMESTAMP,
 )
 from pipeline.features.online.reader import RedisFeatureReader
-from pipeline.testing.servers import free_port, redis_server
 from tests.conftest import Environment, prepare_days, same_value
+from tests.support.servers import free_port, redis_server
 
 FEAST = str(Path(sys.executable).with_name("feast"))
 CACHES = ("__pycache__", ".pytest_cache", ".hypothesis", ".mypy_cache", ".ruff_cache")

@@ -9,8 +9,8 @@ import pytest
 from pipeline.features import store
 from pipeline.features.build import feature_paths
 from pipeline.features.declarations import CUSTOMER_FEATURES, TIMESTAMP
-from pipeline.testing.servers import redis_cluster
 from tests.conftest import Environment, prepare_days
+from tests.support.servers import redis_cluster
 
 
 @pytest.fixture(scope="module")

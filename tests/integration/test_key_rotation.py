@@ -7,8 +7,8 @@ from __future__ import annotations
 import pytest
 from pydantic import SecretStr
 
-from pipeline.testing.heal import known_customers
 from serving.recommender import RecommendationRequest, Recommender
+from tests.support.heal import known_customers
 
 pytestmark = pytest.mark.slow
 

@@ -22,8 +22,8 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from pipeline.config import CHAMPION, PROJECT_ROOT, Settings
 from pipeline.registry import tracking as registry
-from pipeline.testing.servers import free_port
 from serving.security import API_KEY_HEADER
+from tests.support.servers import free_port
 
 pytestmark = pytest.mark.slow
 

@@ -37,8 +37,8 @@ from pipeline.model.examples import build_dataset
 from pipeline.model.scoring import Scorer
 from pipeline.model.training import fit
 from pipeline.registry import environment, tracking
-from pipeline.testing.servers import free_port
 from tests.conftest import Environment, prepare_days
+from tests.support.servers import free_port
 
 pytestmark = pytest.mark.slow
 

@@ -21,10 +21,10 @@ from pipeline.features.online.encoding import redis_keys
 from pipeline.features.online.layout import view_spec
 from pipeline.features.online.state import inspect_views, state_key
 from pipeline.privacy import pseudonymise
-from pipeline.testing.heal import batch_view_rows, known_customers, redis_restart_drill
 from serving.app import create_app
 from serving.health import MIN_LOOKUPS
 from serving.recommender import Recommender
+from tests.support.heal import batch_view_rows, known_customers, redis_restart_drill
 
 pytestmark = pytest.mark.slow
 

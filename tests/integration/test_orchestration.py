@@ -25,14 +25,14 @@ from pipeline.data.curated import drops_up_to, partition
 from pipeline.data.ingest import ingest_drop
 from pipeline.features import store
 from pipeline.model.config import ModelConfig
-from pipeline.testing.servers import (
+from tests.conftest import Environment, prepare_days
+from tests.support.servers import (
     RestartableRedis,
     create_database,
     free_port,
     postgres,
     redis_server,
 )
-from tests.conftest import Environment, prepare_days
 
 pytestmark = pytest.mark.slow
 ROOT = Path(__file__).parents[2]

@@ -56,6 +56,8 @@ def test_wheel_holds_feature_repo_and_the_code_not_the_tests(wheel):
     tops = {n.split("/")[0] for n in names if not n.startswith("fitrec-")}
     assert tops == {"pipeline", "flows", "serving", "feature_repo"}
     assert not [n for n in names if "__pycache__" in n]
+    # Test tooling (server starters, drills, certificates) lives in tests/support, not here.
+    assert not [n for n in names if n.startswith("pipeline/testing")]
     (entry_points,) = [n for n in names if n.endswith(".dist-info/entry_points.txt")]
     assert "fitrec = flows.cli:app" in wheel.read(entry_points).decode()
 

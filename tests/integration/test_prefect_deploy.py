@@ -20,7 +20,7 @@ import pytest
 from flows.deployments import DEPLOYMENTS, TAGS, WORK_POOL
 from pipeline.config import Settings
 from pipeline.data.curated import drops_up_to, partition
-from pipeline.testing.servers import free_port
+from tests.support.servers import free_port
 
 pytestmark = pytest.mark.slow
 ROOT = Path(__file__).parents[2]

@@ -28,9 +28,9 @@ from pipeline.features.online.materialize import materialize_view
 from pipeline.features.online.reader import RedisFeatureReader
 from pipeline.features.online.writer import RedisWriteError
 from pipeline.features.session import SessionState
-from pipeline.testing.servers import redis_cluster, redis_server, with_credentials
 from serving.events import SessionStore
 from tests.conftest import Environment, prepare_days
+from tests.support.servers import redis_cluster, redis_server, with_credentials
 
 # Commas break Feast's connection_string, "@" and "%" break naive URL parsing.
 PASSWORD = "s3,cr@t%25,x=y:z/"

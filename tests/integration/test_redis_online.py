@@ -27,8 +27,8 @@ from redis.cluster import ClusterNode, RedisCluster
 from pipeline.features.online.materialize import materialize_view, read_batch_source
 from pipeline.features.online.reader import RedisFeatureReader
 from pipeline.features.online.writer import RedisFeatureWriter, RedisWriteError
-from pipeline.testing.servers import redis_cluster, redis_server
 from tests.conftest import same_value
+from tests.support.servers import redis_cluster, redis_server
 
 D1 = datetime(2024, 5, 1, 6, tzinfo=UTC)
 START = D1 - timedelta(days=1)

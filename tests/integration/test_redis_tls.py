@@ -37,10 +37,10 @@ from pipeline.features.online import replies
 from pipeline.features.online.connection import NodeConnections, RedisTarget
 from pipeline.features.online.reader import RedisFeatureReader
 from pipeline.features.session import SessionState
-from pipeline.testing.certificates import TLSFiles, make_tls_files
-from pipeline.testing.servers import redis_cluster, redis_server, with_credentials
 from serving.events import SessionStore, redis_client
 from tests.conftest import Environment, prepare_days
+from tests.support.certificates import TLSFiles, make_tls_files
+from tests.support.servers import redis_cluster, redis_server, with_credentials
 
 DEFAULT_PASSWORD = "d3f,@ult%2C:pw/"
 ALICE_PASSWORD = "al1ce,p@ss%w rd"

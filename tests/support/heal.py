@@ -1,7 +1,7 @@
 """The online store's fault drill: Redis restarted empty, serving says so, materialise heals.
 
 :func:`redis_restart_drill` runs against a real redis-server (a
-:class:`~pipeline.testing.servers.RestartableRedis` the pipeline has materialised into) and the
+:class:`~tests.support.servers.RestartableRedis` the pipeline has materialised into) and the
 real app (FastAPI's test client around a :class:`~serving.recommender.Recommender`), and
 returns a :class:`HealDrill` whose :attr:`HealDrill.healed` is the benchmark's
 ``redis_restart_healed``. The integration test and ``benchmarks/trust.py`` both call it.
@@ -17,7 +17,7 @@ from typing import Any, cast
 import redis
 
 from pipeline.config import Settings
-from pipeline.testing.servers import RestartableRedis
+from tests.support.servers import RestartableRedis
 
 SESSION_PREFIX = b"fitrec:"  # sessions and the watermark hash: not feature rows
 

@@ -27,8 +27,8 @@ from typing import Any
 import httpx
 
 from pipeline.config import PROJECT_ROOT, Settings
-from pipeline.testing.servers import free_port
 from serving.security import API_KEY_HEADER
+from tests.support.servers import free_port
 
 
 @contextmanager
