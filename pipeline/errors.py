@@ -1,0 +1,57 @@
+"""Errors a user can act on: one line that says what happened, where, and what to do.
+
+The CLI prints ``fitrec: <message>`` for any :class:`FitrecError` (no traceback) and exits
+with its :attr:`~FitrecError.exit_code`; the codes follow BSD's ``sysexits.h`` so scripts and
+schedulers can tell a full disk from a bad argument (the README lists them).
+"""
+
+from __future__ import annotations
+
+import errno
+from pathlib import Path
+
+EX_USAGE = 64  # a bad argument or input the user gave
+EX_DATAERR = 65  # input that cannot be used as it is
+EX_UNAVAILABLE = 69  # a service the command needs did not answer
+EX_SOFTWARE = 70  # a bug: please report it
+EX_CANTCREAT = 73  # an output file or folder could not be created
+EX_IOERR = 74  # the disk failed or is full
+EX_NOPERM = 77  # the process may not write or read where it must
+
+
+class FitrecError(Exception):
+    """An error with a one-line message for people and an exit code for scripts."""
+
+    exit_code: int = EX_SOFTWARE
+
+
+class StorageError(FitrecError):
+    """Writing (or reading) fitrec's own files failed: a full disk, a read-only folder, a
+    missing permission. Nothing was half-written (the writer's promise), so fixing the cause
+    and running the same command again is safe.
+
+    Args:
+        action: What was being done, for the message ("ingest of 2026-03-02").
+        path: The file or folder the operating system refused.
+        error: The operating system's error.
+    """
+
+    def __init__(self, action: str, path: Path | str, error: OSError):
+        self.action = action
+        self.path = Path(path)
+        self.errno = error.errno
+        code = error.errno
+        if code in (errno.ENOSPC, errno.EDQUOT):
+            what, hint, self.exit_code = "no space left on the device", "free space", EX_IOERR
+        elif code == errno.EROFS:
+            what, hint = "the file system is read-only", "mount it read-write"
+            self.exit_code = EX_NOPERM
+        elif code in (errno.EACCES, errno.EPERM):
+            what, hint = "permission denied", "give this user write access"
+            self.exit_code = EX_NOPERM
+        else:
+            what, hint = error.strerror or str(error), "fix the cause"
+            self.exit_code = EX_IOERR
+        super().__init__(
+            f"{action} failed: {what} at {self.path}; nothing was written, {hint} and run it again"
+        )
