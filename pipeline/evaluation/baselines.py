@@ -7,7 +7,7 @@ Every baseline is fitted on session events (``session_id``, ``customer_id``, ``i
 
 Internally every baseline works in *popularity-rank space*: column ``j`` is the ``j``-th most
 popular training item (ties by catalogue index).
-:func:`pipeline.evaluation.metrics.top_k_from_scores` breaks score ties by the lower column, so
+:func:`pipeline.model.metrics.top_k_from_scores` breaks score ties by the lower column, so
 in this space ties (including the all-zero tail of a sparse co-occurrence score) fall back to
 popularity and then catalogue order without any extra work; that is the popularity backfill of
 the neighbourhood baselines.
@@ -28,7 +28,7 @@ import numpy as np
 import polars as pl
 import scipy.sparse as sp
 
-from pipeline.evaluation.metrics import top_k_from_scores
+from pipeline.model.metrics import top_k_from_scores
 
 BATCH_CELLS = 1 << 23
 """Dense scores held at once per recommend batch (queries x items), ~64 MB of float64."""

@@ -337,7 +337,7 @@ class Neighbours:
 def sparse_top_k(keys: np.ndarray, values: np.ndarray, n: int, n_items: int, k: int) -> np.ndarray:
     """Top ``k`` columns per row of summed non-negative votes, the lowest columns as backfill.
 
-    The same ranking as :func:`~pipeline.evaluation.metrics.top_k_from_scores` on the dense
+    The same ranking as :func:`~pipeline.model.metrics.top_k_from_scores` on the dense
     sums (ties by lower column) without building the dense ``(n, n_items)`` matrix: only voted
     cells are sorted, and the first ``k`` columns are enough to fill any row.
 

@@ -16,7 +16,7 @@ from pipeline.evaluation.baselines import (
     SessionKNN,
     all_baselines,
 )
-from pipeline.evaluation.metrics import hit_rate_at_k, mrr_at_k
+from pipeline.model.metrics import hit_rate_at_k, mrr_at_k
 
 ITEMS = ["a", "b", "c", "d", "e", "f"]  # f never occurs in train
 A, B, C, D, E, F = range(6)
