@@ -9,12 +9,13 @@ A customer is spread, in data-flow order, over::
 :func:`erase_customers` rewrites each of them without the customer's rows (consent
 withdrawal, ``body_only``: only the body data, as ingest treats a customer without consent),
 adds the customer's pseudonyms to the tombstone list that ingest consults
-(:func:`erased_pseudonyms`: a re-sent row is dropped and counted as ``erased``), and writes
-an audit record with counts only. Model versions are handled by :func:`purge_models`: the
-champion keeps the pseudonym in its vocabulary until a model trained after the erasure is
-promoted (the next nightly retrain); every other registered version that holds a tombstoned
-pseudonym is deleted with its artifacts. :func:`find_traces` searches the whole data dir
-(Parquet contents, SQLite, Redis, NumPy's UTF-32 text included) for what should be gone.
+(:func:`pipeline.data.tombstones.erased_pseudonyms`: a re-sent row is dropped and counted as
+``erased``), and writes an audit record with counts only. Model versions are handled by
+:func:`purge_models`: the champion keeps the pseudonym in its vocabulary until a model
+trained after the erasure is promoted (the next nightly retrain); every other registered
+version that holds a tombstoned pseudonym is deleted with its artifacts. :func:`find_traces`
+searches the whole data dir (Parquet contents, SQLite, Redis, NumPy's UTF-32 text included)
+for what should be gone.
 """
 
 from __future__ import annotations
@@ -38,6 +39,12 @@ import polars as pl
 from pipeline import traces
 from pipeline.config import Settings
 from pipeline.data.contracts import CUSTOMERS
+from pipeline.data.tombstones import (
+    add_tombstones,
+    erased_pseudonyms,
+    tombstone_path,
+    write_atomic,
+)
 from pipeline.privacy import SEALED_PREFIX, seal, unseal, without_body
 from pipeline.traces import Who
 
@@ -60,40 +67,7 @@ def body_feature_names() -> list[str]:
     ]
 
 
-# --- tombstones -----------------------------------------------------------------------------
-
-
-def tombstone_path(settings: Settings) -> Path:
-    return settings.privacy_dir / "tombstones.txt"
-
-
-def erased_pseudonyms(settings: Settings) -> frozenset[str]:
-    """Pseudonyms of erased customers (never raw ids): ingest drops their rows, the nightly
-    retrain never sees them. Empty when nobody was erased."""
-    path = tombstone_path(settings)
-    if not path.exists():
-        return frozenset()
-    return frozenset(line for line in path.read_text().split("\n") if line)
-
-
-def is_erased(pseudonym: str, settings: Settings) -> bool:
-    return pseudonym in erased_pseudonyms(settings)
-
-
-def _add_tombstones(settings: Settings, pseudonyms: Iterable[str]) -> None:
-    path = tombstone_path(settings)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    known = sorted(erased_pseudonyms(settings) | set(pseudonyms))
-    _write_bytes(path, "".join(f"{p}\n" for p in known).encode())
-
-
 # --- helpers ----------------------------------------------------------------------------------
-
-
-def _write_bytes(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
 
 
 def _write_parquet(frame: pl.DataFrame, path: Path) -> None:
@@ -288,10 +262,10 @@ def _text_names(text: str | None, who: Who) -> bool:
 def _strip_body(text: str, who: Who) -> str:
     if text.startswith(SEALED_PREFIX):
         try:
-            return seal(without_body(unseal(text, who.keys)), who.keys[0])
+            return seal(without_body(unseal(text, who.keys), CUSTOMERS.sensitive), who.keys[0])
         except ValueError:  # sealed under a key no longer held: nobody can read it anyway
             return text
-    return without_body(text)
+    return without_body(text, CUSTOMERS.sensitive)
 
 
 def erase_event_log(settings: Settings, who: Who, body_only: bool, record: AuditRecord) -> None:
@@ -382,7 +356,7 @@ def erase_online(
     if settings.redis_url:
         from feast.infra.online_stores.helpers import _mmh3
 
-        from pipeline.features.online.connection import RedisTarget
+        from pipeline.redis_url import RedisTarget
 
         client: Any = RedisTarget.parse(settings.redis_url).client()
         try:
@@ -542,7 +516,7 @@ def erase_customers(
         return record
     if not body_only:
         # First, so that an ingest running meanwhile already drops re-sent rows.
-        _add_tombstones(settings, who.pseudonyms)
+        add_tombstones(settings, who.pseudonyms)
     sessions = set() if body_only else _session_ids(settings, who)
     erase_raw(settings, who, body_only, record)
     erase_tables(settings.curated_dir, "curated", who, body_only, CUSTOMERS.sensitive, record)
@@ -582,7 +556,7 @@ def write_audit(settings: Settings, record: AuditRecord) -> Path:
     folder = settings.privacy_dir / "audit"
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / f"{record.erasure_id}.json"
-    _write_bytes(path, json.dumps(asdict(record), indent=2, sort_keys=True).encode())
+    write_atomic(path, json.dumps(asdict(record), indent=2, sort_keys=True).encode())
     return path
 
 
