@@ -265,7 +265,7 @@ def test_jsonl_rewrite_drops_exactly_the_erased_lines(tmp_path_factory, rows, er
     junk_lines = [j.replace(b"\n", b" ").replace(b"\r", b" ") + b"\n" for j in junk]
     path.write_bytes(b"".join(lines + junk_lines))
     who = erasure.Who(frozenset(erased), frozenset(), ["k"])
-    removed = erasure._jsonl_without(path, who)
+    removed = erasure.jsonl_without(path, who)
     kept = path.read_bytes().splitlines(keepends=True)
     expected = [line for line, (c, _) in zip(lines, rows, strict=True) if c not in erased]
     junk_kept = [j for j in junk_lines if not who.in_text(j.decode("utf-8", "replace"))]
