@@ -31,7 +31,7 @@ from __future__ import annotations
 
 import base64
 import hmac
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Sequence
 
 import orjson
 import polars as pl
@@ -39,8 +39,6 @@ from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
-
-from pipeline.data.contracts import CUSTOMERS
 
 PSEUDONYM_PREFIX = "c_"
 
@@ -88,24 +86,33 @@ def pseudonymise_column(frame: pl.DataFrame, column: str, key: str) -> pl.DataFr
     )
 
 
-def redact_without_consent(customers: pl.DataFrame) -> tuple[pl.DataFrame, int]:
-    """Drop body measurements of customers who did not consent; returns (frame, rows redacted)."""
+def redact_without_consent(
+    customers: pl.DataFrame, sensitive: Collection[str]
+) -> tuple[pl.DataFrame, int]:
+    """Drop body measurements of customers who did not consent; returns (frame, rows redacted).
+
+    Args:
+        customers: Customer rows with ``body_data_consent``.
+        sensitive: The body columns, as the customers' contract declares them
+            (``CUSTOMERS.sensitive`` in :mod:`pipeline.data.contracts`, which sits above this).
+    """
     no_consent = ~pl.col("body_data_consent")
     redacted = customers.with_columns(
-        pl.when(no_consent).then(None).otherwise(pl.col(c)).alias(c) for c in CUSTOMERS.sensitive
+        pl.when(no_consent).then(None).otherwise(pl.col(c)).alias(c) for c in sensitive
     )
     return redacted, int(customers.select(no_consent.sum()).item())
 
 
-def without_body(text: str) -> str:
-    """A raw customer row (JSON text) without its body measurements; other text unchanged."""
+def without_body(text: str, sensitive: Collection[str]) -> str:
+    """A raw customer row (JSON text) without its ``sensitive`` (body) columns; other text
+    unchanged."""
     try:
         record = orjson.loads(text)
     except orjson.JSONDecodeError:
         return text
     if not isinstance(record, dict):
         return text
-    return orjson.dumps({k: v for k, v in record.items() if k not in CUSTOMERS.sensitive}).decode()
+    return orjson.dumps({k: v for k, v in record.items() if k not in sensitive}).decode()
 
 
 # --- sealed text --------------------------------------------------------------------------

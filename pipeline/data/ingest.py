@@ -64,6 +64,7 @@ from pipeline.config import Settings
 from pipeline.data.contracts import (
     CHART_MEASURES,
     CONTRACTS,
+    CUSTOMERS,
     Contract,
     add_reasons,
     conform,
@@ -89,7 +90,7 @@ from pipeline.data.rawfiles import (
     strict_json,
 )
 from pipeline.data.staging import DayWriter, recover
-from pipeline.erasure import erased_pseudonyms
+from pipeline.data.tombstones import erased_pseudonyms
 from pipeline.privacy import key_id, pseudonymise_column, redact_without_consent, translation
 
 __all__ = [
@@ -129,7 +130,7 @@ MAX_STOCK = 2**31 - 1
 class TableReport:
     """One raw table of one drop:
     ``raw == curated + quarantined + exact_duplicates + erased`` (``erased``: rows of erased
-    customers, dropped by :func:`pipeline.erasure.erased_pseudonyms`)."""
+    customers, dropped by :func:`pipeline.data.tombstones.erased_pseudonyms`)."""
 
     raw: int = 0
     curated: int = 0
@@ -584,7 +585,7 @@ def _ingest_table(
         sorted(bad.get_column("reason").str.split(";").explode().value_counts().iter_rows())
     )
     if table == "customers":
-        good, report.redacted_body = redact_without_consent(good)
+        good, report.redacted_body = redact_without_consent(good, CUSTOMERS.sensitive)
     report.null_rates, report.ranges = _quality(good, contract)
     if sizes is not None:
         sizes = sizes.filter(pl.col("item_id").is_in(good.get_column("item_id").implode()))
