@@ -25,6 +25,24 @@ class FitrecError(Exception):
     exit_code: int = EX_SOFTWARE
 
 
+def describe_os_error(error: OSError) -> tuple[str, str, int]:
+    """What the operating system refused, what to do about it, and the exit code for it.
+
+    Returns:
+        ``(what, hint, exit_code)``, e.g. ``("no space left on the device", "free space", 74)``.
+    """
+    code = error.errno
+    if code in (errno.ENOSPC, errno.EDQUOT):
+        return "no space left on the device", "free space", EX_IOERR
+    if code == errno.EROFS:
+        return "the file system is read-only", "mount it read-write", EX_NOPERM
+    if code in (errno.EACCES, errno.EPERM):
+        return "permission denied", "give this user write access", EX_NOPERM
+    if isinstance(error, ConnectionError):
+        return error.strerror or str(error), "start the service", EX_UNAVAILABLE
+    return error.strerror or str(error), "fix the cause", EX_IOERR
+
+
 class StorageError(FitrecError):
     """Writing (or reading) fitrec's own files failed: a full disk, a read-only folder, a
     missing permission. Nothing was half-written (the writer's promise), so fixing the cause
@@ -40,18 +58,7 @@ class StorageError(FitrecError):
         self.action = action
         self.path = Path(path)
         self.errno = error.errno
-        code = error.errno
-        if code in (errno.ENOSPC, errno.EDQUOT):
-            what, hint, self.exit_code = "no space left on the device", "free space", EX_IOERR
-        elif code == errno.EROFS:
-            what, hint = "the file system is read-only", "mount it read-write"
-            self.exit_code = EX_NOPERM
-        elif code in (errno.EACCES, errno.EPERM):
-            what, hint = "permission denied", "give this user write access"
-            self.exit_code = EX_NOPERM
-        else:
-            what, hint = error.strerror or str(error), "fix the cause"
-            self.exit_code = EX_IOERR
+        what, hint, self.exit_code = describe_os_error(error)
         super().__init__(
             f"{action} failed: {what} at {self.path}; nothing was written, {hint} and run it again"
         )

@@ -52,7 +52,7 @@ def test_wheel_holds_feature_repo_and_the_code_not_the_tests(wheel):
     repo -= {"feature_repo/__pycache__", "feature_repo/data"}
     assert {"feature_repo/feature_store.yaml", "feature_repo/.feastignore"} <= repo <= names
     assert "pipeline/registry/pyfunc_entry.py" in names
-    assert {"serving/app.py", "flows/cli.py"} <= names
+    assert {"serving/app.py", "flows/cli/__init__.py", "flows/cli/__main__.py"} <= names
     tops = {n.split("/")[0] for n in names if not n.startswith("fitrec-")}
     assert tops == {"pipeline", "flows", "serving", "feature_repo"}
     assert not [n for n in names if "__pycache__" in n]

@@ -1,0 +1,45 @@
+"""Faults a user can act on, printed as one line instead of a traceback.
+
+Any :class:`~pipeline.errors.FitrecError` (a full disk, a read-only data folder, a missing
+permission, each naming the day and the path) and any other ``OSError`` a command lets
+through is printed to stderr as one ``fitrec: ...`` line, and the command exits with the
+error's code (the README lists them under "Exit codes"). ``FITREC_DEBUG=1`` lets the
+traceback through instead.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import click
+import typer
+from typer.core import TyperGroup
+
+from pipeline.errors import FitrecError, describe_os_error
+
+DEBUG_ENV = "FITREC_DEBUG"
+
+
+def one_line(error: FitrecError | OSError, command: str) -> tuple[str, int]:
+    """The line to print for ``error`` (what, where, what to do) and the exit code."""
+    if isinstance(error, FitrecError):
+        return f"fitrec: {error}", error.exit_code
+    what, hint, code = describe_os_error(error)
+    where = f" at {error.filename}" if error.filename else ""
+    line = f"fitrec {command}: {what}{where}; {hint} and run it again ({DEBUG_ENV}=1: traceback)"
+    return line, code
+
+
+class FaultGroup(TyperGroup):
+    """The root command group: every command and sub-group runs inside :meth:`invoke`."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except (FitrecError, OSError) as error:
+            if os.environ.get(DEBUG_ENV, "") not in ("", "0"):
+                raise
+            line, code = one_line(error, ctx.invoked_subcommand or "")
+            typer.echo(" ".join(line.split()), err=True)  # one line, whatever the message holds
+            raise typer.Exit(code) from None
