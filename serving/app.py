@@ -240,7 +240,9 @@ def create_app(
             rec.watch()
         app.state.recommender = rec
         app.state.processor = proc
-        app.state.metrics = Metrics(rec, proc, guard)
+        app.state.metrics = Metrics(
+            [*rec.metric_families(), *proc.metrics.families, *guard.metrics.families]
+        )
         yield
         app.state.metrics.close()
         rec.close()

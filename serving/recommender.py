@@ -22,6 +22,7 @@ import polars as pl
 import redis
 from cachetools import TTLCache
 from mlflow.exceptions import MlflowException
+from prometheus_client.registry import Collector
 
 from pipeline.config import CHAMPION, Settings, get_settings
 from pipeline.experiments.interleaving import team_draft
@@ -189,6 +190,15 @@ class Recommender:
     def from_registry(cls, settings: Settings | None = None, rules: Rules | None = None):
         settings = settings or get_settings()
         return cls(settings, LoadedModel.load(settings), rules)
+
+    def metric_families(self) -> list[Collector]:
+        """The Prometheus families this recommender and its parts count in (for
+        :class:`serving.metrics.Metrics`)."""
+        return [
+            *self.metrics.families,
+            *self.breaker.metrics.families,
+            *self.store_health.metrics.families,
+        ]
 
     @property
     def model(self) -> LoadedModel:
