@@ -9,25 +9,65 @@ from datetime import date
 from pathlib import Path
 from typing import Any
 
-import pytest
+# One thread per pytest-xdist worker for TensorFlow (and the BLAS under NumPy): set before
+# anything imports them, inherited by the flows and servers the tests start. Two workers on two
+# cores each spinning up a pool per core would only fight over them.
+for _name in (
+    "TF_NUM_INTRAOP_THREADS",
+    "TF_NUM_INTEROP_THREADS",
+    "OMP_NUM_THREADS",
+    "OPENBLAS_NUM_THREADS",
+    "MKL_NUM_THREADS",
+):
+    os.environ.setdefault(_name, "1")
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-from pipeline.config import Settings, get_settings
-from tests.support.servers import redis_server
+import pytest  # noqa: E402
+from hypothesis import HealthCheck  # noqa: E402
+from hypothesis import settings as hypothesis_settings  # noqa: E402
+
+from pipeline.config import Settings, get_settings  # noqa: E402
+from tests.support.servers import redis_server  # noqa: E402
 
 os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 
+# Property tests: the same examples on every run ("ci", the default: no wall-clock deadline
+# and no too-slow health check on a loaded machine, no example database) or, with
+# HYPOTHESIS_PROFILE=dev, fresh random examples as Hypothesis normally draws them. A test's
+# own @settings(max_examples=...) still bounds its count.
+hypothesis_settings.register_profile(
+    "ci",
+    deadline=None,
+    derandomize=True,
+    database=None,
+    print_blob=True,
+    suppress_health_check=[HealthCheck.too_slow],
+)
+hypothesis_settings.register_profile("dev", deadline=None)
+hypothesis_settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
+
+# Fixtures whose (session-scoped) world is built once per worker: every test using one runs on
+# the same pytest-xdist worker (``--dist loadgroup``), so the world is built once per session.
+SHARED_WORLDS = {"served_run": "served-world"}
+
 SMALL = {"customers": 1000, "days": 7, "seed": 11, "dirty": 0.01}
 
 
+@pytest.hookimpl(tryfirst=True)  # before xdist's own hook reads the groups
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Mark tests by folder, as NVIDIA-Merlin does: tests/unit -> unit, tests/integration."""
+    """Mark tests by folder, as NVIDIA-Merlin does: tests/unit -> unit, tests/integration ->
+    integration; group the tests sharing a session world onto one xdist worker."""
     for item in items:
         path = Path(str(item.fspath))
         if "unit" in path.parts:
             item.add_marker(pytest.mark.unit)
         if "integration" in path.parts:
             item.add_marker(pytest.mark.integration)
+        fixtures = set(getattr(item, "fixturenames", ()))
+        for fixture, group in SHARED_WORLDS.items():
+            if fixture in fixtures and not item.get_closest_marker("xdist_group"):
+                item.add_marker(pytest.mark.xdist_group(group))
 
 
 @pytest.fixture(scope="session")
