@@ -43,7 +43,13 @@ import polars as pl
 import scipy.stats
 
 from pipeline.experiments.config import Metric
-from pipeline.experiments.differences import Difference, arm_stats
+from pipeline.experiments.differences import (
+    ArmStats,
+    Difference,
+    arm_stats,
+    control_known_interval,
+    log_scale_relative,
+)
 from pipeline.experiments.frames import check_alpha, check_units
 
 __all__ = ["DRAWS", "boundaries", "group_sequential", "look_correlation", "obrien_fleming"]
@@ -189,6 +195,13 @@ def _repeated_p(z: np.ndarray, times: Sequence[float], paths: np.ndarray) -> flo
     return high
 
 
+def _log_scale(
+    c: float, control: ArmStats, treatment: ArmStats
+) -> tuple[float, float, float] | None:
+    """This look's relative interval on the log scale, ``c`` standard errors wide."""
+    return log_scale_relative(control, treatment, lambda _, v_log: c * math.sqrt(v_log))
+
+
 def group_sequential(
     looks: Sequence[tuple[float, pl.DataFrame]],
     metric: Metric,
@@ -246,15 +259,15 @@ def group_sequential(
         elif math.isfinite(c):
             low, high = max(low, d - c * math.sqrt(v)), min(high, d + c * math.sqrt(v))
         rel = d / mc if mc else math.nan
-        if mc > 0 and mt > 0 and math.isfinite(c):
-            v_log = vc / (nc * mc * mc) + vt / (nt * mt * mt)
-            ratio, radius = mt / mc, c * math.sqrt(v_log)
-            rel = ratio - 1
-            rel_low = max(rel_low, ratio * math.exp(-radius) - 1)
-            rel_high = min(rel_high, ratio * math.exp(radius) - 1)
+        scaled = _log_scale(c, (mc, vc, nc), (mt, vt, nt)) if math.isfinite(c) else None
+        if scaled is not None:
+            rel = scaled[0]
+            rel_low, rel_high = max(rel_low, scaled[1]), min(rel_high, scaled[2])
         elif mc > 0 and math.isfinite(c) and v > 0:
-            rel_low = max(rel_low, (d - c * math.sqrt(v)) / mc)
-            rel_high = min(rel_high, (d + c * math.sqrt(v)) / mc)
+            look_low, look_high = control_known_interval(
+                d - c * math.sqrt(v), d + c * math.sqrt(v), mc
+            )
+            rel_low, rel_high = max(rel_low, look_low), min(rel_high, look_high)
         p = math.nan
         if p_value and k == len(stats) - 1:
             if not tested:
