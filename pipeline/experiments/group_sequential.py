@@ -231,6 +231,47 @@ def group_sequential(
         ValueError: Naming the problem with a look's frame or the times.
     """
     check_alpha(alpha)
+    stats, frames = _look_stats(looks, metric, control, treatment)
+    times = [t for t, _ in looks]
+    tested = [k for k, st in enumerate(stats) if st[2] > 0]
+    bounds, paths = _look_bounds(frames, times, tested, metric, control, treatment, alpha)
+    out: list[Difference] = []
+    for k, (st, interval) in enumerate(zip(stats, _intervals(stats, bounds), strict=True)):
+        (mc, mt, _, _, nc, _, nt), (low, high, rel, rel_low, rel_high) = st, interval
+        p = math.nan
+        if p_value and k == len(stats) - 1:
+            p = _last_look_p(stats, tested, times, paths)
+        out.append(
+            Difference(
+                metric=metric.name,
+                control=control,
+                treatment=treatment,
+                control_value=mc,
+                treatment_value=mt,
+                absolute=mt - mc,
+                absolute_low=low,
+                absolute_high=high,
+                relative=rel,
+                relative_low=rel_low,
+                relative_high=rel_high,
+                p_value=p,
+                n_control=int(nc),
+                n_treatment=int(nt),
+                method="group-sequential",
+            )
+        )
+    return out
+
+
+LookStats = tuple[float, float, float, float, int, float, int]
+"""A look's control and treatment values, the difference's variance, and each arm's per-unit
+variance and units: ``(mc, mt, v, vc, nc, vt, nt)``."""
+
+
+def _look_stats(
+    looks: Sequence[tuple[float, pl.DataFrame]], metric: Metric, control: str, treatment: str
+) -> tuple[list[LookStats], list[pl.DataFrame]]:
+    """Each look's arm statistics and its checked units."""
     stats, frames = [], []
     for t, frame in looks:
         if not math.isfinite(t):
@@ -240,20 +281,39 @@ def group_sequential(
         (mc, vc, nc), (mt, vt, nt) = s[control], s[treatment]
         stats.append((mc, mt, vc / nc + vt / nt, vc, nc, vt, nt))
         frames.append(units)
-    times = [t for t, _ in looks]
-    tested = [k for k, st in enumerate(stats) if st[2] > 0]
-    bounds = [math.inf] * len(stats)
+    return stats, frames
+
+
+def _look_bounds(
+    frames: Sequence[pl.DataFrame],
+    times: Sequence[float],
+    tested: Sequence[int],
+    metric: Metric,
+    control: str,
+    treatment: str,
+    alpha: float,
+) -> tuple[list[float], np.ndarray]:
+    """The boundary at each look (``inf`` where it is no test) and the drawn paths."""
+    bounds = [math.inf] * len(frames)
     paths = np.empty((0, 0))
     if tested:
         corr = look_correlation([frames[k] for k in tested], metric, control, treatment)
         paths = _draws(corr, DRAWS)
         for k, c in zip(tested, _bounds(paths, [times[k] for k in tested], alpha), strict=True):
             bounds[k] = c
-    out: list[Difference] = []
+    return bounds, paths
+
+
+def _intervals(
+    stats: Sequence[LookStats], bounds: Sequence[float]
+) -> list[tuple[float, float, float, float, float]]:
+    """Per look: the absolute interval, the relative difference and its interval, each the
+    intersection of the repeated confidence intervals up to that look."""
+    out = []
     low, high = -math.inf, math.inf
     rel_low, rel_high = -math.inf, math.inf
-    for k, (mc, mt, v, vc, nc, vt, nt) in enumerate(stats):
-        d, c = mt - mc, bounds[k]
+    for (mc, mt, v, vc, nc, vt, nt), c in zip(stats, bounds, strict=True):
+        d = mt - mc
         if v <= 0:  # no variance in either arm: the data decide
             low, high = max(low, d), min(high, d)
         elif math.isfinite(c):
@@ -268,30 +328,15 @@ def group_sequential(
                 d - c * math.sqrt(v), d + c * math.sqrt(v), mc
             )
             rel_low, rel_high = max(rel_low, look_low), min(rel_high, look_high)
-        p = math.nan
-        if p_value and k == len(stats) - 1:
-            if not tested:
-                p = 1.0 if d == 0 else 0.0  # no variance at any look: the data decide
-            else:
-                z = np.array([(stats[j][1] - stats[j][0]) / math.sqrt(stats[j][2]) for j in tested])
-                p = _repeated_p(z, [times[j] for j in tested], paths)
-        out.append(
-            Difference(
-                metric=metric.name,
-                control=control,
-                treatment=treatment,
-                control_value=mc,
-                treatment_value=mt,
-                absolute=d,
-                absolute_low=low,
-                absolute_high=high,
-                relative=rel,
-                relative_low=rel_low,
-                relative_high=rel_high,
-                p_value=p,
-                n_control=int(nc),
-                n_treatment=int(nt),
-                method="group-sequential",
-            )
-        )
+        out.append((low, high, rel, rel_low, rel_high))
     return out
+
+
+def _last_look_p(
+    stats: Sequence[LookStats], tested: Sequence[int], times: Sequence[float], paths: np.ndarray
+) -> float:
+    """The repeated p-value at the last look."""
+    if not tested:
+        return 1.0 if stats[-1][1] - stats[-1][0] == 0 else 0.0  # no variance: the data decide
+    z = np.array([(stats[j][1] - stats[j][0]) / math.sqrt(stats[j][2]) for j in tested])
+    return _repeated_p(z, [times[j] for j in tested], paths)
