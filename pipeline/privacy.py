@@ -78,12 +78,13 @@ def pseudonymise_column(frame: pl.DataFrame, column: str, key: str) -> pl.DataFr
         )
         known = pl.concat([known, fresh])
         _KNOWN[key] = known
-    return (
-        frame.with_columns(ids.alias("__id"))
+    # Only the id column is joined: the rest of the frame (raw text and all) is not copied.
+    pseudonyms = (
+        ids.to_frame("__id")
         .join(known, on="__id", how="left", maintain_order="left")
-        .with_columns(pl.col("__pseudonym").alias(column))
-        .drop("__id", "__pseudonym")
+        .get_column("__pseudonym")
     )
+    return frame.with_columns(pseudonyms.alias(column))
 
 
 def redact_without_consent(

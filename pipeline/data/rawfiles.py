@@ -36,34 +36,11 @@ import pyarrow.parquet as pq
 from polars.exceptions import PanicException
 
 from pipeline.data.contracts import Contract
+from pipeline.data.jsontext import DuplicateKeyError, strict_json
 
 SOURCE, LINE, FILE = "__source", "__line", "__file"
 PRE, BYTES, NESTED = "__pre", "__bytes", "__nested"
 BLANK = " \t\r"  # a line of only these is not a row
-
-
-class _DuplicateKey(ValueError):
-    pass
-
-
-def _pairs(pairs: list[tuple[str, object]]) -> dict:
-    record = dict(pairs)
-    if len(record) != len(pairs):
-        raise _DuplicateKey
-    return record
-
-
-def _no_constant(name: str) -> object:
-    raise ValueError(f"{name} is not JSON")
-
-
-def strict_json(text: str) -> object:
-    """Parse JSON refusing duplicate keys (a ``ValueError``, see :func:`is_duplicate_key`) and
-    NaN/Infinity. Integers are Python ints (no overflow) and other numbers keep their text,
-    so ``1e400`` never becomes inf."""
-    return json.loads(
-        text, object_pairs_hook=_pairs, parse_float=str, parse_int=int, parse_constant=_no_constant
-    )
 
 
 def _schema(contract: Contract) -> dict[str, pl.DataType]:
@@ -112,7 +89,7 @@ def _line_row(text: str, number: int, contract: Contract) -> dict:
     row: dict = {SOURCE: text, LINE: number}
     try:
         record = strict_json(text)
-    except _DuplicateKey:
+    except DuplicateKeyError:
         return {**row, PRE: "duplicate_json_key"}
     except (ValueError, RecursionError):
         return {**row, PRE: "bad_json"}
