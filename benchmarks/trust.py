@@ -47,6 +47,7 @@ def environment(workdir: Path, redis_url: str) -> None:
 def prepare(workdir: Path) -> date:
     """Generated raw drops and one nightly run (through Prefect's ephemeral API)."""
     from flows.nightly import nightly
+    from flows.runtime import start_prefect_api
     from pipeline.config import get_settings
     from pipeline.data.curated import drops_up_to
     from pipeline.data.generate import GeneratorConfig, write_drops
@@ -56,6 +57,7 @@ def prepare(workdir: Path) -> date:
     shutil.rmtree(settings.data_dir, ignore_errors=True)
     write_drops(GeneratorConfig(**SMALL), settings.raw_dir)
     run_date = drops_up_to(settings.raw_dir, date.max)[-1][0]
+    start_prefect_api()  # patiently, with a retry: Prefect's own 20 s fails on a busy machine
     nightly(run_date, ModelConfig(epochs=3, embedding_dim=16))
     return run_date
 

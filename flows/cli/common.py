@@ -46,9 +46,13 @@ def print_table(title: str, columns: list[str], rows: list[list[object]]) -> Non
 
 
 def apply_profile() -> None:
-    """In the production profile, Prefect talks to the team's server."""
+    """In the production profile, Prefect talks to the team's server; without a server,
+    Prefect's ephemeral API is started now, patiently (see :mod:`flows.runtime`)."""
     import os
+
+    from flows.runtime import start_prefect_api
 
     settings = get_settings()
     if settings.profile == "production":
         os.environ.setdefault("PREFECT_API_URL", settings.prefect_api_url)
+    start_prefect_api()

@@ -12,6 +12,7 @@ from flows.cli.common import latest_drop
 from flows.cli.data import generate
 from flows.cli.run import run_flow
 from flows.cli.serve import recommend
+from flows.runtime import start_prefect_api
 from pipeline.config import get_settings
 
 
@@ -25,9 +26,6 @@ def demo(
     # Stage lines and a spinner instead of Prefect's per-task INFO lines (they stay in the
     # run's logs on the Prefect server); its warnings and errors still print.
     os.environ.setdefault("PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL", "WARNING")
-    # The temporary Prefect server can take longer than Prefect's 20 s to start on a busy
-    # laptop; a first run should wait rather than fail.
-    os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "90")
     # The temporary server's telemetry heartbeat races its own SQLite start-up on a busy
     # machine and prints a "database is locked" traceback; the demo sends no telemetry.
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
@@ -35,6 +33,7 @@ def demo(
     if not any(settings.raw_dir.glob("????-??-??")):
         generate(customers=customers, days=days, seed=7, out=None, dirty=0.005)
     day = latest_drop(settings.raw_dir)
+    start_prefect_api()  # the temporary Prefect server, patiently, before the spinner
     with _stages(f"nightly flow for {day}"):
         result = run_flow("nightly", day)
     metrics = result["metrics"]

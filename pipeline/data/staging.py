@@ -9,17 +9,27 @@ renames every file into place with the report last, and removes the staging fold
 while writing) is deleted, so the previous state stands; one with a journal (a run killed
 while renaming) is finished. Readers never see the staging folder: it is outside
 ``curated/`` and ``quarantine/``, whose readers glob ``<table>/date=*/part-0.parquet``.
+
+A write the operating system refuses (a full disk, a read-only data folder, a missing
+permission) raises :class:`~pipeline.errors.StorageError` naming the day and the path, after
+dropping what was staged: the previous state stands and a re-run is a clean run.
 """
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import json
 import logging
 import os
+import re
 import shutil
+from collections.abc import Iterator
 from pathlib import Path
 
 import polars as pl
+
+from pipeline.errors import StorageError
 
 log = logging.getLogger(__name__)
 
@@ -29,6 +39,26 @@ JOURNAL = "COMMIT"
 
 def staging_root(data_dir: Path) -> Path:
     return data_dir / STAGING
+
+
+# Polars reports a failed write as a ComputeError that quotes the OS error's number.
+_OS_ERROR = re.compile(r"os error (\d+)")
+
+
+@contextlib.contextmanager
+def _refused(action: str, path: Path) -> Iterator[None]:
+    """Turn the operating system refusing a write into a :class:`StorageError`."""
+    try:
+        yield
+    except OSError as error:
+        raise StorageError(action, error.filename or path, error) from error
+    except pl.exceptions.ComputeError as error:
+        found = _OS_ERROR.search(str(error))
+        if not found:
+            raise
+        code = int(found.group(1))
+        refused = OSError(code, os.strerror(code) if code in errno.errorcode else str(error))
+        raise StorageError(action, path, refused) from error
 
 
 def _fsync(path: Path) -> None:
@@ -69,10 +99,14 @@ class DayWriter:
     def __init__(self, data_dir: Path, name: str):
         self.data_dir = data_dir
         self.folder = staging_root(data_dir) / name
-        if self.folder.exists():
-            shutil.rmtree(self.folder)
-        self.folder.mkdir(parents=True)
+        # "ingest-2026-03-02" -> "ingest of 2026-03-02", for the message of a refused write.
+        kind, _, day = name.partition("-")
+        self.action = f"{kind} of {day}" if day else name
         self.names: list[str] = []
+        with _refused(self.action, self.folder):
+            if self.folder.exists():
+                shutil.rmtree(self.folder)
+            self.folder.mkdir(parents=True)
 
     def _staged(self, target: Path) -> Path:
         name = target.relative_to(self.data_dir).as_posix()
@@ -82,20 +116,23 @@ class DayWriter:
         return path
 
     def parquet(self, frame: pl.DataFrame, target: Path) -> None:
-        frame.write_parquet(self._staged(target))
+        with _refused(self.action, target):
+            frame.write_parquet(self._staged(target))
 
     def text(self, text: str, target: Path) -> None:
-        self._staged(target).write_text(text)
+        with _refused(self.action, target):
+            self._staged(target).write_text(text)
 
     def commit(self) -> None:
         """Make the staged files the day's files: all of them, in the order staged."""
-        for name in self.names:
-            _fsync(self.folder / name)
-        journal = self.folder / f"{JOURNAL}.tmp"
-        journal.write_text(json.dumps(self.names))
-        _fsync(journal)
-        os.replace(journal, self.folder / JOURNAL)
-        _apply(self.folder, self.data_dir)
+        with _refused(self.action, self.folder):
+            for name in self.names:
+                _fsync(self.folder / name)
+            journal = self.folder / f"{JOURNAL}.tmp"
+            journal.write_text(json.dumps(self.names))
+            _fsync(journal)
+            os.replace(journal, self.folder / JOURNAL)
+            _apply(self.folder, self.data_dir)
 
     def abandon(self) -> None:
         """Drop what was staged, unless it is committed: then :func:`recover` finishes it."""

@@ -1,0 +1,63 @@
+"""The CLI's root group prints a FitrecError or an OSError as one line with its exit code;
+``FITREC_DEBUG=1`` lets the traceback through."""
+
+from __future__ import annotations
+
+import errno
+from pathlib import Path
+
+import pytest
+import typer
+from typer.testing import CliRunner
+
+from flows.cli.faults import FaultGroup
+from pipeline.errors import EX_IOERR, EX_NOPERM, EX_UNAVAILABLE, StorageError
+
+app = typer.Typer(cls=FaultGroup)
+
+
+@app.command()
+def full() -> None:
+    error = OSError(errno.ENOSPC, "No space left on device")
+    raise StorageError("ingest of 2026-03-02", Path("/data/curated/x.parquet"), error)
+
+
+@app.command()
+def refused() -> None:
+    raise PermissionError(errno.EACCES, "Permission denied", "/data/features")
+
+
+@app.command()
+def down() -> None:
+    raise ConnectionRefusedError(errno.ECONNREFUSED, "Connection refused")
+
+
+def _run(*args: str):
+    return CliRunner().invoke(app, list(args))
+
+
+def test_a_storage_error_is_one_line_naming_the_day_and_the_path(monkeypatch):
+    monkeypatch.delenv("FITREC_DEBUG", raising=False)
+    result = _run("full")
+    assert result.exit_code == EX_IOERR
+    assert result.stderr == (
+        "fitrec: ingest of 2026-03-02 failed: no space left on the device at "
+        "/data/curated/x.parquet; nothing was written, free space and run it again\n"
+    )
+
+
+def test_an_unexpected_os_error_is_one_line_too(monkeypatch):
+    monkeypatch.delenv("FITREC_DEBUG", raising=False)
+    result = _run("refused")
+    assert result.exit_code == EX_NOPERM
+    assert result.stderr.count("\n") == 1
+    assert result.stderr.startswith("fitrec refused: permission denied at /data/features;")
+    assert _run("down").exit_code == EX_UNAVAILABLE
+
+
+def test_fitrec_debug_lets_the_traceback_through(monkeypatch):
+    monkeypatch.setenv("FITREC_DEBUG", "1")
+    result = _run("full")
+    assert isinstance(result.exception, StorageError)
+    with pytest.raises(StorageError):
+        CliRunner().invoke(app, ["full"], catch_exceptions=False)
