@@ -127,22 +127,52 @@ def settings(tmp_path: Path) -> Iterator[Settings]:
         yield s
 
 
-def prepare_days(settings: Settings, raw_drops: Path) -> date:
-    """Copy the raw drops into ``settings``' data dir, ingest them all and build every day's
-    features; returns the last day."""
+# Ingested worlds, one per raw window and ingest-relevant settings, built once per worker under
+# the raw window's base folder: (data dir, last day, each day's ingest report).
+_INGESTED: dict[tuple[Path, str], tuple[Path, date, list[Any]]] = {}
+
+
+def _ingest_key(settings: Settings, raw_drops: Path) -> tuple[Path, str]:
+    """What an ingest's output depends on besides the raw drops: every setting but the data
+    dir and the servers (the pseudonym key in clear, as ``model_dump`` masks it)."""
+    fields = settings.model_dump(exclude={"data_dir", "redis_url", "production_redis_url"})
+    return raw_drops, repr(sorted(fields.items())) + settings.pseudonym_key.get_secret_value()
+
+
+def ingested_template(settings: Settings, raw_drops: Path) -> tuple[Path, date, list[Any]]:
+    """A data dir holding ``raw_drops`` copied, every day ingested and every day's features
+    built, as ``settings`` would write it; built on first use, then reused (read-only: copy
+    it). Returns (data dir, last day, the ingest reports in day order)."""
     import shutil
 
     from pipeline.data.curated import drops_up_to
     from pipeline.data.ingest import ingest_drop
     from pipeline.features.build import build_features, missing_snapshot_days
 
-    shutil.copytree(raw_drops, settings.raw_dir)
-    drops = drops_up_to(settings.raw_dir, date.max)
-    for day, folder in drops:
-        ingest_drop(folder, day, settings)
-    last = drops[-1][0]
-    for day in missing_snapshot_days(settings.curated_dir, settings.features_dir, last):
-        build_features(settings.curated_dir, settings.features_dir, day)
+    key = _ingest_key(settings, raw_drops)
+    if key not in _INGESTED:
+        root = raw_drops.parent / f"ingested-{raw_drops.name}-{len(_INGESTED)}"
+        if root.exists():  # a build that failed half-way
+            shutil.rmtree(root)
+        template = settings.model_copy(update={"data_dir": root})
+        shutil.copytree(raw_drops, template.raw_dir)
+        drops = drops_up_to(template.raw_dir, date.max)
+        reports = [ingest_drop(folder, day, template) for day, folder in drops]
+        last = drops[-1][0]
+        for day in missing_snapshot_days(template.curated_dir, template.features_dir, last):
+            build_features(template.curated_dir, template.features_dir, day)
+        _INGESTED[key] = (root, last, reports)
+    return _INGESTED[key]
+
+
+def prepare_days(settings: Settings, raw_drops: Path) -> date:
+    """Give ``settings``' data dir the raw drops, every day ingested and every day's features
+    built (copied from :func:`ingested_template`, byte for byte what ingesting here writes);
+    returns the last day."""
+    import shutil
+
+    root, last, _ = ingested_template(settings, raw_drops)
+    shutil.copytree(root, settings.data_dir, dirs_exist_ok=True)
     return last
 
 
