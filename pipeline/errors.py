@@ -12,6 +12,7 @@ from pathlib import Path
 
 EX_USAGE = 64  # a bad argument or input the user gave
 EX_DATAERR = 65  # input that cannot be used as it is
+EX_NOINPUT = 66  # an input file or folder does not exist
 EX_UNAVAILABLE = 69  # a service the command needs did not answer
 EX_SOFTWARE = 70  # a bug: please report it
 EX_CANTCREAT = 73  # an output file or folder could not be created
@@ -38,6 +39,8 @@ def describe_os_error(error: OSError) -> tuple[str, str, int]:
         return "the file system is read-only", "mount it read-write", EX_NOPERM
     if code in (errno.EACCES, errno.EPERM):
         return "permission denied", "give this user write access", EX_NOPERM
+    if isinstance(error, FileNotFoundError):
+        return error.strerror or str(error), "check the path", EX_NOINPUT
     if isinstance(error, ConnectionError):
         return error.strerror or str(error), "start the service", EX_UNAVAILABLE
     return error.strerror or str(error), "fix the cause", EX_IOERR
