@@ -7,7 +7,9 @@ schedulers can tell a full disk from a bad argument (the README lists them).
 
 from __future__ import annotations
 
+import contextlib
 import errno
+from collections.abc import Iterator
 from pathlib import Path
 
 EX_USAGE = 64  # a bad argument or input the user gave
@@ -65,3 +67,19 @@ class StorageError(FitrecError):
         super().__init__(
             f"{action} failed: {what} at {self.path}; nothing was written, {hint} and run it again"
         )
+
+
+@contextlib.contextmanager
+def storage_errors(action: str, path: Path | str) -> Iterator[None]:
+    """Turn the operating system refusing a read or write inside the block into a
+    :class:`StorageError` for ``action`` at ``path`` (or the path the error names).
+
+    The writer inside must keep the promise the message makes: nothing half-written. Polars
+    reports a refused write as a ComputeError that may not say why ("Invalid thrift:
+    transport error"), so writers hand Python the bytes, whose OSError does (see
+    ``pipeline.data.staging.write_parquet``).
+    """
+    try:
+        yield
+    except OSError as error:
+        raise StorageError(action, error.filename or path, error) from error
