@@ -7,11 +7,14 @@ schedulers can tell a full disk from a bad argument (the README lists them).
 
 from __future__ import annotations
 
+import contextlib
 import errno
+from collections.abc import Iterator
 from pathlib import Path
 
 EX_USAGE = 64  # a bad argument or input the user gave
 EX_DATAERR = 65  # input that cannot be used as it is
+EX_NOINPUT = 66  # an input file or folder does not exist
 EX_UNAVAILABLE = 69  # a service the command needs did not answer
 EX_SOFTWARE = 70  # a bug: please report it
 EX_CANTCREAT = 73  # an output file or folder could not be created
@@ -38,6 +41,8 @@ def describe_os_error(error: OSError) -> tuple[str, str, int]:
         return "the file system is read-only", "mount it read-write", EX_NOPERM
     if code in (errno.EACCES, errno.EPERM):
         return "permission denied", "give this user write access", EX_NOPERM
+    if isinstance(error, FileNotFoundError):
+        return error.strerror or str(error), "check the path", EX_NOINPUT
     if isinstance(error, ConnectionError):
         return error.strerror or str(error), "start the service", EX_UNAVAILABLE
     return error.strerror or str(error), "fix the cause", EX_IOERR
@@ -62,3 +67,19 @@ class StorageError(FitrecError):
         super().__init__(
             f"{action} failed: {what} at {self.path}; nothing was written, {hint} and run it again"
         )
+
+
+@contextlib.contextmanager
+def storage_errors(action: str, path: Path | str) -> Iterator[None]:
+    """Turn the operating system refusing a read or write inside the block into a
+    :class:`StorageError` for ``action`` at ``path`` (or the path the error names).
+
+    The writer inside must keep the promise the message makes: nothing half-written. Polars
+    reports a refused write as a ComputeError that may not say why ("Invalid thrift:
+    transport error"), so writers hand Python the bytes, whose OSError does (see
+    ``pipeline.data.staging.write_parquet``).
+    """
+    try:
+        yield
+    except OSError as error:
+        raise StorageError(action, error.filename or path, error) from error

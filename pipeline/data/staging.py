@@ -17,19 +17,16 @@ dropping what was staged: the previous state stands and a re-run is a clean run.
 
 from __future__ import annotations
 
-import contextlib
-import errno
+import io
 import json
 import logging
 import os
-import re
 import shutil
-from collections.abc import Iterator
 from pathlib import Path
 
 import polars as pl
 
-from pipeline.errors import StorageError
+from pipeline.errors import storage_errors
 
 log = logging.getLogger(__name__)
 
@@ -41,24 +38,16 @@ def staging_root(data_dir: Path) -> Path:
     return data_dir / STAGING
 
 
-# Polars reports a failed write as a ComputeError that quotes the OS error's number.
-_OS_ERROR = re.compile(r"os error (\d+)")
+def write_parquet(frame: pl.DataFrame, path: Path) -> None:
+    """Write ``frame`` as Parquet at ``path`` through Python's file I/O.
 
-
-@contextlib.contextmanager
-def _refused(action: str, path: Path) -> Iterator[None]:
-    """Turn the operating system refusing a write into a :class:`StorageError`."""
-    try:
-        yield
-    except OSError as error:
-        raise StorageError(action, error.filename or path, error) from error
-    except pl.exceptions.ComputeError as error:
-        found = _OS_ERROR.search(str(error))
-        if not found:
-            raise
-        code = int(found.group(1))
-        refused = OSError(code, os.strerror(code) if code in errno.errorcode else str(error))
-        raise StorageError(action, path, refused) from error
+    Polars writing to a path reports a full disk as a ComputeError that may not say so
+    ("Invalid thrift: transport error"); the same bytes written by Python raise the
+    OSError (ENOSPC, EROFS, EACCES) that :func:`~pipeline.errors.storage_errors` names.
+    """
+    buffer = io.BytesIO()
+    frame.write_parquet(buffer)
+    path.write_bytes(buffer.getbuffer())
 
 
 def _fsync(path: Path) -> None:
@@ -103,7 +92,7 @@ class DayWriter:
         kind, _, day = name.partition("-")
         self.action = f"{kind} of {day}" if day else name
         self.names: list[str] = []
-        with _refused(self.action, self.folder):
+        with storage_errors(self.action, self.folder):
             if self.folder.exists():
                 shutil.rmtree(self.folder)
             self.folder.mkdir(parents=True)
@@ -116,16 +105,16 @@ class DayWriter:
         return path
 
     def parquet(self, frame: pl.DataFrame, target: Path) -> None:
-        with _refused(self.action, target):
-            frame.write_parquet(self._staged(target))
+        with storage_errors(self.action, target):
+            write_parquet(frame, self._staged(target))
 
     def text(self, text: str, target: Path) -> None:
-        with _refused(self.action, target):
+        with storage_errors(self.action, target):
             self._staged(target).write_text(text)
 
     def commit(self) -> None:
         """Make the staged files the day's files: all of them, in the order staged."""
-        with _refused(self.action, self.folder):
+        with storage_errors(self.action, self.folder):
             for name in self.names:
                 _fsync(self.folder / name)
             journal = self.folder / f"{JOURNAL}.tmp"

@@ -19,6 +19,8 @@ import polars as pl
 
 from pipeline.data.contracts import CHART_MEASURES, STYLES, size_value
 from pipeline.data.curated import current_dimension, scan_curated
+from pipeline.data.staging import write_parquet
+from pipeline.errors import storage_errors
 from pipeline.features.declarations import (
     APPAREL,
     BODY_REFERENCE,
@@ -315,8 +317,12 @@ def write_snapshot(frame: pl.DataFrame, path: Path, own: pl.Expr) -> None:
         frame = pl.concat([previous, frame.select(previous.columns)])
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp")
-    frame.sort(TIMESTAMP, frame.columns[0]).write_parquet(tmp)
-    os.replace(tmp, path)
+    try:
+        write_parquet(frame.sort(TIMESTAMP, frame.columns[0]), tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)  # a full disk leaves no partial file behind
+        raise
 
 
 def rows_of_day(view: str, day: date) -> pl.Expr:
@@ -365,5 +371,7 @@ def build_features(curated_dir: Path, features_dir: Path, day: date) -> dict[str
         SESSION_VIEW: session_features(curated_dir, day),
     }
     for view, frame in frames.items():
-        write_snapshot(frame, paths[view], rows_of_day(view, day))
+        # Each table is old or new, never half-written; a re-run rewrites the day's rows.
+        with storage_errors(f"build_features of {day}", paths[view]):
+            write_snapshot(frame, paths[view], rows_of_day(view, day))
     return {view: frame.height for view, frame in frames.items()}

@@ -176,3 +176,57 @@ def test_a_missing_permission_changes_nothing_and_a_rerun_with_it_is_a_clean_run
     assert _tree(data) == before
     assert _ingest(data, raw).returncode == 0
     assert _tree(data) == clean
+
+
+# build_features on a full disk: the StorageError names the day and the table's path, and
+# no partial file is left; the re-run after freeing space writes what a clean build writes.
+BUILD = """
+import sys
+from datetime import date
+from pathlib import Path
+
+from pipeline.errors import StorageError
+from pipeline.features.build import build_features
+
+curated, features, day = Path(sys.argv[1]), Path(sys.argv[2]), date.fromisoformat(sys.argv[3])
+try:
+    build_features(curated, features, day)
+except StorageError as error:
+    print(error.exit_code, error)
+else:
+    print("built")
+"""
+
+
+def test_features_on_a_full_disk_name_the_day_and_a_rerun_is_a_clean_build(world):
+    root, raw, _ = world
+    day = _days(raw)[-1]
+    curated = root / "clean" / "curated"
+    clean = root / "features-clean"
+    build = f'$PY -c "$BUILD" {curated}'
+    done = subprocess.run(
+        [sys.executable, "-c", BUILD, str(curated), str(clean), day], capture_output=True, text=True
+    )
+    assert done.stdout.strip() == "built", done.stderr
+    disk = root / "features-disk"
+    disk.mkdir()
+    out = root / "features-out"
+    script = f"""
+        mount -t tmpfs -o size={PAGE} tmpfs {disk}
+        {build} {disk}/features {day} > {out}.fault
+        cp -a {disk} {out}.left
+        mount -o remount,size=64m {disk}
+        {build} {disk}/features {day} > {out}.rerun
+        cp -a {disk}/features {out}.features
+    """
+    env = {**_env(root), "PY": sys.executable, "BUILD": BUILD}
+    done = subprocess.run(
+        ["unshare", "-rm", "sh", "-ec", script], env=env, capture_output=True, text=True
+    )
+    assert done.returncode == 0, done.stderr
+    fault = Path(f"{out}.fault").read_text()
+    assert fault.startswith(f"{EX_IOERR} build_features of {day} failed: no space left"), fault
+    assert f"{disk}/features/" in fault
+    assert not [p for p in Path(f"{out}.left").rglob("*") if p.is_file() and p.stat().st_size]
+    assert Path(f"{out}.rerun").read_text().strip() == "built"
+    assert _tree(Path(f"{out}.features")) == _tree(clean)

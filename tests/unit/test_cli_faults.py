@@ -11,7 +11,7 @@ import typer
 from typer.testing import CliRunner
 
 from flows.cli.faults import FaultGroup
-from pipeline.errors import EX_IOERR, EX_NOPERM, EX_UNAVAILABLE, StorageError
+from pipeline.errors import EX_IOERR, EX_NOINPUT, EX_NOPERM, EX_UNAVAILABLE, StorageError
 
 app = typer.Typer(cls=FaultGroup)
 
@@ -25,6 +25,11 @@ def full() -> None:
 @app.command()
 def refused() -> None:
     raise PermissionError(errno.EACCES, "Permission denied", "/data/features")
+
+
+@app.command()
+def missing() -> None:
+    raise FileNotFoundError("no raw drops on or before 2026-03-02 in /data/raw")
 
 
 @app.command()
@@ -53,6 +58,9 @@ def test_an_unexpected_os_error_is_one_line_too(monkeypatch):
     assert result.stderr.count("\n") == 1
     assert result.stderr.startswith("fitrec refused: permission denied at /data/features;")
     assert _run("down").exit_code == EX_UNAVAILABLE
+    result = _run("missing")
+    assert result.exit_code == EX_NOINPUT
+    assert result.stderr.startswith("fitrec missing: no raw drops on or before 2026-03-02 in")
 
 
 def test_fitrec_debug_lets_the_traceback_through(monkeypatch):
