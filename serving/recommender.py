@@ -26,8 +26,9 @@ from pipeline.model.ranking import Ranked, Ranker, popular
 from pipeline.privacy import key_id, pseudonymise
 from pipeline.rules.schema import Rules, load_rules
 from serving.breaker import Breaker
-from serving.events import EventLog, SessionStore
+from serving.events import SessionStore
 from serving.experiments import Active, Arm, ExperimentRouter, exposure_record
+from serving.exposures import ExposureLog
 from serving.health import HealthReport, StoreHealth
 from serving.loading import LoadedModel, NoChampionError, Watcher, resolve
 from serving.lookups import CustomerFeatures, Lookups
@@ -86,7 +87,11 @@ class Recommender:
         self._key_id = key_id(self._key)
         self._watcher = Watcher(self.refresh, self.refresh_experiments, self._experiment_error)
         self.exposures = (
-            EventLog(settings.events_dir, settings.events_sync_seconds, prefix="exposures")
+            ExposureLog(
+                settings.events_dir,
+                settings.events_sync_seconds,
+                on_lost=self.metrics.exposure_failed.inc,
+            )
             if settings.serving_log_exposures
             else None
         )
@@ -339,7 +344,8 @@ class Recommender:
         failed: bool,
         teams: list[str] | None = None,
     ) -> None:
-        """One exposure line in the durable event log (:func:`exposure_record`)."""
+        """One exposure line, handed to the exposure log's writer thread
+        (:func:`exposure_record`; a line it cannot write is counted, never raised here)."""
         assert self.exposures is not None
         record = exposure_record(
             answer,
@@ -351,11 +357,7 @@ class Recommender:
             failed,
             teams,
         )
-        try:
-            self.exposures.append(record)
-        except OSError as exc:  # a full disk: the page view is answered, the miss is logged
-            self.metrics.exposure_failed.inc()
-            log.error("exposure not logged: %s", exc)
+        self.exposures.append(record)
 
     def _popular(self, model: LoadedModel, k: int) -> list[ScoredItem]:
         return _scored(popular(model.scorer, model.popular, k))
