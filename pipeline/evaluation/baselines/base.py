@@ -1,4 +1,4 @@
-"""Next-item baselines with one interface: Polars events in, NumPy index matrices out.
+"""What every baseline shares: one interface, Polars events in, NumPy index matrices out.
 
 Every baseline is fitted on session events (``session_id``, ``customer_id``, ``item_id``,
 ``ts``) and a catalogue ``items`` that fixes the index space, and answers a batch of queries
