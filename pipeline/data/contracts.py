@@ -414,8 +414,8 @@ def conform(raw: pl.DataFrame, contract: Contract) -> pl.DataFrame:
     ``1e400``, a year outside :data:`TS_MIN`..:data:`TS_MAX`) say ``out_of_range:<column>``.
     """
     typed, checks = typed_with_checks(raw, contract)
-    typed = typed.with_columns(pl.lit(None, pl.String).alias("reason"))
-    return add_reasons(typed, checks).select(*contract.names, "reason")
+    reasons = add_reasons(typed.with_columns(pl.lit(None, pl.String).alias("reason")), checks)
+    return reasons.select(*contract.names, "reason")
 
 
 def typed_with_checks(
@@ -444,16 +444,16 @@ def typed_with_checks(
                 typed = typed.with_columns(
                     typed.get_column(c.name).scatter(parsed["__row"], parsed.to_series(1))
                 )
-    checks: list[tuple[pl.Expr, str]] = []
-    for c in contract.columns:
-        checks.extend(_column_checks(c))
-    checks.extend(contract.checks)
-    return typed, checks
+    checks = [check for c in contract.columns for check in _column_checks(c)]
+    return typed, [*checks, *contract.checks]
 
 
 def _column_checks(c: Column) -> list[tuple[pl.Expr, str]]:
     value, given = pl.col(c.name), pl.col(f"__raw_{c.name}")
-    given_nonempty = given.is_not_null() & (given.str.strip_chars() != "")
+    # A text column is its stripped text, null when empty: given and nonempty is not null.
+    stripped = given.str.strip_chars() != ""
+    plain = c.dtype == pl.String() and c.unit is None
+    given_nonempty = value.is_not_null() if plain else given.is_not_null() & stripped
     checks = [(given_nonempty & value.is_null(), f"bad_type:{c.name}")]
     if not c.nullable:
         checks.append((~given_nonempty, f"missing:{c.name}"))

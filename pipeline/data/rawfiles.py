@@ -139,13 +139,15 @@ def read_json_lines(data: bytes, contract: Contract) -> pl.DataFrame:
     """JSON lines: clean lines through Polars, suspicious ones one by one (see module)."""
     if _utf8(data) is None or b"\x1f" in data or b"\x00" in data:
         return _slow_lines(data, contract)
-    lines = _physical_lines(data)
-    if lines is None:
+    split = _physical_lines(data)
+    if split is None:
         return _slow_lines(data, contract)
+    lines, edges = split
     if lines.is_empty():
         return empty_rows(contract)
     lists = [c.name for c in contract.columns if c.json_list]
-    flagged = _flagged(lines, data, contract, lists)
+    text = pl.col(SOURCE).str.strip_chars(BLANK) if edges else pl.col(SOURCE)
+    flagged = _flagged(lines, text, data, contract, lists)
     clean = flagged.filter(~pl.col("__slow")) if flagged.get_column("__slow").any() else flagged
     try:
         fields = None
@@ -179,9 +181,10 @@ def read_json_lines(data: bytes, contract: Contract) -> pl.DataFrame:
     return pl.concat([fast.select(_schema(contract).keys()), slow]).sort(LINE)
 
 
-def _physical_lines(data: bytes) -> pl.DataFrame | None:
-    """The non-blank lines of ``data`` as ``__source`` with their 1-based ``__line`` (None
-    when Polars cannot split them: the slow path reads any bytes)."""
+def _physical_lines(data: bytes) -> tuple[pl.DataFrame, bool] | None:
+    """The non-blank lines of ``data`` as ``__source`` with their 1-based ``__line``, and
+    whether any has blank edges (None when Polars cannot split them: the slow path reads
+    any bytes)."""
     try:
         lines = pl.read_csv(
             data,
@@ -196,21 +199,29 @@ def _physical_lines(data: bytes) -> pl.DataFrame | None:
     lines = lines.with_row_index(LINE, offset=1).with_columns(pl.col(LINE).cast(pl.Int64))
     if b"\r" in data:
         lines = lines.with_columns(pl.col(SOURCE).str.strip_suffix("\r"))
-    kept = lines.select(
-        pl.col(SOURCE).is_not_null() & (pl.col(SOURCE).str.strip_chars(BLANK) != "")
-    ).to_series()
-    return lines if kept.all() else lines.filter(kept)
+    text, edges = pl.col(SOURCE), _blank_edges(lines)
+    blank = text.str.strip_chars(BLANK) == "" if edges else text.str.len_bytes() == 0
+    kept = lines.select(text.is_not_null() & ~blank).to_series()
+    return (lines if kept.all() else lines.filter(kept)), edges
 
 
-def _flagged(lines: pl.DataFrame, data: bytes, contract: Contract, lists: list[str]):
-    """``lines`` with ``__slow`` (not one flat object, escapes, nested values, a contract
-    key twice), ``__plain`` (with json_list columns: the text with each array as null) and
+def _blank_edges(lines: pl.DataFrame) -> bool:
+    """Whether any line starts or ends with a blank: if none does, stripping changes nothing
+    and is skipped (it would copy every line)."""
+    text = pl.col(SOURCE)
+    edges = [text.str.starts_with(c) | text.str.ends_with(c) for c in BLANK]
+    return bool(lines.select(pl.any_horizontal(edges).any()).item())
+
+
+def _flagged(lines: pl.DataFrame, text: pl.Expr, data: bytes, contract: Contract, lists: list[str]):
+    """``lines`` (``text``: a line stripped) with ``__slow`` (not one flat object, escapes,
+    nested values, a contract key twice), ``__plain`` (with json_list columns: the text
+    with each array as null) and
     ``__array_<name>`` (that array's text without whitespace).
 
     A check that cannot be true anywhere in the file (no ``\\u`` in it; no line with a key
     twice: the key's count over all lines equals the lines that hold it, both summed in one
     parallel pass) is skipped, so a clean file takes no per-line count of every key."""
-    text = pl.col(SOURCE).str.strip_chars(BLANK)
     # A json_list column's array of plain strings stays on the fast path: Polars reads the
     # line with the array as null, the column takes the array's text, whitespace removed.
     plain = text

@@ -129,7 +129,7 @@ def _seen_before(frame: pl.DataFrame, contract: Contract, day: date, settings: S
     key, ts = contract.key[0], contract.timestamp or ""
     day_start = datetime(day.year, day.month, day.day, tzinfo=UTC) + FUTURE_GRACE
     early = (frame.get_column(ts) < day_start).fill_null(False)
-    result = pl.Series([False] * frame.height, dtype=pl.Boolean)
+    result = pl.repeat(False, frame.height, dtype=pl.Boolean, eager=True)
     if not early.any():
         return result
     candidates = frame.filter(early).get_column(key)
