@@ -177,98 +177,115 @@ def main() -> None:
             sizes = {"item": args.items, "customer": args.customers, "session": args.sessions}
             setup, store = timed(build_repo, workdir / "repo", f"127.0.0.1:{port}", sizes)
             print(f"repo with {args.items:,} items, {args.customers:,} customers: {setup:.1f}s")
-
-            # 1. Stock Feast on the items.
-            with redirect_stdout(io.StringIO()):  # Feast prints a progress banner
-                feast_s, _ = timed(store.materialize, START, END, feature_views=["item_bench"])
-            feast_rows = client.dbsize()
-            feast_rate = feast_rows / feast_s
-            print(
-                f"feast materialize: {feast_rows:,} items in {feast_s:.2f}s = {feast_rate:,.0f}/s"
-            )
-            keys = sorted(client.scan_iter(count=10_000))
-            rng = np.random.default_rng(7)
-            sample = [
-                keys[i] for i in rng.choice(len(keys), size=min(500, len(keys)), replace=False)
-            ]
-            stock = sample_hashes(client, sample)
-
-            # 2. Ours on the same items, three times (median).
-            times = []
-            for _ in range(args.repeats):
-                client.flushall()
-                client.config_resetstat()
-                seconds, written = timed(materialize_view, store, "item_bench", START, END)
-                assert written == feast_rows, (written, feast_rows)
-                times.append(seconds)
-            hset_us = float(client.info("commandstats")["cmdstat_hset"]["usec_per_call"])
-            fast_s = statistics.median(times)
-            fast_rate = args.items / fast_s
-            identical = sample_hashes(client, sample) == stock
-            print(
-                f"fast materialize:  {args.items:,} items in "
-                f"{', '.join(f'{t:.2f}' for t in times)}s (median {fast_s:.2f}s) "
-                f"= {fast_rate:,.0f}/s; {len(sample)} sampled hashes byte-identical to "
-                f"Feast's: {'yes' if identical else 'NO'}"
-            )
-
-            share = hset_us * args.items / 1e6 / (sum(times) / len(times))
-            print(
-                f"redis-server spent {hset_us:.2f} us executing each HSET (one 31-field hash "
-                f"per row, Feast's layout) = {share:.0%} of the fast path's wall time"
-            )
-
-            # 3. Ours alone on 1M customers (+ the sessions for the read path).
-            seconds, written = timed(materialize_view, store, "customer_bench", START, END)
-            print(
-                f"fast materialize:  {written:,} customers x {N_FEATURES} features in "
-                f"{seconds:.2f}s = {written / seconds:,.0f}/s"
-            )
-            materialize_view(store, "session_bench", START, END)
-
-            # 4. Serving read: one customer + one session per call.
-            reader = RedisFeatureReader.from_store(store, ["customer_bench", "session_bench"])
-            pick = np.random.default_rng(11)
-            customers = [f"c{i:07d}" for i in pick.integers(0, args.customers, args.calls)]
-            sessions = [f"s{i:06d}" for i in pick.integers(0, args.sessions, args.calls)]
-            calls = iter(zip(customers * 2, sessions * 2, strict=True))
-
-            def fast_read() -> None:
-                customer, session = next(calls)
-                reader.read({"customer_bench": customer, "session_bench": session})
-
-            refs = [f"customer_bench:f{j:02d}" for j in range(N_FEATURES)] + [
-                f"session_bench:{n}" for n in ("clicks", "dwell_s", "last_category", "recent_items")
-            ]
-            feast_calls = iter(zip(customers * 2, sessions * 2, strict=True))
-
-            def feast_read() -> None:
-                customer, session = next(feast_calls)
-                store.get_online_features(
-                    features=refs, entity_rows=[{"customer_id": customer, "session_id": session}]
-                ).to_dict()
-
-            # Same answers first (one call each), then timings.
-            customer, session = customers[0], sessions[0]
-            ours = reader.read({"customer_bench": customer, "session_bench": session})
-            theirs = store.get_online_features(
-                features=refs, entity_rows=[{"customer_id": customer, "session_id": session}]
-            ).to_dict()
-            flat = {**ours["customer_bench"], **ours["session_bench"]}
-            same = all(flat[ref.split(":")[1]] == theirs[ref.split(":")[1]][0] for ref in refs)
-            fast_p50, fast_p99 = latency(fast_read, args.calls)
-            feast_p50, feast_p99 = latency(feast_read, args.calls)
-            reader.close()
-            print(
-                f"read 1 customer + 1 session: RedisFeatureReader median {fast_p50:.3f} ms, "
-                f"p99 {fast_p99:.3f} ms; get_online_features median {feast_p50:.3f} ms, "
-                f"p99 {feast_p99:.3f} ms ({args.calls} calls each; same values: "
-                f"{'yes' if same else 'NO'})"
-            )
+            feast_rows, feast_rate, sample, stock = stock_items(store, client)
+            fast_rate = fast_items(store, client, args, feast_rows, sample, stock)
+            fast_customers(store)
+            reads(store, args)
             print(
                 f"materialize fast_rows_per_s={fast_rate:.1f} feast_rows_per_s={feast_rate:.1f} "
                 f"speedup={fast_rate / feast_rate:.1f}"
             )
+
+
+def stock_items(
+    store: FeatureStore, client: redis.Redis
+) -> tuple[int, float, list[bytes], list[dict[bytes, bytes]]]:
+    """1. Stock Feast on the items: rows, rows/s, and a sample of keys with their hashes."""
+    with redirect_stdout(io.StringIO()):  # Feast prints a progress banner
+        feast_s, _ = timed(store.materialize, START, END, feature_views=["item_bench"])
+    feast_rows = client.dbsize()
+    feast_rate = feast_rows / feast_s
+    print(f"feast materialize: {feast_rows:,} items in {feast_s:.2f}s = {feast_rate:,.0f}/s")
+    keys = sorted(client.scan_iter(count=10_000))
+    rng = np.random.default_rng(7)
+    sample = [keys[i] for i in rng.choice(len(keys), size=min(500, len(keys)), replace=False)]
+    return feast_rows, feast_rate, sample, sample_hashes(client, sample)
+
+
+def fast_items(
+    store: FeatureStore,
+    client: redis.Redis,
+    args: argparse.Namespace,
+    feast_rows: int,
+    sample: list[bytes],
+    stock: list[dict[bytes, bytes]],
+) -> float:
+    """2. Ours on the same items, ``--repeats`` times (median): rows/s."""
+    times = []
+    for _ in range(args.repeats):
+        client.flushall()
+        client.config_resetstat()
+        seconds, written = timed(materialize_view, store, "item_bench", START, END)
+        assert written == feast_rows, (written, feast_rows)
+        times.append(seconds)
+    hset_us = float(client.info("commandstats")["cmdstat_hset"]["usec_per_call"])
+    fast_s = statistics.median(times)
+    fast_rate = args.items / fast_s
+    identical = sample_hashes(client, sample) == stock
+    print(
+        f"fast materialize:  {args.items:,} items in "
+        f"{', '.join(f'{t:.2f}' for t in times)}s (median {fast_s:.2f}s) "
+        f"= {fast_rate:,.0f}/s; {len(sample)} sampled hashes byte-identical to "
+        f"Feast's: {'yes' if identical else 'NO'}"
+    )
+    share = hset_us * args.items / 1e6 / (sum(times) / len(times))
+    print(
+        f"redis-server spent {hset_us:.2f} us executing each HSET (one 31-field hash "
+        f"per row, Feast's layout) = {share:.0%} of the fast path's wall time"
+    )
+    return fast_rate
+
+
+def fast_customers(store: FeatureStore) -> None:
+    """3. Ours alone on the customers (+ the sessions for the read path)."""
+    seconds, written = timed(materialize_view, store, "customer_bench", START, END)
+    print(
+        f"fast materialize:  {written:,} customers x {N_FEATURES} features in "
+        f"{seconds:.2f}s = {written / seconds:,.0f}/s"
+    )
+    materialize_view(store, "session_bench", START, END)
+
+
+def reads(store: FeatureStore, args: argparse.Namespace) -> None:
+    """4. Serving read: one customer + one session per call, ours against Feast's SDK."""
+    reader = RedisFeatureReader.from_store(store, ["customer_bench", "session_bench"])
+    pick = np.random.default_rng(11)
+    customers = [f"c{i:07d}" for i in pick.integers(0, args.customers, args.calls)]
+    sessions = [f"s{i:06d}" for i in pick.integers(0, args.sessions, args.calls)]
+    calls = iter(zip(customers * 2, sessions * 2, strict=True))
+
+    def fast_read() -> None:
+        customer, session = next(calls)
+        reader.read({"customer_bench": customer, "session_bench": session})
+
+    refs = [f"customer_bench:f{j:02d}" for j in range(N_FEATURES)] + [
+        f"session_bench:{n}" for n in ("clicks", "dwell_s", "last_category", "recent_items")
+    ]
+    feast_calls = iter(zip(customers * 2, sessions * 2, strict=True))
+
+    def feast_read() -> None:
+        customer, session = next(feast_calls)
+        store.get_online_features(
+            features=refs, entity_rows=[{"customer_id": customer, "session_id": session}]
+        ).to_dict()
+
+    # Same answers first (one call each), then timings.
+    customer, session = customers[0], sessions[0]
+    ours = reader.read({"customer_bench": customer, "session_bench": session})
+    theirs = store.get_online_features(
+        features=refs, entity_rows=[{"customer_id": customer, "session_id": session}]
+    ).to_dict()
+    flat = {**ours["customer_bench"], **ours["session_bench"]}
+    same = all(flat[ref.split(":")[1]] == theirs[ref.split(":")[1]][0] for ref in refs)
+    fast_p50, fast_p99 = latency(fast_read, args.calls)
+    feast_p50, feast_p99 = latency(feast_read, args.calls)
+    reader.close()
+    print(
+        f"read 1 customer + 1 session: RedisFeatureReader median {fast_p50:.3f} ms, "
+        f"p99 {fast_p99:.3f} ms; get_online_features median {feast_p50:.3f} ms, "
+        f"p99 {feast_p99:.3f} ms ({args.calls} calls each; same values: "
+        f"{'yes' if same else 'NO'})"
+    )
 
 
 if __name__ == "__main__":

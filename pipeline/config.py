@@ -287,7 +287,7 @@ class Settings(BaseSettings):
     def _redis_scheme(cls, value: str | None) -> str | None:
         if value in (None, ""):
             return None
-        from pipeline.features.online.connection import RedisTarget
+        from pipeline.redis_url import RedisTarget
 
         try:
             RedisTarget.parse(value)

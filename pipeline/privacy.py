@@ -31,7 +31,7 @@ from __future__ import annotations
 
 import base64
 import hmac
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Sequence
 
 import orjson
 import polars as pl
@@ -39,8 +39,6 @@ from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
-
-from pipeline.data.contracts import CUSTOMERS
 
 PSEUDONYM_PREFIX = "c_"
 
@@ -80,32 +78,42 @@ def pseudonymise_column(frame: pl.DataFrame, column: str, key: str) -> pl.DataFr
         )
         known = pl.concat([known, fresh])
         _KNOWN[key] = known
-    return (
-        frame.with_columns(ids.alias("__id"))
+    # Only the id column is joined: the rest of the frame (raw text and all) is not copied.
+    pseudonyms = (
+        ids.to_frame("__id")
         .join(known, on="__id", how="left", maintain_order="left")
-        .with_columns(pl.col("__pseudonym").alias(column))
-        .drop("__id", "__pseudonym")
+        .get_column("__pseudonym")
     )
+    return frame.with_columns(pseudonyms.alias(column))
 
 
-def redact_without_consent(customers: pl.DataFrame) -> tuple[pl.DataFrame, int]:
-    """Drop body measurements of customers who did not consent; returns (frame, rows redacted)."""
+def redact_without_consent(
+    customers: pl.DataFrame, sensitive: Collection[str]
+) -> tuple[pl.DataFrame, int]:
+    """Drop body measurements of customers who did not consent; returns (frame, rows redacted).
+
+    Args:
+        customers: Customer rows with ``body_data_consent``.
+        sensitive: The body columns, as the customers' contract declares them
+            (``CUSTOMERS.sensitive`` in :mod:`pipeline.data.contracts`, which sits above this).
+    """
     no_consent = ~pl.col("body_data_consent")
     redacted = customers.with_columns(
-        pl.when(no_consent).then(None).otherwise(pl.col(c)).alias(c) for c in CUSTOMERS.sensitive
+        pl.when(no_consent).then(None).otherwise(pl.col(c)).alias(c) for c in sensitive
     )
     return redacted, int(customers.select(no_consent.sum()).item())
 
 
-def without_body(text: str) -> str:
-    """A raw customer row (JSON text) without its body measurements; other text unchanged."""
+def without_body(text: str, sensitive: Collection[str]) -> str:
+    """A raw customer row (JSON text) without its ``sensitive`` (body) columns; other text
+    unchanged."""
     try:
         record = orjson.loads(text)
     except orjson.JSONDecodeError:
         return text
     if not isinstance(record, dict):
         return text
-    return orjson.dumps({k: v for k, v in record.items() if k not in CUSTOMERS.sensitive}).decode()
+    return orjson.dumps({k: v for k, v in record.items() if k not in sensitive}).decode()
 
 
 # --- sealed text --------------------------------------------------------------------------

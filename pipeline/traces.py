@@ -118,7 +118,7 @@ def find_traces(
         if hits:
             found.append(f"{path.relative_to(settings.data_dir)}: {hits}")
     if settings.redis_url:
-        from pipeline.features.online.connection import RedisTarget
+        from pipeline.redis_url import RedisTarget
 
         client: Any = RedisTarget.parse(settings.redis_url).client()
         try:

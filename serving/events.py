@@ -204,16 +204,14 @@ class SessionEventRequest(BaseModel):
 
 
 class EventLog:
-    """Append-only JSON-lines log, one file per day and process: ``<prefix>-<host>-<pid>``.
-    The prefix says which curated table the nightly ingest makes of it
-    (:func:`pipeline.data.curated.serving_logs`): ``serving`` session events, ``exposures``
-    answers served, ``outcomes`` clicks, carts, purchases and returns.
+    """Append-only JSON-lines log, one file per day and process: ``<prefix>-<host>-<pid>``;
+    the prefix names the curated table the ingest makes of it (``serving`` session events,
+    ``outcomes``; ``exposures`` go through :class:`serving.exposures.ExposureLog`).
 
     Every event is flushed to the OS before :meth:`append` returns (it survives a crash of the
-    process); it is fsynced (it survives a crash of the machine) within ``sync_seconds``: on
-    a later write once that long has passed, and by a background timer when no write comes,
-    so an idle server's last events are synced too.
-    """
+    process); a timer fsyncs it (it survives a crash of the machine) within ``sync_seconds``,
+    on a duplicate descriptor outside the lock :meth:`append` takes: a slow disk stalls no
+    request."""
 
     def __init__(self, directory: Path, sync_seconds: float = 0.2, prefix: str = "serving"):
         self.directory = directory
@@ -223,6 +221,7 @@ class EventLog:
         self._day = ""
         self._last_sync = 0.0
         self._dirty = False
+        self._syncing = 0
         self.syncs = 0
         self.name = f"{prefix}-{socket.gethostname()}-{os.getpid()}.jsonl"
         self._stop = threading.Event()
@@ -232,9 +231,10 @@ class EventLog:
     def append(self, record: dict) -> None:
         line = orjson.dumps(record) + b"\n"
         day = record["ts"][:10]
+        retired = None
         with self._lock:
             if day != self._day or self._file is None:
-                self._close()
+                retired, self._file = self._file, None
                 folder = self.directory / day
                 folder.mkdir(parents=True, exist_ok=True)
                 self._file = open(folder / self.name, "ab")  # noqa: SIM115 - kept open
@@ -243,43 +243,52 @@ class EventLog:
             file.write(line)
             file.flush()  # in the OS once this returns: survives a process crash
             self._dirty = True
-            if time.monotonic() - self._last_sync >= self.sync_seconds:
-                self._sync()
+        if retired is not None:  # the previous day's file: synced and closed, off the lock
+            _close_synced(retired)
 
     def _sync(self) -> None:
-        if self._file is not None and self._dirty:
-            os.fsync(self._file.fileno())
+        with self._lock:  # only to take a duplicate descriptor: the fsync runs outside
+            if self._file is None or not self._dirty:
+                return
+            fd, self._dirty, self._syncing = os.dup(self._file.fileno()), False, self._syncing + 1
+        try:
+            os.fsync(fd)
             self.syncs += 1
-        self._dirty = False
-        self._last_sync = time.monotonic()
+        except OSError:
+            self._dirty = True  # tried again on the next tick
+            raise
+        finally:
+            os.close(fd)
+            with self._lock:
+                self._syncing, self._last_sync = self._syncing - 1, time.monotonic()
 
     def _sync_loop(self) -> None:
         while not self._stop.wait(self.sync_seconds / 2):
-            with self._lock:
-                if self._dirty and time.monotonic() - self._last_sync >= self.sync_seconds / 2:
-                    try:
-                        self._sync()
-                    except OSError as exc:  # a full disk: keep serving, say so
-                        log.error("event log fsync failed: %s", exc)
+            if self._dirty and time.monotonic() - self._last_sync >= self.sync_seconds / 2:
+                try:
+                    self._sync()
+                except OSError as exc:  # a full disk: keep serving, say so
+                    log.error("event log fsync failed: %s", exc)
 
     @property
     def unsynced(self) -> bool:
         """Whether some appended event is not fsynced yet."""
         with self._lock:
-            return self._dirty
-
-    def _close(self) -> None:
-        if self._file is not None:
-            self._file.flush()
-            os.fsync(self._file.fileno())
-            self._file.close()
-            self._file = None
-            self._dirty = False
+            return self._dirty or self._syncing > 0
 
     def close(self) -> None:
         self._stop.set()
         with self._lock:
-            self._close()
+            file, self._file = self._file, None
+            self._dirty = False
+        if file is not None:
+            _close_synced(file)
+
+
+def _close_synced(file: BinaryIO) -> None:
+    with file:
+        file.flush()
+        os.fsync(file.fileno())
 
 
 class SessionStore:

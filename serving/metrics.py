@@ -28,7 +28,7 @@ import tempfile
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal
+from typing import Literal
 
 from prometheus_client import (
     GC_COLLECTOR,
@@ -45,11 +45,6 @@ from prometheus_client.core import Metric
 from prometheus_client.registry import Collector
 
 from pipeline.config import CHAMPION
-
-if TYPE_CHECKING:
-    from serving.events import EventProcessor
-    from serving.recommender import Recommender
-    from serving.security import Guard
 
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 """The variable prometheus_client reads (at import) to switch to multiprocess mode."""
@@ -234,9 +229,14 @@ def _alive(pid: int) -> bool:
 
 class Metrics:
     """The Prometheus metrics of one app: request latency and errors, its parts' counts, and
-    the registry ``GET /metrics`` exports (see the module's docstring for the two modes)."""
+    the registry ``GET /metrics`` exports (see the module's docstring for the two modes).
 
-    def __init__(self, recommender: Recommender, processor: EventProcessor, guard: Guard):
+    The parts hand their families in (``families``: each part's ``metrics.families``), so
+    this module knows none of the parts and each of them can import it: the import graph
+    stays a tree (breaker, events, health, recommender and security all sit above it).
+    """
+
+    def __init__(self, families: Iterable[Collector]):
         self.latency = Histogram(
             "fitrec_request_seconds",
             "Request latency by endpoint",
@@ -254,14 +254,7 @@ class Metrics:
             LiveMultiProcessCollector(self.registry)
             self.registry.register(PLATFORM_COLLECTOR)  # the same in every worker
             return
-        parts = (
-            recommender.metrics,
-            recommender.breaker.metrics,
-            recommender.store_health.metrics,
-            processor.metrics,
-            guard.metrics,
-        )
-        for collector in (self.latency, self.errors, *(c for p in parts for c in p.families)):
+        for collector in (self.latency, self.errors, *families):
             self.registry.register(collector)
         for default in (PROCESS_COLLECTOR, PLATFORM_COLLECTOR, GC_COLLECTOR):
             self.registry.register(default)

@@ -9,25 +9,65 @@ from datetime import date
 from pathlib import Path
 from typing import Any
 
-import pytest
+# One thread per pytest-xdist worker for TensorFlow (and the BLAS under NumPy): set before
+# anything imports them, inherited by the flows and servers the tests start. Two workers on two
+# cores each spinning up a pool per core would only fight over them.
+for _name in (
+    "TF_NUM_INTRAOP_THREADS",
+    "TF_NUM_INTEROP_THREADS",
+    "OMP_NUM_THREADS",
+    "OPENBLAS_NUM_THREADS",
+    "MKL_NUM_THREADS",
+):
+    os.environ.setdefault(_name, "1")
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-from pipeline.config import Settings, get_settings
-from tests.support.servers import redis_server
+import pytest  # noqa: E402
+from hypothesis import HealthCheck  # noqa: E402
+from hypothesis import settings as hypothesis_settings  # noqa: E402
+
+from pipeline.config import Settings, get_settings  # noqa: E402
+from tests.support.servers import redis_server  # noqa: E402
 
 os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 
+# Property tests: the same examples on every run ("ci", the default: no wall-clock deadline
+# and no too-slow health check on a loaded machine, no example database) or, with
+# HYPOTHESIS_PROFILE=dev, fresh random examples as Hypothesis normally draws them. A test's
+# own @settings(max_examples=...) still bounds its count.
+hypothesis_settings.register_profile(
+    "ci",
+    deadline=None,
+    derandomize=True,
+    database=None,
+    print_blob=True,
+    suppress_health_check=[HealthCheck.too_slow],
+)
+hypothesis_settings.register_profile("dev", deadline=None)
+hypothesis_settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
+
+# Fixtures whose (session-scoped) world is built once per worker: every test using one runs on
+# the same pytest-xdist worker (``--dist loadgroup``), so the world is built once per session.
+SHARED_WORLDS = {"served_run": "served-world"}
+
 SMALL = {"customers": 1000, "days": 7, "seed": 11, "dirty": 0.01}
 
 
+@pytest.hookimpl(tryfirst=True)  # before xdist's own hook reads the groups
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Mark tests by folder, as NVIDIA-Merlin does: tests/unit -> unit, tests/integration."""
+    """Mark tests by folder, as NVIDIA-Merlin does: tests/unit -> unit, tests/integration ->
+    integration; group the tests sharing a session world onto one xdist worker."""
     for item in items:
         path = Path(str(item.fspath))
         if "unit" in path.parts:
             item.add_marker(pytest.mark.unit)
         if "integration" in path.parts:
             item.add_marker(pytest.mark.integration)
+        fixtures = set(getattr(item, "fixturenames", ()))
+        for fixture, group in SHARED_WORLDS.items():
+            if fixture in fixtures and not item.get_closest_marker("xdist_group"):
+                item.add_marker(pytest.mark.xdist_group(group))
 
 
 @pytest.fixture(scope="session")
@@ -87,22 +127,52 @@ def settings(tmp_path: Path) -> Iterator[Settings]:
         yield s
 
 
-def prepare_days(settings: Settings, raw_drops: Path) -> date:
-    """Copy the raw drops into ``settings``' data dir, ingest them all and build every day's
-    features; returns the last day."""
+# Ingested worlds, one per raw window and ingest-relevant settings, built once per worker under
+# the raw window's base folder: (data dir, last day, each day's ingest report).
+_INGESTED: dict[tuple[Path, str], tuple[Path, date, list[Any]]] = {}
+
+
+def _ingest_key(settings: Settings, raw_drops: Path) -> tuple[Path, str]:
+    """What an ingest's output depends on besides the raw drops: every setting but the data
+    dir and the servers (the pseudonym key in clear, as ``model_dump`` masks it)."""
+    fields = settings.model_dump(exclude={"data_dir", "redis_url", "production_redis_url"})
+    return raw_drops, repr(sorted(fields.items())) + settings.pseudonym_key.get_secret_value()
+
+
+def ingested_template(settings: Settings, raw_drops: Path) -> tuple[Path, date, list[Any]]:
+    """A data dir holding ``raw_drops`` copied, every day ingested and every day's features
+    built, as ``settings`` would write it; built on first use, then reused (read-only: copy
+    it). Returns (data dir, last day, the ingest reports in day order)."""
     import shutil
 
     from pipeline.data.curated import drops_up_to
     from pipeline.data.ingest import ingest_drop
     from pipeline.features.build import build_features, missing_snapshot_days
 
-    shutil.copytree(raw_drops, settings.raw_dir)
-    drops = drops_up_to(settings.raw_dir, date.max)
-    for day, folder in drops:
-        ingest_drop(folder, day, settings)
-    last = drops[-1][0]
-    for day in missing_snapshot_days(settings.curated_dir, settings.features_dir, last):
-        build_features(settings.curated_dir, settings.features_dir, day)
+    key = _ingest_key(settings, raw_drops)
+    if key not in _INGESTED:
+        root = raw_drops.parent / f"ingested-{raw_drops.name}-{len(_INGESTED)}"
+        if root.exists():  # a build that failed half-way
+            shutil.rmtree(root)
+        template = settings.model_copy(update={"data_dir": root})
+        shutil.copytree(raw_drops, template.raw_dir)
+        drops = drops_up_to(template.raw_dir, date.max)
+        reports = [ingest_drop(folder, day, template) for day, folder in drops]
+        last = drops[-1][0]
+        for day in missing_snapshot_days(template.curated_dir, template.features_dir, last):
+            build_features(template.curated_dir, template.features_dir, day)
+        _INGESTED[key] = (root, last, reports)
+    return _INGESTED[key]
+
+
+def prepare_days(settings: Settings, raw_drops: Path) -> date:
+    """Give ``settings``' data dir the raw drops, every day ingested and every day's features
+    built (copied from :func:`ingested_template`, byte for byte what ingesting here writes);
+    returns the last day."""
+    import shutil
+
+    root, last, _ = ingested_template(settings, raw_drops)
+    shutil.copytree(root, settings.data_dir, dirs_exist_ok=True)
     return last
 
 

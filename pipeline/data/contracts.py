@@ -7,13 +7,15 @@ so ingest can split curated rows from quarantine without losing any.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import functools
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Final
 
 import polars as pl
 
+from pipeline.data.sizes import parse_size_chart
 from pipeline.data.units import PARSERS
 
 # Vocabularies shared by the generator, ingest, features and the model.
@@ -92,8 +94,20 @@ class Column:
 
 
 @dataclass(frozen=True)
+class Derived:
+    """A table built at ingest from another's rows (``item_sizes`` from items): ``build`` gives
+    the derived rows and a reason (or null) per source row, which quarantines the row."""
+
+    table: str
+    build: Callable[[pl.DataFrame], tuple[pl.DataFrame, pl.Series]]
+
+
+@dataclass(frozen=True)
 class Contract:
-    """A raw table: its columns, its key, and its event time (if it is an event table)."""
+    """A raw table: its columns, its key, its event time, and what ingest does beyond the
+    columns' rules, so that ingest treats every table alike: ``dimension`` tables are state,
+    not events (no future-time check, no re-sent keys); ``starts``: the reason of an event
+    timed before the referenced row's ``timestamp``; sensitive columns need consent."""
 
     name: str
     columns: tuple[Column, ...]
@@ -102,6 +116,9 @@ class Contract:
     references: dict[str, str] = field(default_factory=dict)
     # Rules across columns, checked by conform on the typed row: (true when broken, reason).
     checks: tuple[tuple[pl.Expr, str], ...] = field(default=(), compare=False)
+    dimension: bool = False
+    starts: str | None = None
+    derived: Derived | None = field(default=None, compare=False)
 
     @property
     def names(self) -> list[str]:
@@ -130,6 +147,7 @@ CUSTOMERS = Contract(
     name="customers",
     key=("customer_id",),
     timestamp="signup_ts",
+    dimension=True,
     columns=(
         Column("customer_id", pl.String(), description="pseudonymised at ingest"),
         Column("signup_ts", UTC_TS),
@@ -151,6 +169,9 @@ ITEMS = Contract(
     name="items",
     key=("item_id",),
     timestamp="launch_ts",
+    dimension=True,
+    starts="before_launch",
+    derived=Derived("item_sizes", functools.partial(parse_size_chart, measures=CHART_MEASURES)),
     columns=(
         Column("item_id", pl.String()),
         Column("category", pl.String(), allowed=CATEGORIES),
@@ -392,6 +413,16 @@ def conform(raw: pl.DataFrame, contract: Contract) -> pl.DataFrame:
     values that parse but lie outside the type's or the contract's range (NaN, infinity,
     ``1e400``, a year outside :data:`TS_MIN`..:data:`TS_MAX`) say ``out_of_range:<column>``.
     """
+    typed, checks = typed_with_checks(raw, contract)
+    typed = typed.with_columns(pl.lit(None, pl.String).alias("reason"))
+    return add_reasons(typed, checks).select(*contract.names, "reason")
+
+
+def typed_with_checks(
+    raw: pl.DataFrame, contract: Contract
+) -> tuple[pl.DataFrame, list[tuple[pl.Expr, str]]]:
+    """Typed columns (raw text as ``__raw_<column>``) and :func:`conform`'s checks, not yet
+    applied: ingest adds its own and runs all of them in one pass."""
     for name in contract.names:
         if name not in raw.columns:
             raw = raw.with_columns(pl.lit(None, dtype=pl.String).alias(name))
@@ -415,27 +446,31 @@ def conform(raw: pl.DataFrame, contract: Contract) -> pl.DataFrame:
                 )
     checks: list[tuple[pl.Expr, str]] = []
     for c in contract.columns:
-        value, given = pl.col(c.name), pl.col(f"__raw_{c.name}")
-        given_nonempty = given.is_not_null() & (given.str.strip_chars() != "")
-        checks.append((given_nonempty & value.is_null(), f"bad_type:{c.name}"))
-        if not c.nullable:
-            checks.append((~given_nonempty, f"missing:{c.name}"))
-        if c.dtype.is_float():
-            # NaN, inf and what overflows a double (1e400) are no measurement or price.
-            checks.append((~value.is_finite(), f"out_of_range:{c.name}"))
-        if c.dtype == UTC_TS:
-            checks.append(((value < TS_MIN) | (value >= TS_MAX), f"out_of_range:{c.name}"))
-        if c.min is not None:
-            checks.append((value < c.min, f"out_of_range:{c.name}"))
-        if c.max is not None:
-            checks.append((value > c.max, f"out_of_range:{c.name}"))
-        if c.pattern is not None:
-            checks.append((~value.str.contains(c.pattern), f"bad_format:{c.name}"))
-        if c.allowed is not None:
-            checks.append((~value.is_in(list(c.allowed)), f"not_allowed:{c.name}"))
+        checks.extend(_column_checks(c))
     checks.extend(contract.checks)
-    typed = typed.with_columns(pl.lit(None, pl.String).alias("reason"))
-    return add_reasons(typed, checks).select(*contract.names, "reason")
+    return typed, checks
+
+
+def _column_checks(c: Column) -> list[tuple[pl.Expr, str]]:
+    value, given = pl.col(c.name), pl.col(f"__raw_{c.name}")
+    given_nonempty = given.is_not_null() & (given.str.strip_chars() != "")
+    checks = [(given_nonempty & value.is_null(), f"bad_type:{c.name}")]
+    if not c.nullable:
+        checks.append((~given_nonempty, f"missing:{c.name}"))
+    if c.dtype.is_float():
+        # NaN, inf and what overflows a double (1e400) are no measurement or price.
+        checks.append((~value.is_finite(), f"out_of_range:{c.name}"))
+    if c.dtype == UTC_TS:
+        checks.append(((value < TS_MIN) | (value >= TS_MAX), f"out_of_range:{c.name}"))
+    if c.min is not None:
+        checks.append((value < c.min, f"out_of_range:{c.name}"))
+    if c.max is not None:
+        checks.append((value > c.max, f"out_of_range:{c.name}"))
+    if c.pattern is not None:
+        checks.append((~value.str.contains(c.pattern), f"bad_format:{c.name}"))
+    if c.allowed is not None:
+        checks.append((~value.is_in(list(c.allowed)), f"not_allowed:{c.name}"))
+    return checks
 
 
 def add_reasons(

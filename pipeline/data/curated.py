@@ -16,6 +16,7 @@ from pathlib import Path
 import polars as pl
 
 from pipeline.data.contracts import CHART_MEASURES, CONTRACTS
+from pipeline.data.sizes import item_sizes_schema
 
 # Serving's event log: a file's name says which table its lines belong to (anything else is
 # session events, ``serving-<host>-<pid>.jsonl``).
@@ -68,15 +69,7 @@ def partition(root: Path, table: str, day: date) -> Path:
     return root / table / f"date={day.isoformat()}" / "part-0.parquet"
 
 
-ITEM_SIZES_SCHEMA = pl.Schema(
-    {
-        "item_id": pl.String,
-        "size": pl.String,
-        "size_rank": pl.Int8,
-        **{f"{m}_{b}": pl.Float64 for m in CHART_MEASURES for b in ("min", "max")},
-        "stock": pl.Int32,
-    }
-)
+ITEM_SIZES_SCHEMA = item_sizes_schema(CHART_MEASURES)
 
 # --- reading curated tables -----------------------------------------------------------------
 

@@ -16,7 +16,7 @@ from pathlib import Path
 import orjson
 import polars as pl
 
-from pipeline.data.contracts import Contract
+from pipeline.data.contracts import CUSTOMERS, Contract
 from pipeline.data.rawfiles import BYTES, FILE, LINE, PRE, SOURCE, masked
 from pipeline.privacy import seal, without_body
 
@@ -91,7 +91,7 @@ def quarantine_rows(
         if shown is not None and raw_id and pseudonym:
             shown = _with_pseudonym(shown, raw_id, pseudonym)
         if shown is not None and has_consent and row["body_data_consent"] is not True:
-            stripped = without_body(shown)
+            stripped = without_body(shown, CUSTOMERS.sensitive)
             try:
                 shown = stripped if isinstance(orjson.loads(stripped), dict) else None
             except orjson.JSONDecodeError:

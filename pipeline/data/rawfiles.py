@@ -36,34 +36,11 @@ import pyarrow.parquet as pq
 from polars.exceptions import PanicException
 
 from pipeline.data.contracts import Contract
+from pipeline.data.jsontext import DuplicateKeyError, strict_json
 
 SOURCE, LINE, FILE = "__source", "__line", "__file"
 PRE, BYTES, NESTED = "__pre", "__bytes", "__nested"
 BLANK = " \t\r"  # a line of only these is not a row
-
-
-class _DuplicateKey(ValueError):
-    pass
-
-
-def _pairs(pairs: list[tuple[str, object]]) -> dict:
-    record = dict(pairs)
-    if len(record) != len(pairs):
-        raise _DuplicateKey
-    return record
-
-
-def _no_constant(name: str) -> object:
-    raise ValueError(f"{name} is not JSON")
-
-
-def strict_json(text: str) -> object:
-    """Parse JSON refusing duplicate keys (a ``ValueError``, see :func:`is_duplicate_key`) and
-    NaN/Infinity. Integers are Python ints (no overflow) and other numbers keep their text,
-    so ``1e400`` never becomes inf."""
-    return json.loads(
-        text, object_pairs_hook=_pairs, parse_float=str, parse_int=int, parse_constant=_no_constant
-    )
 
 
 def _schema(contract: Contract) -> dict[str, pl.DataType]:
@@ -112,7 +89,7 @@ def _line_row(text: str, number: int, contract: Contract) -> dict:
     row: dict = {SOURCE: text, LINE: number}
     try:
         record = strict_json(text)
-    except _DuplicateKey:
+    except DuplicateKeyError:
         return {**row, PRE: "duplicate_json_key"}
     except (ValueError, RecursionError):
         return {**row, PRE: "bad_json"}
@@ -162,6 +139,49 @@ def read_json_lines(data: bytes, contract: Contract) -> pl.DataFrame:
     """JSON lines: clean lines through Polars, suspicious ones one by one (see module)."""
     if _utf8(data) is None or b"\x1f" in data or b"\x00" in data:
         return _slow_lines(data, contract)
+    lines = _physical_lines(data)
+    if lines is None:
+        return _slow_lines(data, contract)
+    if lines.is_empty():
+        return empty_rows(contract)
+    lists = [c.name for c in contract.columns if c.json_list]
+    flagged = _flagged(lines, data, contract, lists)
+    clean = flagged.filter(~pl.col("__slow")) if flagged.get_column("__slow").any() else flagged
+    try:
+        fields = None
+        if clean.height == lines.height and not lists:  # the usual case: the file as it is
+            fields = pl.read_ndjson(data, schema=dict.fromkeys(contract.names, pl.String))
+        if fields is None or fields.height != clean.height:
+            plain = pl.col("__plain") if lists else pl.col(SOURCE).str.strip_chars(BLANK)
+            body = clean.select(plain.str.join("\n")).item().encode()
+            fields = pl.read_ndjson(body, schema=dict.fromkeys(contract.names, pl.String))
+        if fields.height != clean.height:
+            raise ValueError("line count changed")
+    except (Exception, PanicException):  # noqa: BLE001 - Polars raises several types
+        return _slow_lines(data, contract)
+    fields = fields.with_columns(
+        pl.coalesce(clean.get_column(f"__array_{name}"), pl.col(name)).alias(name) for name in lists
+    )
+    fast = pl.concat([fields, clean.select(SOURCE, LINE)], how="horizontal").with_columns(
+        pl.lit(None, pl.String).alias(PRE),
+        pl.lit(None, pl.Binary).alias(BYTES),
+        pl.lit(None, pl.String).alias(NESTED),
+    )
+    if clean.height == flagged.height:
+        return fast.select(_schema(contract).keys())
+    slow = _frame(
+        [
+            _line_row(t, n, contract)
+            for t, n in flagged.filter(pl.col("__slow")).select(SOURCE, LINE).iter_rows()
+        ],
+        contract,
+    )
+    return pl.concat([fast.select(_schema(contract).keys()), slow]).sort(LINE)
+
+
+def _physical_lines(data: bytes) -> pl.DataFrame | None:
+    """The non-blank lines of ``data`` as ``__source`` with their 1-based ``__line`` (None
+    when Polars cannot split them: the slow path reads any bytes)."""
     try:
         lines = pl.read_csv(
             data,
@@ -172,35 +192,46 @@ def read_json_lines(data: bytes, contract: Contract) -> pl.DataFrame:
             schema={SOURCE: pl.String},
         )
     except (Exception, PanicException):  # noqa: BLE001 - the slow path reads any bytes
-        return _slow_lines(data, contract)
-    lines = (
-        lines.with_row_index(LINE, offset=1)
-        .with_columns(pl.col(LINE).cast(pl.Int64), pl.col(SOURCE).str.strip_suffix("\r"))
-        .filter(pl.col(SOURCE).is_not_null() & (pl.col(SOURCE).str.strip_chars(BLANK) != ""))
-    )
-    if lines.is_empty():
-        return empty_rows(contract)
+        return None
+    lines = lines.with_row_index(LINE, offset=1).with_columns(pl.col(LINE).cast(pl.Int64))
+    if b"\r" in data:
+        lines = lines.with_columns(pl.col(SOURCE).str.strip_suffix("\r"))
+    kept = lines.select(
+        pl.col(SOURCE).is_not_null() & (pl.col(SOURCE).str.strip_chars(BLANK) != "")
+    ).to_series()
+    return lines if kept.all() else lines.filter(kept)
+
+
+def _flagged(lines: pl.DataFrame, data: bytes, contract: Contract, lists: list[str]):
+    """``lines`` with ``__slow`` (not one flat object, escapes, nested values, a contract
+    key twice), ``__plain`` (with json_list columns: the text with each array as null) and
+    ``__array_<name>`` (that array's text without whitespace).
+
+    A check that cannot be true anywhere in the file (no ``\\u`` in it; no line with a key
+    twice: the key's count over all lines equals the lines that hold it, both summed in one
+    parallel pass) is skipped, so a clean file takes no per-line count of every key."""
     text = pl.col(SOURCE).str.strip_chars(BLANK)
     # A json_list column's array of plain strings stays on the fast path: Polars reads the
     # line with the array as null, the column takes the array's text, whitespace removed.
-    lists = [c.name for c in contract.columns if c.json_list]
     plain = text
     for name in lists:
         plain = plain.str.replace_all(_array_value(name), f'"{name}":null')
-    lines = lines.with_columns(plain.alias("__plain"))
-    plain = pl.col("__plain")
-    suspicious = (
-        ~text.str.starts_with("{")
-        | ~text.str.ends_with("}")
-        | text.str.contains(r"\\u")
-        | plain.str.contains(r"\[")
-        | (text.str.count_matches("{", literal=True) > 1)
-        | pl.any_horizontal(
-            text.str.count_matches(f'"{name}"', literal=True) > 1 for name in contract.names
-        )
-    )
-    flagged = lines.with_columns(
+    suspicious = ~text.str.starts_with("{") | ~text.str.ends_with("}")
+    if b"\\u" in data:
+        suspicious |= text.str.contains("\\u", literal=True)
+    if b"[" in data:
+        suspicious |= plain.str.contains("[", literal=True)
+    needles = ["{", *(f'"{name}"' for name in contract.names)]
+    counts = lines.select(
+        *[pl.col(SOURCE).str.count_matches(n, literal=True).sum().alias(f"n{n}") for n in needles],
+        *[pl.col(SOURCE).str.contains(n, literal=True).sum().alias(f"h{n}") for n in needles],
+    ).row(0, named=True)
+    for needle in needles:
+        if counts[f"n{needle}"] != counts[f"h{needle}"]:
+            suspicious |= text.str.count_matches(needle, literal=True) > 1
+    return lines.with_columns(
         suspicious.alias("__slow"),
+        *([plain.alias("__plain")] if lists else []),
         *[
             text.str.extract(_array_value(name, capture=True), 1)
             .str.replace_all(r"\s", "")
@@ -208,39 +239,6 @@ def read_json_lines(data: bytes, contract: Contract) -> pl.DataFrame:
             for name in lists
         ],
     )
-    clean = flagged.filter(~pl.col("__slow")).drop("__slow")
-    arrays = clean.select(f"__array_{name}" for name in lists)
-    clean = clean.drop("__plain", *arrays.columns)
-    schema = dict.fromkeys(contract.names, pl.String)
-    try:
-        fields = None
-        if clean.height == lines.height and not lists:  # the usual case: the file as it is
-            fields = pl.read_ndjson(data, schema=schema)
-        if fields is None or fields.height != clean.height:
-            rows = flagged.filter(~pl.col("__slow"))
-            body = rows.select(pl.col("__plain").str.join("\n")).item().encode()
-            fields = pl.read_ndjson(body, schema=schema)
-        if fields.height != clean.height:
-            raise ValueError("line count changed")
-    except (Exception, PanicException):  # noqa: BLE001 - Polars raises several types
-        return _slow_lines(data, contract)
-    fields = fields.with_columns(
-        pl.coalesce(arrays.get_column(f"__array_{name}"), pl.col(name)).alias(name)
-        for name in lists
-    )
-    fast = pl.concat([fields, clean], how="horizontal").with_columns(
-        pl.lit(None, pl.String).alias(PRE),
-        pl.lit(None, pl.Binary).alias(BYTES),
-        pl.lit(None, pl.String).alias(NESTED),
-    )
-    slow = _frame(
-        [
-            _line_row(t, n, contract)
-            for t, n in flagged.filter(pl.col("__slow")).select(SOURCE, LINE).iter_rows()
-        ],
-        contract,
-    )
-    return pl.concat([fast.select(_schema(contract).keys()), slow]).sort(LINE)
 
 
 def _array_value(name: str, capture: bool = False) -> str:
@@ -328,9 +326,10 @@ def read_parquet_rows(path: Path, contract: Contract) -> pl.DataFrame:
     """Parquet rows as strings; a file that cannot be read, or whose contract column is not a
     scalar (a List, a Struct, bytes), is one ``corrupt_file`` or ``bad_column_type`` row."""
     # pyarrow checks a file before decoding it; Polars' own reader can panic (a
-    # BaseException) on a corrupt page.
+    # BaseException) on a corrupt page. One file needs no dataset (pq.read_table's dataset
+    # layer would import pandas: a second and tens of MB for nothing).
     try:
-        frame = pl.from_arrow(pq.read_table(path))
+        frame = pl.from_arrow(pq.ParquetFile(path).read())
     except (Exception, PanicException):  # noqa: BLE001 - many types for bad files
         return unreadable(contract, "corrupt_file")
     if not isinstance(frame, pl.DataFrame):

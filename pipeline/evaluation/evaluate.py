@@ -29,7 +29,7 @@ from pipeline.evaluation.fit_report import (
     size_report,
     training_customers,
 )
-from pipeline.evaluation.metrics import fit_auc, per_query_metrics, top_k_from_scores
+from pipeline.evaluation.metrics import fit_auc
 from pipeline.evaluation.significance import (
     MeanDraws,
     Verdict,
@@ -41,6 +41,7 @@ from pipeline.features.declarations import CUSTOMER_ENTITY, ITEM_ENTITY
 from pipeline.model.config import FIT_CLASSES, PAD
 from pipeline.model.examples import Dataset
 from pipeline.model.inputs import fit_feature_matrix, query_arrays
+from pipeline.model.metrics import per_query_metrics, top_k_from_scores
 from pipeline.model.scoring import Scorer
 
 K = 50

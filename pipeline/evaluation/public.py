@@ -409,8 +409,7 @@ def run(
     cfg = cfg or ModelConfig()
     prepared = prepare(source, spec, workdir, cfg, test_source)
     data = prepared.data
-    from pipeline.evaluation.baselines import all_baselines
-    from pipeline.evaluation.tuning import session_baselines
+    from pipeline.evaluation.baselines import all_baselines, session_baselines
 
     # On raw click streams a quarter of next clicks repeat the last one; let item-KNN vote
     # for repeats there (its authors' setting for such data), not on collapsed steps.

@@ -300,6 +300,39 @@ def analyse(
     Raises:
         ValueError: Naming the problem with the input.
     """
+    frame, present = _checked_units(units, experiment, operational)
+    control = experiment.control.name
+    treatments = [v.name for v in experiment.variants][1:]
+    srm = sample_ratio(present, {v.name: v.share for v in experiment.variants})
+    primary = _primary_differences(frame, experiment, control, treatments)
+    metrics, notes = _metric_differences(frame, experiment, control, treatments)
+    cumulative, seq = _cumulative_looks(frame, experiment, control, treatments, looks)
+    by_key = {(d.treatment, d.metric): d for d in metrics}
+    guardrails = [
+        row
+        for t in treatments
+        for row in assess_guardrails(experiment, by_key, operational, control, t)
+    ]
+    verdict, winner = _verdict(experiment, srm, seq, guardrails)
+    return Analysis(
+        experiment=experiment.name,
+        version=experiment.version,
+        srm=srm,
+        primary=primary,
+        sequential=seq,
+        metrics=metrics,
+        guardrails=guardrails,
+        cumulative=cumulative,
+        verdict=verdict,
+        winner=winner,
+        notes=notes,
+    )
+
+
+def _checked_units(
+    units: pl.DataFrame, experiment: Experiment, operational: pl.DataFrame | None
+) -> tuple[pl.DataFrame, dict[str, int]]:
+    """The units with every column checked, and the count of units per variant."""
     if not isinstance(experiment, Experiment):
         raise ValueError(f"experiment: expected an Experiment, got {type(experiment).__name__}")
     if experiment.mode != "ab":
@@ -307,9 +340,7 @@ def analyse(
             f"experiment {experiment.name}: analyse compares A/B arms; an {experiment.mode} "
             "experiment is analysed by pipeline.experiments.interleaving"
         )
-    primary_metric = METRICS[experiment.primary_metric]
     names = [v.name for v in experiment.variants]
-    control = experiment.control.name
     frame = check_frame(
         units, ["variant", "unit", "day", *UNIT_COLUMNS], f"experiment {experiment.name}"
     )
@@ -328,29 +359,57 @@ def analyse(
     if empty:
         raise ValueError(f"experiment {experiment.name}: variants {empty} have no units")
     check_operational(operational, names)
-    treatments = names[1:]
+    return frame, present
 
-    srm = sample_ratio(present, {v.name: v.share for v in experiment.variants})
-    primary = [
-        difference(frame, primary_metric, control, t, alpha=experiment.alpha, cuped=True)
+
+def _primary_differences(
+    frame: pl.DataFrame, experiment: Experiment, control: str, treatments: Sequence[str]
+) -> list[Difference]:
+    """The fixed-horizon CUPED difference of the primary metric, per treatment arm."""
+    metric = METRICS[experiment.primary_metric]
+    return [
+        difference(frame, metric, control, t, alpha=experiment.alpha, cuped=True)
         for t in treatments
     ]
 
+
+def _metric_differences(
+    frame: pl.DataFrame, experiment: Experiment, control: str, treatments: Sequence[str]
+) -> tuple[list[Difference], list[str]]:
+    """Every metric's fixed difference per treatment arm, and a note on each that cannot be
+    computed."""
     notes: list[str] = []
     metrics: list[Difference] = []
-    by_key: dict[tuple[str, str], Difference] = {}
     for t in treatments:
         for metric in METRICS.values():
             try:
-                d = difference(frame, metric, control, t, alpha=experiment.alpha)
+                metrics.append(difference(frame, metric, control, t, alpha=experiment.alpha))
             except ValueError as exc:
                 notes.append(str(exc))
-                continue
-            metrics.append(d)
-            by_key[(t, metric.name)] = d
+    return metrics, notes
 
-    # Sequential looks, one a day: group-sequential when the experiment has a planned end,
-    # the mixture SPRT (valid however long it runs) when it runs until stopped.
+
+CUMULATIVE_SCHEMA: Final = {
+    "day": pl.Date,
+    "variant": pl.String,
+    "relative": pl.Float64,
+    "relative_low": pl.Float64,
+    "relative_high": pl.Float64,
+    "p_value": pl.Float64,
+}
+
+
+def _cumulative_looks(
+    frame: pl.DataFrame,
+    experiment: Experiment,
+    control: str,
+    treatments: Sequence[str],
+    looks: Mapping[date, pl.DataFrame] | None,
+) -> tuple[pl.DataFrame, list[Difference]]:
+    """Sequential looks, one a day, per treatment arm: the cumulative frame and each arm's
+    difference at its last look (group-sequential when the experiment has a planned end, the
+    mixture SPRT, valid however long it runs, when it runs until stopped)."""
+    primary_metric = METRICS[experiment.primary_metric]
     rows = []
     final: dict[str, Difference] = {}
     days = sorted(frame["day"].unique().to_list())
@@ -381,24 +440,21 @@ def analyse(
             )
         if looked:
             final[t] = looked[-1][1]
-    cumulative = pl.DataFrame(
-        rows,
-        schema={
-            "day": pl.Date,
-            "variant": pl.String,
-            "relative": pl.Float64,
-            "relative_low": pl.Float64,
-            "relative_high": pl.Float64,
-            "p_value": pl.Float64,
-        },
-    )
+    cumulative = pl.DataFrame(rows, schema=CUMULATIVE_SCHEMA)
     seq = [final[t] for t in treatments if t in final]
     if len(seq) != len(treatments):
         raise ValueError(f"experiment {experiment.name}: the primary metric cannot be computed")
+    return cumulative, seq
 
-    guardrails: list[dict[str, Any]] = []
-    for t in treatments:
-        guardrails.extend(assess_guardrails(experiment, by_key, operational, control, t))
+
+def _verdict(
+    experiment: Experiment,
+    srm: SampleRatio,
+    seq: Sequence[Difference],
+    guardrails: Sequence[Mapping[str, Any]],
+) -> tuple[str, str | None]:
+    """One of :data:`VERDICTS`, and the clean winner with the largest lift (or None)."""
+    primary_metric = METRICS[experiment.primary_metric]
     breached = {g["variant"] for g in guardrails if g["breached"]}
 
     def better(d: Difference) -> bool:
@@ -406,29 +462,13 @@ def analyse(
 
     winners = [d for d in seq if d.significant() and better(d) and d.treatment not in breached]
     losers = [d for d in seq if d.significant() and not better(d)]
-    winner = None
     if srm.mismatch:
-        verdict = VERDICTS[0]
-    elif winners:
-        verdict = VERDICTS[2]
+        return VERDICTS[0], None
+    if winners:
         sign = 1 if primary_metric.higher_is_better else -1
-        winner = max(winners, key=lambda d: sign * d.absolute).treatment
-    elif breached:
-        verdict = VERDICTS[1]
-    elif losers:
-        verdict = VERDICTS[3]
-    else:
-        verdict = VERDICTS[4]
-    return Analysis(
-        experiment=experiment.name,
-        version=experiment.version,
-        srm=srm,
-        primary=primary,
-        sequential=seq,
-        metrics=metrics,
-        guardrails=guardrails,
-        cumulative=cumulative,
-        verdict=verdict,
-        winner=winner,
-        notes=notes,
-    )
+        return VERDICTS[2], max(winners, key=lambda d: sign * d.absolute).treatment
+    if breached:
+        return VERDICTS[1], None
+    if losers:
+        return VERDICTS[3], None
+    return VERDICTS[4], None

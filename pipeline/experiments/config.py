@@ -39,14 +39,14 @@ from __future__ import annotations
 
 import hashlib
 import json
-import tomllib
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Final, Literal, Self
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from pipeline.files import FileProblem, read_document
 
 __all__ = [
     "GUARDRAILS",
@@ -305,22 +305,9 @@ def load_experiment(path: Path) -> Experiment:
     Raises:
         ExperimentError: If the file cannot be read or parsed, or a field is invalid.
     """
-    path = Path(path)
-    source = str(path)
-    suffix = path.suffix.lower()
-    if suffix not in {".yaml", ".yml", ".toml"}:
-        problem = f"<file>: unsupported suffix {suffix!r}; use .toml or .yaml"
-        raise ExperimentError(source, [problem])
+    source = str(Path(path))
     try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ExperimentError(source, [f"<file>: cannot read: {exc}"]) from None
-    try:
-        data = tomllib.loads(text) if suffix == ".toml" else yaml.safe_load(text)
-    except tomllib.TOMLDecodeError as exc:
-        raise ExperimentError(source, [f"<file>: not valid TOML: {exc}"]) from None
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        raise ExperimentError(source, [f"<file>: not valid YAML{where}"]) from None
-    return Experiment.from_mapping({} if data is None else data, source=source)
+        data = read_document(path)
+    except FileProblem as exc:
+        raise ExperimentError(source, [exc.problem]) from None
+    return Experiment.from_mapping(data, source=source)

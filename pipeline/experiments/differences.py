@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -23,7 +23,17 @@ import tea_tasting.metrics.mean
 from pipeline.experiments.config import Metric
 from pipeline.experiments.frames import COVARIATE, check_alpha, check_units, finite
 
-__all__ = ["Difference", "arm_stats", "difference", "tt_metric"]
+__all__ = [
+    "Difference",
+    "arm_stats",
+    "control_known_interval",
+    "difference",
+    "log_scale_relative",
+    "tt_metric",
+]
+
+ArmStats = tuple[float, float, int]
+"""An arm's metric value, its per-unit variance and its number of units (:func:`arm_stats`)."""
 
 
 @dataclass(frozen=True)
@@ -163,8 +173,8 @@ def difference(
     if not result.control > 0:
         rel = rel_low = rel_high = math.nan
     elif not (result.treatment > 0 and math.isfinite(rel_low) and math.isfinite(rel_high)):
-        # no log scale (a CUPED-adjusted mean can be <= 0): the control is taken as known
-        rel_low, rel_high = low / result.control, high / result.control
+        # no log scale (a CUPED-adjusted mean can be <= 0)
+        rel_low, rel_high = control_known_interval(low, high, float(result.control))
     return Difference(
         metric=metric.name,
         control=control,
@@ -184,9 +194,40 @@ def difference(
     )
 
 
-def arm_stats(
-    frame: pl.DataFrame, metric: Metric, variants: Sequence[str]
-) -> dict[str, tuple[float, float, int]]:
+def log_scale_relative(
+    control: ArmStats, treatment: ArmStats, radius: Callable[[float, float], float]
+) -> tuple[float, float, float] | None:
+    """``treatment / control - 1`` with an interval built on the log scale of the ratio.
+
+    The log ratio's variance is the delta method's, ``var_c / (n_c m_c^2) + var_t / (n_t
+    m_t^2)``; the interval ``log ratio +- radius`` is exponentiated back, so it is never
+    symmetric and never reaches -100 %.
+
+    Args:
+        control: The control arm's value, per-unit variance and units.
+        treatment: The treatment arm's, likewise.
+        radius: The interval's half-width on the log scale from the log ratio and its
+            variance (a fixed critical value times the standard error, or an mSPRT radius).
+
+    Returns:
+        ``(relative, low, high)``, or None where there is no log scale (an arm at or below 0).
+    """
+    mc, vc, nc = control
+    mt, vt, nt = treatment
+    if not (mc > 0 and mt > 0):
+        return None
+    ratio = mt / mc
+    r = float(radius(math.log(ratio), vc / (nc * mc * mc) + vt / (nt * mt * mt)))
+    return ratio - 1, ratio * math.exp(-r) - 1, ratio * math.exp(r) - 1
+
+
+def control_known_interval(low: float, high: float, control: float) -> tuple[float, float]:
+    """The relative interval of the absolute one ``[low, high]`` with the control value taken
+    as known: the fallback where there is no log scale (an arm at or near 0)."""
+    return low / control, high / control
+
+
+def arm_stats(frame: pl.DataFrame, metric: Metric, variants: Sequence[str]) -> dict[str, ArmStats]:
     """Per variant: the metric's value (a ratio of sums for a ratio metric), its per-unit
     variance (delta-method linearised) and the number of units, by tea-tasting's aggregates."""
     aggr_cols = tt_metric(metric, False).aggr_cols

@@ -43,7 +43,13 @@ import polars as pl
 import scipy.stats
 
 from pipeline.experiments.config import Metric
-from pipeline.experiments.differences import Difference, arm_stats
+from pipeline.experiments.differences import (
+    ArmStats,
+    Difference,
+    arm_stats,
+    control_known_interval,
+    log_scale_relative,
+)
 from pipeline.experiments.frames import check_alpha, check_units
 
 __all__ = ["DRAWS", "boundaries", "group_sequential", "look_correlation", "obrien_fleming"]
@@ -189,6 +195,13 @@ def _repeated_p(z: np.ndarray, times: Sequence[float], paths: np.ndarray) -> flo
     return high
 
 
+def _log_scale(
+    c: float, control: ArmStats, treatment: ArmStats
+) -> tuple[float, float, float] | None:
+    """This look's relative interval on the log scale, ``c`` standard errors wide."""
+    return log_scale_relative(control, treatment, lambda _, v_log: c * math.sqrt(v_log))
+
+
 def group_sequential(
     looks: Sequence[tuple[float, pl.DataFrame]],
     metric: Metric,
@@ -218,50 +231,16 @@ def group_sequential(
         ValueError: Naming the problem with a look's frame or the times.
     """
     check_alpha(alpha)
-    stats, frames = [], []
-    for t, frame in looks:
-        if not math.isfinite(t):
-            raise ValueError(f"a look's time must be finite, got {t!r}")
-        units = check_units(frame, metric, [control, treatment])
-        s = arm_stats(units, metric, [control, treatment])
-        (mc, vc, nc), (mt, vt, nt) = s[control], s[treatment]
-        stats.append((mc, mt, vc / nc + vt / nt, vc, nc, vt, nt))
-        frames.append(units)
+    stats, frames = _look_stats(looks, metric, control, treatment)
     times = [t for t, _ in looks]
     tested = [k for k, st in enumerate(stats) if st[2] > 0]
-    bounds = [math.inf] * len(stats)
-    paths = np.empty((0, 0))
-    if tested:
-        corr = look_correlation([frames[k] for k in tested], metric, control, treatment)
-        paths = _draws(corr, DRAWS)
-        for k, c in zip(tested, _bounds(paths, [times[k] for k in tested], alpha), strict=True):
-            bounds[k] = c
+    bounds, paths = _look_bounds(frames, times, tested, metric, control, treatment, alpha)
     out: list[Difference] = []
-    low, high = -math.inf, math.inf
-    rel_low, rel_high = -math.inf, math.inf
-    for k, (mc, mt, v, vc, nc, vt, nt) in enumerate(stats):
-        d, c = mt - mc, bounds[k]
-        if v <= 0:  # no variance in either arm: the data decide
-            low, high = max(low, d), min(high, d)
-        elif math.isfinite(c):
-            low, high = max(low, d - c * math.sqrt(v)), min(high, d + c * math.sqrt(v))
-        rel = d / mc if mc else math.nan
-        if mc > 0 and mt > 0 and math.isfinite(c):
-            v_log = vc / (nc * mc * mc) + vt / (nt * mt * mt)
-            ratio, radius = mt / mc, c * math.sqrt(v_log)
-            rel = ratio - 1
-            rel_low = max(rel_low, ratio * math.exp(-radius) - 1)
-            rel_high = min(rel_high, ratio * math.exp(radius) - 1)
-        elif mc > 0 and math.isfinite(c) and v > 0:
-            rel_low = max(rel_low, (d - c * math.sqrt(v)) / mc)
-            rel_high = min(rel_high, (d + c * math.sqrt(v)) / mc)
+    for k, (st, interval) in enumerate(zip(stats, _intervals(stats, bounds), strict=True)):
+        (mc, mt, _, _, nc, _, nt), (low, high, rel, rel_low, rel_high) = st, interval
         p = math.nan
         if p_value and k == len(stats) - 1:
-            if not tested:
-                p = 1.0 if d == 0 else 0.0  # no variance at any look: the data decide
-            else:
-                z = np.array([(stats[j][1] - stats[j][0]) / math.sqrt(stats[j][2]) for j in tested])
-                p = _repeated_p(z, [times[j] for j in tested], paths)
+            p = _last_look_p(stats, tested, times, paths)
         out.append(
             Difference(
                 metric=metric.name,
@@ -269,7 +248,7 @@ def group_sequential(
                 treatment=treatment,
                 control_value=mc,
                 treatment_value=mt,
-                absolute=d,
+                absolute=mt - mc,
                 absolute_low=low,
                 absolute_high=high,
                 relative=rel,
@@ -282,3 +261,82 @@ def group_sequential(
             )
         )
     return out
+
+
+LookStats = tuple[float, float, float, float, int, float, int]
+"""A look's control and treatment values, the difference's variance, and each arm's per-unit
+variance and units: ``(mc, mt, v, vc, nc, vt, nt)``."""
+
+
+def _look_stats(
+    looks: Sequence[tuple[float, pl.DataFrame]], metric: Metric, control: str, treatment: str
+) -> tuple[list[LookStats], list[pl.DataFrame]]:
+    """Each look's arm statistics and its checked units."""
+    stats, frames = [], []
+    for t, frame in looks:
+        if not math.isfinite(t):
+            raise ValueError(f"a look's time must be finite, got {t!r}")
+        units = check_units(frame, metric, [control, treatment])
+        s = arm_stats(units, metric, [control, treatment])
+        (mc, vc, nc), (mt, vt, nt) = s[control], s[treatment]
+        stats.append((mc, mt, vc / nc + vt / nt, vc, nc, vt, nt))
+        frames.append(units)
+    return stats, frames
+
+
+def _look_bounds(
+    frames: Sequence[pl.DataFrame],
+    times: Sequence[float],
+    tested: Sequence[int],
+    metric: Metric,
+    control: str,
+    treatment: str,
+    alpha: float,
+) -> tuple[list[float], np.ndarray]:
+    """The boundary at each look (``inf`` where it is no test) and the drawn paths."""
+    bounds = [math.inf] * len(frames)
+    paths = np.empty((0, 0))
+    if tested:
+        corr = look_correlation([frames[k] for k in tested], metric, control, treatment)
+        paths = _draws(corr, DRAWS)
+        for k, c in zip(tested, _bounds(paths, [times[k] for k in tested], alpha), strict=True):
+            bounds[k] = c
+    return bounds, paths
+
+
+def _intervals(
+    stats: Sequence[LookStats], bounds: Sequence[float]
+) -> list[tuple[float, float, float, float, float]]:
+    """Per look: the absolute interval, the relative difference and its interval, each the
+    intersection of the repeated confidence intervals up to that look."""
+    out = []
+    low, high = -math.inf, math.inf
+    rel_low, rel_high = -math.inf, math.inf
+    for (mc, mt, v, vc, nc, vt, nt), c in zip(stats, bounds, strict=True):
+        d = mt - mc
+        if v <= 0:  # no variance in either arm: the data decide
+            low, high = max(low, d), min(high, d)
+        elif math.isfinite(c):
+            low, high = max(low, d - c * math.sqrt(v)), min(high, d + c * math.sqrt(v))
+        rel = d / mc if mc else math.nan
+        scaled = _log_scale(c, (mc, vc, nc), (mt, vt, nt)) if math.isfinite(c) else None
+        if scaled is not None:
+            rel = scaled[0]
+            rel_low, rel_high = max(rel_low, scaled[1]), min(rel_high, scaled[2])
+        elif mc > 0 and math.isfinite(c) and v > 0:
+            look_low, look_high = control_known_interval(
+                d - c * math.sqrt(v), d + c * math.sqrt(v), mc
+            )
+            rel_low, rel_high = max(rel_low, look_low), min(rel_high, look_high)
+        out.append((low, high, rel, rel_low, rel_high))
+    return out
+
+
+def _last_look_p(
+    stats: Sequence[LookStats], tested: Sequence[int], times: Sequence[float], paths: np.ndarray
+) -> float:
+    """The repeated p-value at the last look."""
+    if not tested:
+        return 1.0 if stats[-1][1] - stats[-1][0] == 0 else 0.0  # no variance: the data decide
+    z = np.array([(stats[j][1] - stats[j][0]) / math.sqrt(stats[j][2]) for j in tested])
+    return _repeated_p(z, [times[j] for j in tested], paths)

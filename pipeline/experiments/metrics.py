@@ -141,8 +141,17 @@ def attribute(
         pl.col("recommendation_id").is_null().alias("__no_id"),
         pl.col("ts").alias("__ots"),
     )
+    first = out.join(_credit_by_id(out, exp, window), on=_ROW, how="left").join(
+        _credit_by_last_touch(keys, exp, window), on=_ROW, how="left"
+    )
+    first = first.with_columns(pl.coalesce("__by_id", "__last_touch").alias("__credit"))
+    result = first.join(_credit_by_purchase(first, keys), on=_ROW, how="left").sort(_ROW)
+    return _credited(result)
 
-    by_id = (
+
+def _credit_by_id(out: pl.DataFrame, exp: pl.DataFrame, window: timedelta) -> pl.DataFrame:
+    """Rule 1: per outcome row, the answer its own ``recommendation_id`` names (``__by_id``)."""
+    return (
         out.select(_ROW, "recommendation_id", pl.col("ts").alias("__ots"))
         .join(exp.select("recommendation_id", "__ets"), on="recommendation_id", how="inner")
         .filter(_within(window, "__ots", "__ets"))
@@ -150,6 +159,10 @@ def attribute(
         .agg(pl.col("recommendation_id").first().alias("__by_id"))
     )
 
+
+def _credit_by_last_touch(keys: pl.DataFrame, exp: pl.DataFrame, window: timedelta) -> pl.DataFrame:
+    """Rule 3: per outcome row, the latest answer to the same customer (or session) within the
+    window that showed the outcome's item (``__last_touch``)."""
     touches = pl.concat(
         [
             exp.filter(pl.col(column).is_not_null()).select(
@@ -162,7 +175,7 @@ def attribute(
             for kind, column in (("c", "customer_id"), ("s", "session_id"))
         ]
     ).explode("item_id")
-    last_touch = (
+    return (
         keys.drop("__no_id")
         .join(touches.drop_nulls("item_id"), on=["__kind", "__who", "item_id"], how="inner")
         .filter(_within(window, "__ots", "__ets") & pl.col("recommendation_id").is_not_null())
@@ -175,8 +188,11 @@ def attribute(
         )
     )
 
-    first = out.join(by_id, on=_ROW, how="left").join(last_touch, on=_ROW, how="left")
-    first = first.with_columns(pl.coalesce("__by_id", "__last_touch").alias("__credit"))
+
+def _credit_by_purchase(first: pl.DataFrame, keys: pl.DataFrame) -> pl.DataFrame:
+    """Rule 2: per return without an id, the credit (``__by_purchase``, possibly null) of the
+    latest purchase of its item by the same customer (or session) at or before it, and
+    ``__bought`` where there is one."""
     purchases = first.filter(pl.col("event_type") == "purchase").select(
         "__kind",
         "__who",
@@ -186,7 +202,7 @@ def attribute(
         pl.col("__credit").alias("__pcredit"),
     )
     orphan_returns = keys.filter((pl.col("event_type") == "return") & pl.col("__no_id"))
-    by_purchase = (
+    return (
         orphan_returns.drop("__no_id")
         .join(purchases, on=["__kind", "__who", "item_id"], how="inner")
         .filter(pl.col("__pts") <= pl.col("__ots"))
@@ -195,7 +211,10 @@ def attribute(
         .with_columns(pl.lit(True).alias("__bought"))
     )
 
-    result = first.join(by_purchase, on=_ROW, how="left").sort(_ROW)
+
+def _credited(result: pl.DataFrame) -> pl.DataFrame:
+    """The rules applied in order: ``recommendation_id`` and ``attribution`` from the
+    candidates of each rule, the working columns dropped."""
     followed = pl.col("__bought").fill_null(False)
     credit = (
         pl.when(pl.col("__by_id").is_not_null())

@@ -15,7 +15,12 @@ import numpy as np
 import polars as pl
 
 from pipeline.experiments.config import Metric
-from pipeline.experiments.differences import Difference, arm_stats
+from pipeline.experiments.differences import (
+    Difference,
+    arm_stats,
+    control_known_interval,
+    log_scale_relative,
+)
 from pipeline.experiments.frames import check_alpha, check_units
 
 __all__ = ["DEFAULT_RELATIVE_TAU", "msprt", "sequential"]
@@ -107,22 +112,22 @@ def sequential(
             tau2 = v if v > 0 else 1.0
     p, radius = msprt(d, v, tau2, alpha)
     rel = rel_low = rel_high = math.nan
-    if mc > 0 and mt > 0:
-        try:
-            v_log = vc / (nc * mc * mc) + vt / (nt * mt * mt)
-            _, r_log = msprt(math.log(mt / mc), v_log, tau2 / (mc * mc), alpha)
-            ratio = mt / mc
-            rel, rel_low, rel_high = (
-                ratio - 1,
-                ratio * math.exp(-float(r_log)) - 1,
-                ratio * math.exp(float(r_log)) - 1,
-            )
-        except (ZeroDivisionError, OverflowError):
-            rel = math.nan
+    try:
+        # the mixing variance of the log ratio: tau's share of the control, squared
+        log_tau2 = tau2 / (mc * mc) if mc > 0 else math.nan
+        scaled = log_scale_relative(
+            stats[control],
+            stats[treatment],
+            lambda log_ratio, v_log: float(msprt(log_ratio, v_log, log_tau2, alpha)[1]),
+        )
+        if scaled is not None:
+            rel, rel_low, rel_high = scaled
+    except (ZeroDivisionError, OverflowError):
+        rel = math.nan
     if mc > 0 and not (math.isfinite(rel) and rel_low <= rel <= rel_high):
-        # no log scale (treatment at 0, or a mean near 0): the control is taken as known
+        # no log scale (treatment at 0, or a mean near 0)
         rel = d / mc
-        rel_low, rel_high = (d - float(radius)) / mc, (d + float(radius)) / mc
+        rel_low, rel_high = control_known_interval(d - float(radius), d + float(radius), mc)
     return Difference(
         metric=metric.name,
         control=control,

@@ -48,7 +48,7 @@ from feast.repo_operations import extract_objects_for_apply_delete, get_repo_fil
 from pydantic import ValidationError
 
 from pipeline.config import FEATURE_REPO, Settings
-from pipeline.features.online.connection import RedisTarget
+from pipeline.redis_url import RedisTarget
 
 REGISTRY_STORE_TYPE = "pipeline.features.store.FitrecRegistryStore"
 """``registry.registry_store_type`` in ``feature_repo/feature_store.yaml``."""

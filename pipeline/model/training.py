@@ -68,7 +68,7 @@ def choose_neural_scale(
 ) -> dict[str, float]:
     """Pick the weight of the neural score next to the memory on held-out sessions
     (recall@20 + MRR@20), and set it on the model."""
-    from pipeline.evaluation.metrics import ranking_metrics, top_k_from_scores
+    from pipeline.model.metrics import ranking_metrics, top_k_from_scores
 
     if not model.full:
         return {}

@@ -17,12 +17,12 @@ from pipeline.config import Settings
 from pipeline.evaluation.artifacts import write_evaluation
 from pipeline.evaluation.candidate import train_and_evaluate_candidate
 from pipeline.evaluation.evaluate import evaluation_units, model_top_k
-from pipeline.evaluation.metrics import per_query_metrics
 from pipeline.evaluation.significance import Interval, paired_difference
 from pipeline.features.build import feature_paths
 from pipeline.features.declarations import CUSTOMER_VIEW, FEATURE_SERVICE, ITEM_ENTITY, ITEM_VIEW
 from pipeline.model.config import ModelConfig
 from pipeline.model.examples import build_dataset
+from pipeline.model.metrics import per_query_metrics
 from pipeline.model.scoring import Scorer
 from pipeline.model.training import SUMMARY_KEYS, validation_split
 from pipeline.progress import timed

@@ -336,6 +336,24 @@ def _indicator_rows(category: np.ndarray, brand: np.ndarray, weight: float) -> _
     return row
 
 
+_Cap = tuple[np.ndarray, int, dict[int, int]]
+"""A cap being filled: the codes per candidate, the cap, and the picks so far per code."""
+
+
+def _count_caps(caps: list[_Cap], best: int) -> np.ndarray | None:
+    """Count the pick ``best`` against each cap; the items whose brand or category it just
+    filled up (None when it filled none)."""
+    capped: np.ndarray | None = None
+    for codes, cap, count in caps:
+        code = int(codes[best])
+        if code > 0:  # null brands and categories are uncapped
+            count[code] = count.get(code, 0) + 1
+            if count[code] >= cap:
+                same = codes == code
+                capped = same if capped is None else capped | same
+    return capped
+
+
 def _greedy(
     score: np.ndarray,
     k: int,
@@ -378,7 +396,7 @@ def _greedy(
         # relevance order only moves forward, so finding it costs O(n) over all picks.
         by_relevance = np.argsort(-score, kind="stable")
         cursor = 0
-    caps = [
+    caps: list[_Cap] = [
         (codes, cap, dict[int, int]())
         for codes, cap in (brand_cap, category_cap)
         if codes is not None and cap is not None
@@ -403,14 +421,7 @@ def _greedy(
             penalty = row if step == 0 else np.maximum(penalty, row, out=penalty)
         else:
             variety.append(False)
-        capped: np.ndarray | None = None  # the items whose brand or category just filled up
-        for codes, cap, count in caps:
-            code = int(codes[best])
-            if code > 0:  # null brands and categories are uncapped
-                count[code] = count.get(code, 0) + 1
-                if count[code] >= cap:
-                    same = codes == code
-                    capped = same if capped is None else capped | same
+        capped = _count_caps(caps, best)
         # Block the pick (and anything capped out) where the next argmax looks.
         hide, fill = (value, -np.inf) if penalty_row is None else (penalty, np.inf)
         blocked[best] = True

@@ -45,16 +45,15 @@ complete rules file that :func:`load_rules` accepts::
 
 from __future__ import annotations
 
-import tomllib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final, Literal, Self
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from pipeline.data.contracts import CATEGORIES
+from pipeline.files import FileProblem, read_document
 
 __all__ = [
     "EXAMPLE_YAML",
@@ -364,25 +363,12 @@ def load_rules(path: Path) -> Rules:
         RulesError: If the file cannot be read or parsed, or a field is invalid; the message
             names the file and each offending field (or the parser's line and column).
     """
-    path = Path(path)
-    source = str(path)
-    suffix = path.suffix.lower()
-    if suffix not in {".yaml", ".yml", ".toml"}:
-        raise RulesError(source, [f"<file>: unsupported suffix {suffix!r}; use .yaml or .toml"])
+    source = str(Path(path))
     try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise RulesError(source, [f"<file>: cannot read: {exc}"]) from None
-    try:
-        data = tomllib.loads(text) if suffix == ".toml" else yaml.safe_load(text)
-    except tomllib.TOMLDecodeError as exc:
-        raise RulesError(source, [f"<file>: not valid TOML: {exc}"]) from None
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        problem = getattr(exc, "problem", None) or type(exc).__name__
-        raise RulesError(source, [f"<file>: not valid YAML: {problem}{where}"]) from None
-    return Rules.from_mapping({} if data is None else data, source=source)
+        data = read_document(path)
+    except FileProblem as exc:
+        raise RulesError(source, [exc.problem]) from None
+    return Rules.from_mapping(data, source=source)
 
 
 @dataclass(frozen=True)

@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 from pipeline.features import store
 from pipeline.features.build import feature_paths
 from pipeline.features.declarations import CUSTOMER_VIEW, TIMESTAMP
-from pipeline.features.online.encoding import redis_keys
+from pipeline.features.online.keys import redis_keys
 from pipeline.features.online.layout import view_spec
 from pipeline.features.online.state import inspect_views, state_key
 from pipeline.privacy import pseudonymise

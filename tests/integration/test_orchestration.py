@@ -91,7 +91,7 @@ def test_a_crash_mid_ingest_then_a_rerun_leaves_no_duplicates(raw_drops, tmp_pat
         saved = purchases.read_bytes()
 
         # Our own code failing on the last table (customers, items, events already done).
-        real = ingest._ingest_table
+        real = ingest._ingest_table  # (paths, table, day, settings, known, writer)
 
         def failing(paths, table, *args, **kwargs):
             if table == "purchases":

@@ -23,11 +23,11 @@ from pipeline.config import Settings
 from pipeline.features import store
 from pipeline.features.build import feature_paths
 from pipeline.features.declarations import CUSTOMER_FEATURES, CUSTOMER_VIEW, TIMESTAMP
-from pipeline.features.online.connection import RedisTarget
 from pipeline.features.online.materialize import materialize_view
 from pipeline.features.online.reader import RedisFeatureReader
 from pipeline.features.online.writer import RedisWriteError
 from pipeline.features.session import SessionState
+from pipeline.redis_url import RedisTarget
 from serving.events import SessionStore
 from tests.conftest import Environment, prepare_days
 from tests.support.servers import redis_cluster, redis_server, with_credentials

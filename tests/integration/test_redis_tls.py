@@ -34,9 +34,10 @@ from pipeline.features import store
 from pipeline.features.build import feature_paths
 from pipeline.features.declarations import CUSTOMER_FEATURES, CUSTOMER_VIEW, TIMESTAMP
 from pipeline.features.online import replies
-from pipeline.features.online.connection import NodeConnections, RedisTarget
+from pipeline.features.online.connection import NodeConnections
 from pipeline.features.online.reader import RedisFeatureReader
 from pipeline.features.session import SessionState
+from pipeline.redis_url import RedisTarget
 from serving.events import SessionStore, redis_client
 from tests.conftest import Environment, prepare_days
 from tests.support.certificates import TLSFiles, make_tls_files

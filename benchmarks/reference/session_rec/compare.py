@@ -28,10 +28,10 @@ import polars as pl
 
 from pipeline.data import adapters
 from pipeline.evaluation.baselines import Baseline, LastItemSuccessor, SessionKNN
-from pipeline.evaluation.metrics import hit_rate_at_k, mrr_at_k
-from pipeline.evaluation.sequential_rules import SequentialRules
-from pipeline.evaluation.session_neighbours import STAN, VSKNN, VSTAN
-from pipeline.evaluation.tuning import GRIDS, Tuned
+from pipeline.evaluation.baselines.sequential_rules import SequentialRules
+from pipeline.evaluation.baselines.session_neighbours import STAN, VSKNN, VSTAN
+from pipeline.evaluation.baselines.tuning import GRIDS, Tuned
+from pipeline.model.metrics import hit_rate_at_k, mrr_at_k
 
 K = 20
 

@@ -7,15 +7,15 @@
   scalar is an empty ``Value`` (zero bytes), a null ``UnixTimestamp`` is
   ``unix_timestamp_val = NaT`` as Feast writes it.
 
-:func:`serialize_values`, :func:`serialize_timestamps` and :func:`serialize_entity_keys`
-return exactly Feast's bytes (the tests compare them with Feast's own functions);
-:func:`hset_commands` and :func:`hmget_ts_commands` frame them as RESP commands for thousands
-of rows at once, built from :mod:`pipeline.features.online.bytematrix` pieces.
+:func:`serialize_values` and :func:`serialize_timestamps` (and
+:func:`pipeline.features.online.keys.serialize_entity_keys`) return exactly Feast's bytes (the
+tests compare them with Feast's own functions); :func:`hset_commands` and
+:func:`hmget_ts_commands` frame them as RESP commands for thousands of rows at once, built from
+:mod:`pipeline.features.online.bytematrix` pieces.
 """
 
 from __future__ import annotations
 
-import struct
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any, cast
@@ -174,8 +174,13 @@ def _unix_timestamp_payload(series: pl.Series) -> Payload:
     return _varint_payload(TAG_UNIX_TS, seconds, np.zeros(len(seconds), dtype=bool))
 
 
+def utf8_bytes(series: pl.Series) -> pa.LargeBinaryArray:
+    """A column's values as UTF-8 bytes (nulls stay null)."""
+    return _to_binary(_arrow(series.cast(pl.String)))
+
+
 def _string_payload(series: pl.Series) -> Payload:
-    array = _to_binary(_arrow(series.cast(pl.String)))
+    array = utf8_bytes(series)
     null = np.asarray(array.is_null().to_numpy(zero_copy_only=False), dtype=bool)
     lengths = pc.fill_null(pc.binary_length(array), 0).to_numpy().astype(np.int64)
     header, _, header_len = header_matrix(bytes([TAG_STRING]), lengths, ~null)
@@ -379,80 +384,6 @@ def serialize_timestamps(series: pl.Series) -> pa.LargeBinaryArray:
         raise ValueError(f"column {series.name!r} has null event timestamps")
     payload = _timestamp_payload(epoch_micros(series))
     return assemble(payload.pieces, len(series))
-
-
-def _key_payload(
-    series: pl.Series, join_key: str, value_type: ValueType, project: bytes
-) -> Payload:
-    if series.null_count():
-        raise ValueError(f"join key column {join_key!r} has nulls")
-    n = len(series)
-    name = join_key.encode("utf8")
-    prefix = struct.pack("<III", 1, ValueType.STRING.value, len(name)) + name
-    if value_type == ValueType.STRING:
-        values = _to_binary(_arrow(series.cast(pl.String)))
-        lengths = pc.binary_length(values).to_numpy().astype(np.int64)
-        le32 = np.ascontiguousarray(lengths.astype("<u4")).view(np.uint8).reshape(n, 4)
-        pieces: list[Piece] = [
-            const(prefix + struct.pack("<I", ValueType.STRING.value)),
-            dense(le32, None, 4),
-            Var(values),
-            const(project),
-        ]
-        total = len(prefix) + 8 + len(project) + lengths
-        return Payload(pieces, total.astype(np.int64))
-    if value_type in (ValueType.INT64, ValueType.INT32):
-        wide = value_type == ValueType.INT64
-        dtype = "<i8" if wide else "<i4"
-        raw = series.cast(pl.Int64 if wide else pl.Int32).to_numpy().astype(dtype)
-        size = 8 if wide else 4
-        body = np.ascontiguousarray(raw).view(np.uint8).reshape(n, size)
-        pieces = [
-            const(prefix + struct.pack("<II", value_type.value, size)),
-            dense(body, None, size),
-            const(project),
-        ]
-        return Payload(pieces, np.full(n, len(prefix) + 8 + size + len(project), np.int64))
-    raise ValueError(
-        f"join key {join_key!r} has value type {value_type.name}; "
-        "only STRING, INT64 and INT32 entity keys are supported"
-    )
-
-
-def serialize_entity_keys(
-    series: pl.Series, join_key: str, value_type: ValueType
-) -> pa.LargeBinaryArray:
-    """``serialize_entity_key(EntityKey([join_key], [value]), 3)`` for a whole column.
-
-    Args:
-        series: The join key column (no nulls).
-        join_key: The entity's join key name.
-        value_type: STRING, INT64 or INT32.
-
-    Returns:
-        One serialised entity key per row.
-    """
-    payload = _key_payload(series, join_key, value_type, b"")
-    return assemble(payload.pieces, len(series))
-
-
-def redis_keys(
-    series: pl.Series, join_key: str, value_type: ValueType, project: str
-) -> pa.LargeBinaryArray:
-    """Feast's Redis keys (``serialize_entity_key(..., 3) + project``) for a whole column."""
-    payload = _key_payload(series, join_key, value_type, project.encode("utf8"))
-    return assemble(payload.pieces, len(series))
-
-
-def key_arrays(
-    spec: ViewSpec, keys: pl.Series, project: bytes
-) -> tuple[pa.LargeBinaryArray, pa.LargeBinaryArray]:
-    """Raw Redis keys of ``keys`` (Feast's layout) and their RESP bulk strings."""
-    payload = _key_payload(keys, spec.join_key, spec.key_type, project)
-    n = len(keys)
-    raw = assemble(payload.pieces, n)
-    bulk = assemble(bulk_string([Var(raw)], payload.lengths), n)
-    return raw, bulk
 
 
 def hset_commands(

@@ -5,7 +5,7 @@ holding a comma cannot be written in it (Feast then fails with ``WRONGPASS`` or
 ``TypeError: unexpected keyword``). This store is Feast's own
 :class:`~feast.infra.online_stores.redis.RedisOnlineStore` (same key layout, same reads and
 writes), except that its ``connection_string`` may be a URL parsed by
-:class:`~pipeline.features.online.connection.RedisTarget`, the one parser every fitrec
+:class:`~pipeline.redis_url.RedisTarget`, the one parser every fitrec
 component uses. fitrec's own ``feature_repo/feature_store.yaml`` resolves to it when
 ``FITREC_REDIS_URL`` is set (:class:`pipeline.features.store.FitrecOnlineStoreConfig`); in a
 ``feature_store.yaml`` of your own, keep the URL (it holds the password) in the environment,
@@ -26,7 +26,7 @@ from typing import Any, Literal
 from feast.infra.online_stores.redis import RedisOnlineStore, RedisOnlineStoreConfig
 from pydantic import StrictStr
 
-from pipeline.features.online.connection import feast_connection_target
+from pipeline.redis_url import feast_connection_target
 
 
 class RedisURLOnlineStoreConfig(RedisOnlineStoreConfig):

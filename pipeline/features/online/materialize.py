@@ -12,6 +12,7 @@ import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import polars as pl
 from feast import FeatureStore, FeatureView, FileSource
@@ -138,8 +139,6 @@ def materialize_view(
     Returns:
         Rows written to Redis.
     """
-    from feast.feature_view import FeatureViewState
-
     began = time.perf_counter()
     start = _as_utc(start)
     end = _as_utc(end)
@@ -153,7 +152,35 @@ def materialize_view(
         checkpoint_dir / f"{store.project}.{view_name}.checkpoint.json" if checkpoint_dir else None
     )
 
-    # The same state transitions as FeatureStore.materialize.
+    previous = _mark_materializing(store, view)
+    try:
+        with writer:
+            written = writer.write(
+                view,
+                frame,
+                checkpoint=checkpoint,
+                chunk_rows=chunk_rows,
+                created_timestamp_column=created,
+            )
+    except BaseException:
+        _restore_state(store, view, previous)
+        raise
+    store.registry.apply_materialization(view, store.project, start, end)
+    precompute: Callable[[list[str]], None] | None = getattr(
+        store, "_precompute_affected_services", None
+    )
+    if precompute is not None:
+        precompute([view.name])
+    seconds = time.perf_counter() - began
+    progress.info("materialised %s: %d rows in %.1fs", view_name, written, seconds)
+    return written
+
+
+def _mark_materializing(store: FeatureStore, view: FeatureView) -> Any:
+    """Mark ``view`` as materialising, with the same state transitions as
+    ``FeatureStore.materialize``; the state to restore should the write fail."""
+    from feast.feature_view import FeatureViewState
+
     state = getattr(view, "state", None)
     previous = state
     if state == FeatureViewState.MATERIALIZING:
@@ -165,26 +192,13 @@ def materialize_view(
             )
         view.state = FeatureViewState.MATERIALIZING
         store.registry.apply_feature_view(view, store.project, commit=True)
-    try:
-        with writer:
-            written = writer.write(
-                view,
-                frame,
-                checkpoint=checkpoint,
-                chunk_rows=chunk_rows,
-                created_timestamp_column=created,
-            )
-    except BaseException:
-        if previous is not None and previous != FeatureViewState.STATE_UNSPECIFIED:
-            view.state = previous
-            store.registry.apply_feature_view(view, store.project, commit=True)
-        raise
-    store.registry.apply_materialization(view, store.project, start, end)
-    precompute: Callable[[list[str]], None] | None = getattr(
-        store, "_precompute_affected_services", None
-    )
-    if precompute is not None:
-        precompute([view.name])
-    seconds = time.perf_counter() - began
-    progress.info("materialised %s: %d rows in %.1fs", view_name, written, seconds)
-    return written
+    return previous
+
+
+def _restore_state(store: FeatureStore, view: FeatureView, previous: Any) -> None:
+    """Put back the state :func:`_mark_materializing` found (a failed write)."""
+    from feast.feature_view import FeatureViewState
+
+    if previous is not None and previous != FeatureViewState.STATE_UNSPECIFIED:
+        view.state = previous
+        store.registry.apply_feature_view(view, store.project, commit=True)

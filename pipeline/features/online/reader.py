@@ -22,7 +22,6 @@ from feast import FeatureStore, FeatureView, RepoConfig
 from feast.infra.online_stores.helpers import _mmh3
 from feast.value_type import ValueType
 
-from pipeline.features.online.connection import RedisClient, feast_connection_target
 from pipeline.features.online.decoding import decode_timestamp, decode_value
 from pipeline.features.online.layout import (
     EVENT_TIMESTAMP,
@@ -31,6 +30,7 @@ from pipeline.features.online.layout import (
     view_spec,
 )
 from pipeline.features.online.writer import RedisCommandError
+from pipeline.redis_url import RedisClient, feast_connection_target
 
 _PACK_INT64 = struct.Struct("<IIq")
 _PACK_INT32 = struct.Struct("<IIi")

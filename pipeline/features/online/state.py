@@ -134,8 +134,8 @@ def state_key(project: str) -> str:
 
 
 def _redis_client(config: RepoConfig, socket_timeout: float = 30.0) -> Any:
-    from pipeline.features.online.connection import feast_connection_target
     from pipeline.features.online.layout import online_config
+    from pipeline.redis_url import feast_connection_target
 
     online = online_config(config)
     target = feast_connection_target(online.connection_string, online.redis_type == "redis_cluster")

@@ -46,12 +46,8 @@ from redis.retry import Retry
 from pipeline.features.online import replies
 from pipeline.features.online.bytematrix import I64, payload_bytes
 from pipeline.features.online.connection import NodeConnections, feast_connection_target
-from pipeline.features.online.encoding import (
-    epoch_micros,
-    hmget_ts_commands,
-    hset_commands,
-    key_arrays,
-)
+from pipeline.features.online.encoding import epoch_micros, hmget_ts_commands, hset_commands
+from pipeline.features.online.keys import key_arrays
 from pipeline.features.online.layout import (
     EVENT_TIMESTAMP,
     ViewSpec,
@@ -65,6 +61,43 @@ PIPELINE_ROWS = 10_000  # rows per pipelined batch (the checkpoint unit is ``chu
 
 ChunkCallback = Callable[[int, int], None]
 """Called after each completed (checkpointed) chunk with (rows done, total rows)."""
+
+
+_Inflight = tuple[Future[Any] | None, int | None, int, int]
+"""A batch sent: its Redis future (None: nothing to send), the end of the chunk it completes
+(None: mid-chunk), the rows sent and the rows in the batch."""
+
+
+def batch_plan(start: int, total: int, chunk_rows: int) -> list[tuple[int, int, int | None]]:
+    """Rows ``[low, high)`` of each pipelined batch from ``start`` on, with the end of the
+    chunk (the unit of the checkpoint) where the batch completes one, else None: chunks go
+    to Redis in batches of at most :data:`PIPELINE_ROWS`."""
+    batch_rows = min(chunk_rows, PIPELINE_ROWS)
+    batches: list[tuple[int, int, int | None]] = []
+    for chunk_low in range(start, total, chunk_rows):
+        chunk_high = min(chunk_low + chunk_rows, total)
+        for low in range(chunk_low, chunk_high, batch_rows):
+            high = min(low + batch_rows, chunk_high)
+            batches.append((low, high, chunk_high if high == chunk_high else None))
+    return batches
+
+
+def _newer_only(
+    stored: I64, chunk: pl.DataFrame, raw: pa.LargeBinaryArray, commands: pa.LargeBinaryArray
+) -> tuple[pa.LargeBinaryArray, pa.LargeBinaryArray]:
+    """The keys and commands of the rows newer than what the store holds (``stored``, in
+    nanoseconds, 0 where it holds none)."""
+    new = epoch_micros(chunk.get_column(EVENT_TIMESTAMP)) * 1000
+    # Feast skips a row only if a stored time exists (non-zero) and the new one is older or
+    # equal.
+    keep = ~((stored != 0) & (new <= stored))
+    if keep.all():
+        return raw, commands
+    index = pa.array(np.flatnonzero(keep))
+    return (
+        cast(pa.LargeBinaryArray, raw.take(index)),
+        cast(pa.LargeBinaryArray, commands.take(index)),
+    )
 
 
 class RedisCommandError(RuntimeError):
@@ -253,7 +286,7 @@ class RedisFeatureWriter:
         if start:
             logger.info("resuming %s at row %d of %d from %s", spec.name, start, total, checkpoint)
 
-        def finish(inflight: tuple[Future[Any] | None, int | None, int, int]) -> None:
+        def finish(inflight: _Inflight) -> None:
             future, chunk_end, sent, size = inflight
             if future is not None:
                 future.result()  # raises what Redis rejected
@@ -266,20 +299,29 @@ class RedisFeatureWriter:
                 if on_chunk is not None:
                     on_chunk(chunk_end, total)
 
-        # Chunks (the unit of the checkpoint) go to Redis in smaller pipelined batches. One
-        # I/O thread talks to Redis while this thread encodes the next batch, so Redis
-        # executes batch k while batch k+1 is being serialised. Commands still reach Redis in
-        # order (HSET k, HMGET k+1, HSET k+1, ...), and a chunk is done only once the replies
-        # of its last batch are read.
-        batch_rows = min(chunk_rows, PIPELINE_ROWS)
-        batches: list[tuple[int, int, int | None]] = []
-        for chunk_low in range(start, total, chunk_rows):
-            chunk_high = min(chunk_low + chunk_rows, total)
-            for low in range(chunk_low, chunk_high, batch_rows):
-                high = min(low + batch_rows, chunk_high)
-                batches.append((low, high, chunk_high if high == chunk_high else None))
+        self._send(spec, prepared, batch_plan(start, total, chunk_rows), dedup, finish)
+        if checkpoint is not None:
+            checkpoint.unlink(missing_ok=True)
+        return stats.written
+
+    def _send(
+        self,
+        spec: ViewSpec,
+        prepared: pl.DataFrame,
+        batches: Sequence[tuple[int, int, int | None]],
+        dedup: bool,
+        finish: Callable[[_Inflight], None],
+    ) -> None:
+        """Send ``batches`` of ``prepared`` to Redis, pipelined, calling ``finish`` on each
+        batch once the next one is encoded (and on the last at the end).
+
+        One I/O thread talks to Redis while this thread encodes the next batch, so Redis
+        executes batch k while batch k+1 is being serialised. Commands still reach Redis in
+        order (HSET k, HMGET k+1, HSET k+1, ...), and a chunk is done only once the replies of
+        its last batch are read.
+        """
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix="redis-write") as io:
-            inflight: tuple[Future[Any] | None, int | None, int, int] | None = None
+            inflight: _Inflight | None = None
             for low, high, chunk_end in batches:
                 chunk = prepared.slice(low, high - low)
                 raw, bulk = key_arrays(spec, chunk.get_column(spec.join_key), self._project)
@@ -289,15 +331,7 @@ class RedisFeatureWriter:
                     finish(inflight)
                     inflight = None
                 if lookup is not None:
-                    stored = lookup.result()
-                    new = epoch_micros(chunk.get_column(EVENT_TIMESTAMP)) * 1000
-                    # Feast skips a row only if a stored time exists (non-zero) and the new
-                    # one is older or equal.
-                    keep = ~((stored != 0) & (new <= stored))
-                    if not keep.all():
-                        index = pa.array(np.flatnonzero(keep))
-                        raw = cast(pa.LargeBinaryArray, raw.take(index))
-                        commands = cast(pa.LargeBinaryArray, commands.take(index))
+                    raw, commands = _newer_only(lookup.result(), chunk, raw, commands)
                 future = None
                 if len(commands):
                     future = io.submit(
@@ -306,9 +340,6 @@ class RedisFeatureWriter:
                 inflight = (future, chunk_end, len(commands), chunk.height)
             if inflight is not None:
                 finish(inflight)
-        if checkpoint is not None:
-            checkpoint.unlink(missing_ok=True)
-        return stats.written
 
     def stored_event_nanos(self, view: FeatureView, keys: pl.Series) -> I64:
         """The stored ``_ts`` of ``view`` for each entity key in ``keys``, in nanoseconds

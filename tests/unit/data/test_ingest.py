@@ -1,3 +1,4 @@
+import copy
 import json
 import shutil
 from datetime import date
@@ -8,12 +9,31 @@ import pytest
 from pipeline.data.contracts import SESSION_EVENTS
 from pipeline.data.curated import drops_up_to, partition
 from pipeline.data.ingest import ingest_drop, read_raw
+from tests.conftest import ingested_template
 
 
 @pytest.fixture
 def ingested(raw_drops, settings):
+    """Every day ingested: the session's ingested window copied in (a fresh ingest of the same
+    drops writes the same bytes, ``test_the_ingested_template_is_a_fresh_ingest``)."""
+    root, _, reports = ingested_template(settings, raw_drops)
+    shutil.copytree(root, settings.data_dir, dirs_exist_ok=True)
+    return settings, copy.deepcopy(reports)
+
+
+def test_the_ingested_template_is_a_fresh_ingest(raw_drops, settings):
+    root, _, reports = ingested_template(settings, raw_drops)
     drops = drops_up_to(raw_drops, date.max)
-    return settings, [ingest_drop(folder, day, settings) for day, folder in drops]
+    fresh = [ingest_drop(folder, day, settings) for day, folder in drops]
+    assert [r.as_dict() for r in fresh] == [r.as_dict() for r in reports]
+    for folder in ("curated", "quarantine"):
+        here, there = settings.data_dir, root
+        ours = {p.relative_to(here): p for p in (here / folder).rglob("*")}
+        theirs = {p.relative_to(there): p for p in (there / folder).rglob("*")}
+        assert sorted(ours) == sorted(theirs)
+        for name, path in ours.items():
+            if path.is_file():
+                assert path.read_bytes() == theirs[name].read_bytes(), name
 
 
 def test_counts_reconcile_exactly(ingested):

@@ -6,8 +6,7 @@ import numpy as np
 import polars as pl
 import pytest
 
-import pipeline.evaluation.baselines as baselines
-from pipeline.evaluation.als import ImplicitALS
+import pipeline.evaluation.baselines.base as baselines
 from pipeline.evaluation.baselines import (
     Baseline,
     LastItemSuccessor,
@@ -16,7 +15,8 @@ from pipeline.evaluation.baselines import (
     SessionKNN,
     all_baselines,
 )
-from pipeline.evaluation.metrics import hit_rate_at_k, mrr_at_k
+from pipeline.evaluation.baselines.als import ImplicitALS
+from pipeline.model.metrics import hit_rate_at_k, mrr_at_k
 
 ITEMS = ["a", "b", "c", "d", "e", "f"]  # f never occurs in train
 A, B, C, D, E, F = range(6)

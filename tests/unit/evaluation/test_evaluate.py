@@ -13,7 +13,7 @@ from pipeline.evaluation.evaluate import (
 from pipeline.evaluation.evaluate import (
     evaluation_units as units_of,
 )
-from pipeline.evaluation.metrics import ranking_metrics
+from pipeline.model.metrics import ranking_metrics
 
 pytestmark = pytest.mark.unit
 

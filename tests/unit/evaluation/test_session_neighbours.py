@@ -11,10 +11,10 @@ import polars as pl
 import pytest
 
 from pipeline.evaluation.baselines import all_baselines
-from pipeline.evaluation.metrics import top_k_from_scores
-from pipeline.evaluation.sequential_rules import SequentialRules
-from pipeline.evaluation.session_neighbours import STAN, VSKNN, VSTAN
-from pipeline.evaluation.tuning import Tuned, holdout_queries, session_baselines, tune
+from pipeline.evaluation.baselines.sequential_rules import SequentialRules
+from pipeline.evaluation.baselines.session_neighbours import STAN, VSKNN, VSTAN
+from pipeline.evaluation.baselines.tuning import Tuned, holdout_queries, session_baselines, tune
+from pipeline.model.metrics import top_k_from_scores
 
 FIXTURES = Path(__file__).resolve().parents[2] / "fixtures"
 REFERENCE = json.loads((FIXTURES / "session_rec_reference.json").read_text())

@@ -43,6 +43,18 @@ def _parts(breaker: Breaker) -> tuple[SimpleNamespace, SimpleNamespace, SimpleNa
     )
 
 
+def _handed_in(recommender, processor, guard) -> list:
+    """The families the app hands to :class:`Metrics`: each part's."""
+    parts = (
+        recommender.metrics,
+        recommender.breaker.metrics,
+        recommender.store_health.metrics,
+        processor.metrics,
+        guard.metrics,
+    )
+    return [family for part in parts for family in part.families]
+
+
 def _families(metrics: Metrics) -> dict:
     text = generate_latest(metrics.registry).decode()
     return {f.name: f for f in text_string_to_metric_families(text)}
@@ -60,7 +72,7 @@ def test_one_process_exports_the_parts_counts_and_the_default_collectors():
     now = [0.0]
     breaker = Breaker(failures=1, reset_seconds=5, clock=lambda: now[0])
     recommender, processor, guard = _parts(breaker)
-    metrics = Metrics(recommender, processor, guard)
+    metrics = Metrics(_handed_in(recommender, processor, guard))
 
     recommender.metrics.serving("7")
     recommender.metrics.feature_hit.inc(3)
@@ -103,7 +115,7 @@ def _refused() -> None:
 
 
 def test_two_apps_in_one_process_count_apart():
-    first, second = (Metrics(*_parts(Breaker())) for _ in range(2))
+    first, second = (Metrics(_handed_in(*_parts(Breaker()))) for _ in range(2))
     first.errors.labels("events").inc()
     assert _value(_families(first)["fitrec_errors"], endpoint="events") == 1
     assert _value(_families(second)["fitrec_errors"], endpoint="events") == 0

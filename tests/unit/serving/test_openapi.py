@@ -13,7 +13,9 @@ import pytest
 from jsonschema import Draft202012Validator, FormatChecker
 from pydantic import BaseModel
 
-from serving.app import EventResponse, Health, Liveness, Readiness, create_app
+from serving.api.events import EventResponse
+from serving.api.probes import Health, Liveness, Readiness
+from serving.app import create_app
 from serving.events import SessionEventRequest
 from serving.middleware import REQUEST_ID_HEADER
 from serving.recommender import Recommendation, RecommendationRequest, ScoredItem

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from pipeline.model.fastpath import SCORE_PARTS
-from serving.reasons import SECOND_REASON_LIFT, drivers, explain, lifts
+from pipeline.model.reasons import SECOND_REASON_LIFT, drivers, explain, lifts
 
 pytestmark = pytest.mark.unit
 

@@ -8,12 +8,12 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from pipeline.features.online.connection import (
+from pipeline.features.online.feast_store import RedisURLOnlineStore
+from pipeline.redis_url import (
     FEAST_STORE_TYPE,
     RedisTarget,
     feast_connection_target,
 )
-from pipeline.features.online.feast_store import RedisURLOnlineStore
 
 HARD = "p,w@r%d:x/y?z#=&"
 

@@ -14,6 +14,7 @@ from feast.value_type import ValueType
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from pipeline.features.online import encoding
+from pipeline.features.online import keys as entity_keys
 from pipeline.features.online.decoding import decode_timestamp, decode_value
 from tests.conftest import same_value
 
@@ -121,7 +122,7 @@ def test_timestamps_and_keys_equal_feast() -> None:
     assert decode_timestamp(expected[3]) == moments[3]
 
     names = ["a", "", "héllo", "x" * 300, "{tag}", "a{}b"]
-    keys = encoding.redis_keys(
+    keys = entity_keys.redis_keys(
         pl.Series(names), "customer_id", ValueType.STRING, "proj"
     ).to_pylist()
     assert keys == [
@@ -132,7 +133,7 @@ def test_timestamps_and_keys_equal_feast() -> None:
         for n in names
     ]
     ids = pl.Series([0, -1, 2**62], dtype=pl.Int64)
-    assert encoding.serialize_entity_keys(ids, "item_id", ValueType.INT64).to_pylist() == [
+    assert entity_keys.serialize_entity_keys(ids, "item_id", ValueType.INT64).to_pylist() == [
         serialize_entity_key(
             EntityKey(join_keys=["item_id"], entity_values=[Value(int64_val=i)]), 3
         )

@@ -9,7 +9,7 @@ import numpy as np
 import polars as pl
 import scipy.sparse as sp
 
-from pipeline.evaluation.baselines import Histories, IndexedBaseline, dense_codes
+from pipeline.evaluation.baselines.base import Histories, IndexedBaseline, dense_codes
 
 # --------------------------------------------------------------------------------------------
 # Matrix factorisation.

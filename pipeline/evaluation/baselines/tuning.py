@@ -19,10 +19,10 @@ from typing import Any
 import numpy as np
 import polars as pl
 
-from pipeline.evaluation.baselines import Baseline, IndexedBaseline
-from pipeline.evaluation.metrics import mrr_at_k
-from pipeline.evaluation.sequential_rules import SequentialRules
-from pipeline.evaluation.session_neighbours import STAN, VSKNN, VSTAN
+from pipeline.evaluation.baselines.base import Baseline, IndexedBaseline
+from pipeline.evaluation.baselines.sequential_rules import SequentialRules
+from pipeline.evaluation.baselines.session_neighbours import STAN, VSKNN, VSTAN
+from pipeline.model.metrics import mrr_at_k
 
 GRIDS: dict[str, list[dict[str, Any]]] = {
     "vsknn": [

@@ -7,7 +7,7 @@ Every baseline is fitted on session events (``session_id``, ``customer_id``, ``i
 
 Internally every baseline works in *popularity-rank space*: column ``j`` is the ``j``-th most
 popular training item (ties by catalogue index).
-:func:`pipeline.evaluation.metrics.top_k_from_scores` breaks score ties by the lower column, so
+:func:`pipeline.model.metrics.top_k_from_scores` breaks score ties by the lower column, so
 in this space ties (including the all-zero tail of a sparse co-occurrence score) fall back to
 popularity and then catalogue order without any extra work; that is the popularity backfill of
 the neighbourhood baselines.
@@ -21,14 +21,14 @@ from __future__ import annotations
 import itertools
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta
-from typing import Any, Protocol, runtime_checkable
+from datetime import datetime
+from typing import Protocol, runtime_checkable
 
 import numpy as np
 import polars as pl
 import scipy.sparse as sp
 
-from pipeline.evaluation.metrics import top_k_from_scores
+from pipeline.model.metrics import top_k_from_scores
 
 BATCH_CELLS = 1 << 23
 """Dense scores held at once per recommend batch (queries x items), ~64 MB of float64."""
@@ -138,46 +138,6 @@ def epoch_seconds(times: Sequence[datetime] | np.ndarray | pl.Series) -> np.ndar
 def dense_codes(values: pl.Series) -> np.ndarray:
     """``0..n_distinct-1`` codes of ``values`` (in sorted order of the values)."""
     return (values.rank("dense").to_numpy() - 1).astype(np.int64)
-
-
-def _row_top_n(matrix: sp.csr_array, n: int) -> sp.csr_array:
-    """Keep the ``n`` largest entries of each row (ties by lower column), drop the rest."""
-    matrix = sp.csr_array(matrix)
-    counts = np.diff(matrix.indptr)
-    if counts.max(initial=0) <= n:
-        return matrix
-    rows = np.repeat(np.arange(matrix.shape[0]), counts)
-    order = np.lexsort((matrix.indices, -matrix.data, rows))
-    position = np.arange(len(order)) - matrix.indptr[rows[order]]
-    keep = order[position < n]
-    return sp.csr_array((matrix.data[keep], (rows[keep], matrix.indices[keep])), shape=matrix.shape)
-
-
-def _static_top_k(ranking: np.ndarray, k: int, seen: sp.csr_array | None, n: int) -> np.ndarray:
-    """Top ``k`` of a ranking shared by all queries, minus each query's ``seen`` columns.
-
-    Only the first ``k + max seen per row`` entries of the ranking can make any top ``k``, so
-    the work is ``O(n * (k + longest history))`` rather than ``O(n * n_items)``.
-    """
-    if seen is None or seen.nnz == 0:
-        top = np.full(k, -1, dtype=np.int64)
-        top[: min(k, len(ranking))] = ranking[:k]
-        return np.tile(top, (n, 1))
-    width = min(len(ranking), k + int(np.diff(seen.indptr).max()))
-    candidates = np.broadcast_to(ranking[:width], (n, width))
-    # Membership test of (query, column) pairs against the seen pairs, vectorised.
-    seen_rows = np.repeat(np.arange(n, dtype=np.int64), np.diff(seen.indptr))
-    n_cols = seen.shape[1]
-    blocked = np.isin(
-        np.arange(n, dtype=np.int64)[:, None] * n_cols + candidates,
-        seen_rows * n_cols + seen.indices,
-    )
-    order = np.argsort(blocked, axis=1, kind="stable")  # unblocked first, ranking order kept
-    kept = np.take_along_axis(candidates, order, axis=1)
-    kept = np.where(np.take_along_axis(blocked, order, axis=1), -1, kept)
-    out = np.full((n, k), -1, dtype=np.int64)
-    out[:, : min(k, width)] = kept[:, :k]
-    return out
 
 
 class IndexedBaseline:
@@ -366,223 +326,3 @@ class IndexedBaseline:
 
     def _params(self) -> tuple[str, ...]:
         return ("exclude_seen",)
-
-
-# --------------------------------------------------------------------------------------------
-# Popularity.
-# --------------------------------------------------------------------------------------------
-
-
-class Popularity(IndexedBaseline):
-    """Most interacted-with items in train, the same list for everyone."""
-
-    name = "popularity"
-
-    def _rank_batch(self, part: Histories, customers: list[str] | None, k: int) -> np.ndarray:
-        # Popularity-rank space is sorted by popularity already.
-        return _static_top_k(np.arange(self.n_items), k, self._seen(part), part.n)
-
-
-class RecentPopularity(IndexedBaseline):
-    """Most interacted-with items over the last ``days`` of train; ties by overall popularity.
-
-    The window ends at the latest training event, so a model refitted daily tracks trends.
-    """
-
-    name = "recent_popularity"
-
-    def __init__(self, days: float = 7, exclude_seen: bool = False) -> None:
-        """Configure the baseline (it learns nothing until :meth:`fit`).
-
-        Args:
-            days: length of the window, ending at the last training event.
-            exclude_seen: never recommend an item already in the query's history.
-        """
-        super().__init__(exclude_seen)
-        if days <= 0:
-            raise ValueError(f"days must be positive, got {days}")
-        self.days = days
-
-    def _params(self) -> tuple[str, ...]:
-        return ("days", "exclude_seen")
-
-    def _fit(self, events: pl.DataFrame) -> None:
-        window = events.filter(pl.col("ts") > pl.col("ts").max() - timedelta(days=self.days))
-        recent = np.bincount(window.get_column("col").to_numpy(), minlength=self.n_items)
-        self.recent_counts = recent.astype(np.int64)
-        # Stable sort on recent counts keeps popularity-rank order among ties.
-        self.ranking = np.argsort(-recent, kind="stable").astype(np.int64)
-
-    def _rank_batch(self, part: Histories, customers: list[str] | None, k: int) -> np.ndarray:
-        return _static_top_k(self.ranking, k, self._seen(part), part.n)
-
-
-# --------------------------------------------------------------------------------------------
-# Item co-occurrence (item-KNN over sessions).
-# --------------------------------------------------------------------------------------------
-
-
-def _cooccurrence(events: pl.DataFrame, n_items: int, neighbours: int) -> sp.csr_array:
-    """Cosine-normalised item-item co-occurrence within sessions, top ``neighbours`` per item.
-
-    ``sim(i, j) = |S_i ∩ S_j| / sqrt(|S_i| |S_j|)`` where ``S_i`` is the set of sessions
-    containing ``i``; the diagonal is zero.
-    """
-    pairs = events.select("session_id", "col").unique()
-    codes = dense_codes(pairs.get_column("session_id"))
-    session_items = sp.csr_array(
-        (np.ones(len(pairs)), (codes, pairs.get_column("col").to_numpy())),
-        shape=(int(codes.max(initial=-1)) + 1, n_items),
-    )
-    co = sp.coo_array(session_items.T @ session_items)
-    support = np.bincount(pairs.get_column("col").to_numpy(), minlength=n_items).astype(float)
-    off_diagonal = co.row != co.col
-    rows, cols = co.row[off_diagonal], co.col[off_diagonal]
-    values = co.data[off_diagonal] / np.sqrt(support[rows] * support[cols])
-    similarity = sp.csr_array((values, (rows, cols)), shape=(n_items, n_items))
-    return _row_top_n(similarity, neighbours)
-
-
-class SessionKNN(IndexedBaseline):
-    """Item-to-item co-occurrence within sessions (item-KNN), weighted towards recent items.
-
-    Each history item votes for its co-occurring items with its cosine similarity times
-    ``decay ** steps_from_end`` (the last item has weight 1); votes add up. Items without
-    votes come in popularity order. This is item-based KNN as in the GRU4Rec paper's
-    "Item-KNN" baseline with a recency decay, not the session-neighbour SKNN of Jannach &
-    Ludewig (2017), which compares whole sessions.
-    """
-
-    name = "session_knn"
-
-    def __init__(
-        self,
-        neighbours: int = 200,
-        decay: float = 0.7,
-        repeat_weight: float = 0.0,
-        exclude_seen: bool = False,
-    ) -> None:
-        """Configure the baseline (it learns nothing until :meth:`fit`).
-
-        Args:
-            neighbours: similar items kept per item (bounds memory and the product's cost).
-            decay: weight factor per step back in the history, in ``(0, 1]``.
-            repeat_weight: similarity of an item to itself, so history items vote for being
-                viewed again (0: classic item-KNN; 1: as similar as a perfect co-occurrence).
-                Use about 1 on raw click streams where a quarter of next clicks repeat the last
-                item (YooChoose 100k subset: HR@20 42 -> 64); keep 0 when consecutive repeats
-                are collapsed (as in the project's own session examples), where the last
-                item can never be next and ranking it first costs MRR.
-            exclude_seen: never recommend an item already in the query's history.
-        """
-        super().__init__(exclude_seen)
-        if not 0 < decay <= 1:
-            raise ValueError(f"decay must be in (0, 1], got {decay}")
-        if neighbours < 1:
-            raise ValueError(f"neighbours must be positive, got {neighbours}")
-        if repeat_weight < 0:
-            raise ValueError(f"repeat_weight must be >= 0, got {repeat_weight}")
-        self.neighbours = neighbours
-        self.decay = decay
-        self.repeat_weight = repeat_weight
-
-    def _params(self) -> tuple[str, ...]:
-        return ("neighbours", "decay", "repeat_weight", "exclude_seen")
-
-    def _fit(self, events: pl.DataFrame) -> None:
-        similarity = _cooccurrence(events, self.n_items, self.neighbours)
-        if self.repeat_weight > 0:
-            similarity = sp.csr_array(
-                similarity + self.repeat_weight * sp.eye_array(self.n_items, format="csr")
-            )
-        self.similarity = similarity
-
-    def _scores(self, part: Histories, customers: list[str] | None) -> np.ndarray:
-        weights = part.matrix(self.n_items, self.decay ** part.from_end.astype(np.float64))
-        return (weights @ self.similarity).toarray()
-
-
-class LastItemSuccessor(SessionKNN):
-    """Items that directly followed the last history item in training sessions.
-
-    Successors are ranked by how often ``a -> b`` was observed (consecutive repeats of one
-    item collapsed first); the remaining places go to :class:`SessionKNN` scores of the whole
-    history, then to popularity. Strong on MRR for click streams, where the next click is
-    mostly a neighbour of the last one. The constructor's ``neighbours``, ``decay`` and
-    ``repeat_weight`` configure that co-occurrence backfill (see :class:`SessionKNN`).
-    """
-
-    name = "last_item_successor"
-
-    def _fit(self, events: pl.DataFrame) -> None:
-        super()._fit(events)
-        steps = events.select("session_id", "col").filter(
-            pl.col("col") != pl.col("col").shift(1).over("session_id").fill_null(-1)
-        )
-        following = steps.with_columns(
-            pl.col("col").shift(-1).over("session_id").alias("next")
-        ).drop_nulls("next")
-        self.successors = sp.csr_array(
-            (
-                np.ones(len(following)),
-                (following.get_column("col").to_numpy(), following.get_column("next").to_numpy()),
-            ),
-            shape=(self.n_items, self.n_items),
-        )
-        self.successors.sum_duplicates()
-
-    def _scores(self, part: Histories, customers: list[str] | None) -> np.ndarray:
-        knn = super()._scores(part, customers)
-        top = knn.max(axis=1, initial=0.0)
-        # Squeeze co-occurrence into [0, 0.5] per row: successor counts are whole numbers, so
-        # adding it orders by count first and uses co-occurrence only to break ties.
-        knn = np.divide(knn, 2.0 * top[:, None], out=np.zeros_like(knn), where=top[:, None] > 0)
-        last = part.last()
-        has_last = last >= 0
-        following = np.zeros_like(knn)
-        if has_last.any():
-            following[has_last] = self.successors[last[has_last]].toarray()
-        return following + knn
-
-
-# --------------------------------------------------------------------------------------------
-
-
-def all_baselines(
-    exclude_seen: bool = False, tune_horizon: timedelta | None = None, **kwargs: Any
-) -> list[Baseline]:
-    """One of each baseline with default settings.
-
-    Args:
-        exclude_seen: passed to every baseline.
-        tune_horizon: when given, the session-neighbour heuristics (VS-KNN, STAN, V-STAN, SR)
-            are tuned on the training sessions starting in this last part of training
-            (:func:`pipeline.evaluation.tuning.tune`) and named ``<name>_tuned``;
-            ``None`` keeps session-rec's defaults.
-        **kwargs: per-baseline overrides keyed by baseline name, e.g.
-            ``implicit_als={"factors": 32}`` or ``recent_popularity={"days": 3}``.
-
-    Returns:
-        Unfitted baselines: popularity, recent popularity, session KNN, last-item successor,
-        implicit ALS, VS-KNN, STAN, V-STAN and sequential rules.
-    """
-    # ALS and the session-neighbour heuristics live in their own modules (ALS needs the
-    # optional ``implicit`` library), and those build on this one: imported here, not at the
-    # top, to keep the import one-way.
-    from pipeline.evaluation.als import ImplicitALS
-    from pipeline.evaluation.tuning import SESSION_BASELINES, session_baselines
-
-    classes: list[type[IndexedBaseline]] = [
-        Popularity,
-        RecentPopularity,
-        SessionKNN,
-        LastItemSuccessor,
-        ImplicitALS,
-    ]
-    unknown = set(kwargs) - {c.name for c in classes} - set(SESSION_BASELINES)
-    if unknown:
-        raise ValueError(f"unknown baselines {sorted(unknown)}")
-    session = {name: kwargs.pop(name) for name in SESSION_BASELINES if name in kwargs}
-    return [c(exclude_seen=exclude_seen, **kwargs.get(c.name, {})) for c in classes] + (
-        session_baselines(exclude_seen, tune_horizon, **session)
-    )

@@ -1,6 +1,6 @@
 """Sequential rules (SR; Kamehkhosh et al. 2017), the rule-based member of the session
-heuristics beside :mod:`pipeline.evaluation.session_neighbours`, following ``rn5l/session-rec``'s
-``algorithms/baselines/sr.py`` in its parameters, defaults and scores
+heuristics beside :mod:`pipeline.evaluation.baselines.session_neighbours`, following
+``rn5l/session-rec``'s ``algorithms/baselines/sr.py`` in its parameters, defaults and scores
 (``tests/unit/evaluation/test_session_neighbours.py`` holds them equal to that code's).
 """
 
@@ -13,8 +13,8 @@ import numpy as np
 import polars as pl
 import scipy.sparse as sp
 
-from pipeline.evaluation.baselines import Histories, IndexedBaseline, dense_codes
-from pipeline.evaluation.session_neighbours import (
+from pipeline.evaluation.baselines.base import Histories, IndexedBaseline, dense_codes
+from pipeline.evaluation.baselines.neighbourhood import (
     STEP_DECAYS,
     catalogue_scores,
     check_choice,
