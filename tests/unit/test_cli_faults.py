@@ -4,6 +4,8 @@
 from __future__ import annotations
 
 import errno
+import io
+import logging
 from pathlib import Path
 
 import pytest
@@ -20,6 +22,17 @@ app = typer.Typer(cls=FaultGroup)
 def full() -> None:
     error = OSError(errno.ENOSPC, "No space left on device")
     raise StorageError("ingest of 2026-03-02", Path("/data/curated/x.parquet"), error)
+
+
+@app.command()
+def logged() -> None:
+    # What Prefect does when a task fails: an ERROR record with the exception's traceback.
+    error = OSError(errno.EROFS, "Read-only file system")
+    try:
+        raise StorageError("ingest of 2026-03-02", Path("/data/_staging"), error)
+    except StorageError as exc:
+        logging.getLogger("prefect.task_runs").error("Task run failed: %r", exc, exc_info=True)
+        raise
 
 
 @app.command()
@@ -69,3 +82,21 @@ def test_fitrec_debug_lets_the_traceback_through(monkeypatch):
     assert isinstance(result.exception, StorageError)
     with pytest.raises(StorageError):
         CliRunner().invoke(app, ["full"], catch_exceptions=False)
+
+
+def test_a_logged_fitrec_error_keeps_its_message_and_loses_its_traceback(monkeypatch):
+    monkeypatch.delenv("FITREC_DEBUG", raising=False)
+    logs = io.StringIO()
+    handler = logging.StreamHandler(logs)
+    logger = logging.getLogger("prefect.task_runs")
+    logger.addHandler(handler)
+    try:
+        result = _run("logged")
+        assert result.exit_code == EX_NOPERM
+        assert "Task run failed: StorageError('ingest of 2026-03-02" in logs.getvalue()
+        assert "Traceback" not in logs.getvalue()
+        monkeypatch.setenv("FITREC_DEBUG", "1")
+        _run("logged")
+        assert "Traceback" in logs.getvalue()
+    finally:
+        logger.removeHandler(handler)
