@@ -9,9 +9,11 @@ a redis-server started here, training, registration). Then, in one run:
 (b) naive: Feast's SDK for the customer and 500 candidate items, then Keras ``model.predict``
     over those candidates;
 
-and, second part, the HTTP app under uvicorn driven by wrk (or locust, headless) for a fixed
-time.
-Last line: ``serving p50_ms=<float> p99_ms=<float> naive_p50_ms=<float> speedup=<float>``.
+and, second part, the HTTP app under uvicorn (2 workers) driven by wrk (or locust, headless)
+for a fixed time at 1, 4 and 16 connections. ``--profile N``: a cProfile of N in-process page
+views, by call counts (robust on a busy machine) and by own time.
+Last line: ``serving p50_ms=<float> p99_ms=<float> naive_p50_ms=<float> speedup=<float>
+http_rps=<float> http_p99_ms=<float>`` (HTTP at 4 connections; ``nan`` when not run).
 """
 
 from __future__ import annotations
@@ -32,6 +34,11 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 import numpy as np  # noqa: E402
+
+from benchmarks.load import LOCUSTFILE, WRK_SCRIPT, run_locust, run_wrk  # noqa: E402
+
+SUMMARY_CONNECTIONS = 4
+"""The HTTP run the summary line quotes (``http_rps``, ``http_p99_ms``)."""
 
 
 def percentiles(values: list[float]) -> tuple[float, float]:
@@ -93,11 +100,45 @@ def prepare(workdir: Path, redis_url: str, customers: int, items: int, days: int
             materialize_view(fs, view.name, stamps.min(), stamps.max())
 
 
-def in_process(requests: int) -> dict[str, float]:
-    """Ours and the naive path on the same requests; medians and p99 in ms."""
+def workload(settings, rec, requests: int) -> list:
+    """``requests`` page views of known customers, each in a session of two views (posted
+    through the event processor, so the live session state is in Redis)."""
     import polars as pl
 
-    from pipeline.config import get_settings
+    from serving.events import EventProcessor, SessionEventRequest
+    from serving.recommender import RecommendationRequest
+
+    customers = pl.read_parquet(settings.raw_dir / "*" / "customers.parquet")["customer_id"]
+    items = rec.model.scorer.item_ids.tolist()
+    rng = random.Random(5)
+    processor = EventProcessor(settings, rec.sessions)
+    out = []
+    for n in range(requests):
+        session = f"bench-{n % 500}"
+        for item in rng.sample(items, 2):
+            processor.process(
+                SessionEventRequest(session_id=session, event_type="view", item_id=item)
+            )
+        out.append(
+            RecommendationRequest(customer_id=rng.choice(customers), session_id=session, k=10)
+        )
+    processor.close()
+    return out
+
+
+def timed(rec, requests: list) -> list[float]:
+    """Each page view's time in ms, through ``rec.recommend``."""
+    times = []
+    for request in requests:
+        start = time.perf_counter()
+        rec.recommend(request)
+        times.append((time.perf_counter() - start) * 1000)
+    return times
+
+
+def naive_path(settings, rec, requests: list) -> list[float]:
+    """The naive path's times in ms: Feast SDK reads (customer + 500 candidate items), then
+    Keras ``model.predict`` over those candidates."""
     from pipeline.features import store
     from pipeline.features.declarations import (
         CUSTOMER_FEATURES,
@@ -105,47 +146,12 @@ def in_process(requests: int) -> dict[str, float]:
         ITEM_FEATURES,
         ITEM_VIEW,
     )
+    from pipeline.privacy import pseudonymise
     from pipeline.tfenv import tf
-    from serving.events import EventProcessor, SessionEventRequest
-    from serving.recommender import RecommendationRequest, Recommender
 
-    settings = get_settings()
-    rec = Recommender.from_registry(settings)
     scorer = rec.model.scorer
-    customers = pl.read_parquet(settings.raw_dir / "*" / "customers.parquet")["customer_id"]
     items = scorer.item_ids.tolist()
-    rng = random.Random(5)
-    processor = EventProcessor(settings, rec.sessions)
-    workload = []
-    for n in range(requests):
-        session = f"bench-{n % 500}"
-        for item in rng.sample(items, 2):
-            processor.process(
-                SessionEventRequest(session_id=session, event_type="view", item_id=item)
-            )
-        workload.append(
-            RecommendationRequest(customer_id=rng.choice(customers), session_id=session, k=10)
-        )
-    rec.clear_feature_cache()
-    for request in workload[:50]:
-        rec.recommend(request)  # warm up
-    rec.clear_feature_cache()
-    ours = []
-    for request in workload:
-        start = time.perf_counter()
-        rec.recommend(request)
-        ours.append((time.perf_counter() - start) * 1000)
-
-    # The same path through the SavedModel's signatures instead of the NumPy fast path.
-    fast, scorer.fast = scorer.fast, None
-    signatures = []
-    for request in workload[: max(requests // 4, 50)]:
-        start = time.perf_counter()
-        rec.recommend(request)
-        signatures.append((time.perf_counter() - start) * 1000)
-    scorer.fast = fast
-
-    # Naive: Feast SDK reads (customer + 500 candidate items), then Keras model.predict.
+    rng = random.Random(6)
     fs = store.feature_store(settings)
     query_model = scorer.module  # the exported towers, wrapped below in a Keras model
 
@@ -162,15 +168,14 @@ def in_process(requests: int) -> dict[str, float]:
     naive_model = Naive()
     customer_refs = [f"{CUSTOMER_VIEW}:{f.name}" for f in CUSTOMER_FEATURES]
     item_refs = [f"{ITEM_VIEW}:{f.name}" for f in ITEM_FEATURES]
-    naive = []
-    for request in workload[: max(requests // 5, 50)]:
+    key = settings.pseudonym_key.get_secret_value()
+    times = []
+    for request in requests:
         start = time.perf_counter()
-        from pipeline.privacy import pseudonymise
-
-        who = pseudonymise(request.customer_id, settings.pseudonym_key.get_secret_value())
+        who = pseudonymise(request.customer_id, key)
         row = fs.get_online_features(features=customer_refs, entity_rows=[{"customer_id": who}])
         features = {k: v[0] for k, v in row.to_dict().items()}
-        candidates = rng.sample(items, 500)
+        candidates = rng.sample(items, min(500, len(items)))
         fs.get_online_features(
             features=item_refs, entity_rows=[{"item_id": i} for i in candidates]
         ).to_dict()
@@ -187,7 +192,53 @@ def in_process(requests: int) -> dict[str, float]:
             },
             verbose=0,
         )
-        naive.append((time.perf_counter() - start) * 1000)
+        times.append((time.perf_counter() - start) * 1000)
+    return times
+
+
+def profile(rec, requests: list, top: int = 25) -> None:
+    """cProfile of the in-process page views, the functions with the most calls first (call
+    counts do not depend on how busy the machine is; times do), then by own time."""
+    import cProfile
+    import io
+    import pstats
+
+    rec.clear_feature_cache()
+    profiler = cProfile.Profile()
+    profiler.enable()
+    for request in requests:
+        rec.recommend(request)
+    profiler.disable()
+    for order in ("ncalls", "tottime"):
+        text = io.StringIO()
+        stats = pstats.Stats(profiler, stream=text).strip_dirs().sort_stats(order)
+        stats.print_stats(top)
+        print(f"profile of {len(requests)} page views by {order}:", flush=True)
+        print(text.getvalue().split("\n\n", 1)[-1], flush=True)
+
+
+def in_process(requests: int, profiled: int = 0) -> dict[str, float]:
+    """Ours, ours through the SavedModel's signatures and the naive path on the same
+    requests; medians and p99 in ms (with ``profiled`` > 0, a cProfile of that many)."""
+    from pipeline.config import get_settings
+    from serving.recommender import Recommender
+
+    settings = get_settings()
+    rec = Recommender.from_registry(settings)
+    scorer = rec.model.scorer
+    views = workload(settings, rec, requests)
+    rec.clear_feature_cache()
+    timed(rec, views[:50])  # warm up
+    rec.clear_feature_cache()
+    ours = timed(rec, views)
+    if profiled:
+        profile(rec, views[:profiled])
+    # The same path through the SavedModel's signatures instead of the NumPy fast path.
+    fast, scorer.fast = scorer.fast, None
+    signatures = timed(rec, views[: max(requests // 4, 50)])
+    scorer.fast = fast
+    naive = naive_path(settings, rec, views[: max(requests // 5, 50)])
+    rec.close()
     p50, p99 = percentiles(ours)
     n50, n99 = percentiles(naive)
     return {
@@ -228,115 +279,6 @@ def model_memory_mb(loads: int = 3) -> list[float]:
     return deltas
 
 
-WRK_SCRIPT = """
-math.randomseed(7)
-local items = {{{items}}}
-local customers = {{{customers}}}
-wrk.method = "POST"
-wrk.headers["Content-Type"] = "application/json"
-request = function()
-  local a = items[math.random(#items)]
-  local b = items[math.random(#items)]
-  local c = customers[math.random(#customers)]
-  local body = '{{"customer_id":"' .. c .. '","session_items":["' .. a
-    .. '","' .. b .. '"],"k":10}}'
-  return wrk.format(nil, "/recommendations", nil, body)
-end
-"""
-
-LOCUSTFILE = """
-import random
-from locust import FastHttpUser, task, constant
-ITEMS = {items!r}
-CUSTOMERS = {customers!r}
-class Shopper(FastHttpUser):
-    wait_time = constant(0)
-    @task
-    def page_view(self):
-        self.client.post("/recommendations", json={{
-            "customer_id": random.choice(CUSTOMERS),
-            "session_items": random.sample(ITEMS, 2), "k": 10}})
-"""
-
-
-def _ms(text: str) -> float:
-    """wrk's latency figures ("870.00us", "3.21ms", "1.02s") in milliseconds."""
-    for unit, factor in (("us", 1e-3), ("ms", 1.0), ("s", 1e3)):
-        if text.endswith(unit):
-            return float(text[: -len(unit)]) * factor
-    return float(text)
-
-
-def run_wrk(url: str, script: Path, seconds: int, connections: int) -> dict[str, float]:
-    out = subprocess.run(
-        [
-            "wrk",
-            "-t",
-            "1",
-            "-c",
-            str(connections),
-            "-d",
-            f"{seconds}s",
-            "--latency",
-            "-s",
-            str(script),
-            url,
-        ],
-        check=True,
-        capture_output=True,
-        text=True,
-    ).stdout
-    fields: dict[str, float] = {"failures": 0.0}
-    for line in out.splitlines():
-        parts = line.split()
-        if line.strip().startswith(("50%", "99%")) and len(parts) == 2:
-            fields[f"p{parts[0][:-1]}_ms"] = _ms(parts[1])
-        elif line.startswith("Requests/sec:"):
-            fields["rps"] = float(parts[1])
-        elif "requests in" in line:
-            fields["requests"] = float(parts[0])
-        elif line.strip().startswith(("Non-2xx", "Socket errors")):
-            fields["failures"] += sum(float(p.strip(",")) for p in parts if p.strip(",").isdigit())
-    return fields
-
-
-def run_locust(url: str, locustfile: Path, seconds: int, users: int) -> dict[str, float]:
-    prefix = locustfile.parent / "stats"
-    subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "locust",
-            "-f",
-            str(locustfile),
-            "--headless",
-            "-u",
-            str(users),
-            "-r",
-            str(users),
-            "-t",
-            f"{seconds}s",
-            "--host",
-            url,
-            "--csv",
-            str(prefix),
-            "--only-summary",
-        ],
-        check=True,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    stats = (prefix.parent / "stats_stats.csv").read_text().splitlines()
-    total = dict(zip(stats[0].split(","), stats[-1].split(","), strict=False))
-    return {
-        "requests": float(total["Request Count"]),
-        "failures": float(total["Failure Count"]),
-        "rps": float(total["Requests/s"]),
-        "p50_ms": float(total["50%"]),
-        "p99_ms": float(total["99%"]),
-    }
-
-
 def over_http(seconds: int, users: list[int], workers: int) -> list[dict[str, float | str]]:
     """uvicorn (``workers`` processes) + the app in a subprocess, driven for ``seconds`` by
     wrk when it is installed (C, light on the shared cores), else by locust (headless)."""
@@ -345,6 +287,7 @@ def over_http(seconds: int, users: list[int], workers: int) -> list[dict[str, fl
 
     settings = get_settings()
     port = free_port()
+    server_log = open(settings.data_dir / "bench-serve.log", "wb")  # noqa: SIM115 - below
     server = subprocess.Popen(
         [
             sys.executable,
@@ -358,21 +301,14 @@ def over_http(seconds: int, users: list[int], workers: int) -> list[dict[str, fl
         ],
         cwd=ROOT,
         env={**os.environ},
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
+        stdout=server_log,
+        stderr=subprocess.STDOUT,
     )
     url = f"http://127.0.0.1:{port}"
     try:
-        import httpx
         import polars as pl
 
-        deadline = time.monotonic() + 180
-        while time.monotonic() < deadline:
-            try:
-                if httpx.get(f"{url}/health", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                time.sleep(0.5)
+        wait_ready(url, server, Path(server_log.name))
         items = pl.read_parquet(settings.curated_dir / "items" / "*" / "*.parquet")["item_id"]
         items = items.unique(maintain_order=True).head(2000).to_list()
         customers = pl.read_parquet(settings.raw_dir / "*" / "customers.parquet")["customer_id"]
@@ -400,6 +336,27 @@ def over_http(seconds: int, users: list[int], workers: int) -> list[dict[str, fl
     finally:
         server.terminate()
         server.wait(timeout=30)
+        server_log.close()
+
+
+def wait_ready(url: str, server: subprocess.Popen, log: Path, seconds: float = 300) -> None:
+    """Until ``/health`` answers 200.
+
+    Raises:
+        RuntimeError: The server exited, or did not answer in time (with its log's tail).
+    """
+    import httpx
+
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline and server.poll() is None:
+        try:
+            if httpx.get(f"{url}/health", timeout=1).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.5)
+    tail = log.read_text(errors="replace").splitlines()[-15:]
+    raise RuntimeError("the server did not start:\n" + "\n".join(tail))
 
 
 def main() -> None:
@@ -414,16 +371,20 @@ def main() -> None:
     parser.add_argument("--http-seconds", type=int, default=20)
     parser.add_argument(
         "--users",
-        default="4,8,16",
-        help="HTTP connections (closed loop), comma-separated: one run per value",
+        default="1,4,16",
+        help="HTTP connections (closed loop), comma-separated: one run per value (the "
+        f"summary's http_ figures are at {SUMMARY_CONNECTIONS}, added when missing)",
     )
     parser.add_argument("--workers", type=int, default=2, help="uvicorn worker processes")
+    parser.add_argument(
+        "--profile", type=int, default=0, help="cProfile this many in-process page views"
+    )
     args = parser.parse_args()
     from tests.support.servers import redis_server
 
     with redis_server(args.workdir.parent / "fitrec-bench-redis") as url:
         prepare(args.workdir, url, args.customers, args.items, args.days)
-        result = in_process(args.requests)
+        result = in_process(args.requests, args.profile)
         print(json.dumps({"in_process_ms": result}, indent=1), flush=True)
         deltas = model_memory_mb()
         print(
@@ -432,9 +393,12 @@ def main() -> None:
             "FITREC_SERVING_MAX_MODELS bounds how many a process holds",
             flush=True,
         )
+        summary = {"rps": float("nan"), "p99_ms": float("nan")}
         try:
-            users = [int(n) for n in args.users.split(",")]
+            users = sorted({*(int(n) for n in args.users.split(",")), SUMMARY_CONNECTIONS})
             for http in over_http(args.http_seconds, users, args.workers):
+                if http["connections"] == SUMMARY_CONNECTIONS:
+                    summary = {"rps": float(http["rps"]), "p99_ms": float(http["p99_ms"])}
                 print(
                     f"http rps={http['rps']:.0f} p50_ms={http['p50_ms']:.1f} "
                     f"p99_ms={http['p99_ms']:.1f} failures={http['failures']:.0f} "
@@ -442,11 +406,17 @@ def main() -> None:
                     f"workers, {args.http_seconds}s)",
                     flush=True,
                 )
-        except (FileNotFoundError, subprocess.CalledProcessError, ModuleNotFoundError) as exc:
+        except (
+            FileNotFoundError,
+            subprocess.CalledProcessError,
+            ModuleNotFoundError,
+            RuntimeError,
+        ) as exc:
             print(f"http part not run: {exc} (install wrk, or pip install locust)", flush=True)
     print(
         f"serving p50_ms={result['p50']:.3f} p99_ms={result['p99']:.3f} "
-        f"naive_p50_ms={result['naive_p50']:.3f} speedup={result['naive_p50'] / result['p50']:.1f}"
+        f"naive_p50_ms={result['naive_p50']:.3f} speedup={result['naive_p50'] / result['p50']:.1f} "
+        f"http_rps={summary['rps']:.0f} http_p99_ms={summary['p99_ms']:.1f}"
     )
 
 
