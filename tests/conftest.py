@@ -50,6 +50,8 @@ hypothesis_settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 # Fixtures whose (session-scoped) world is built once per worker: every test using one runs on
 # the same pytest-xdist worker (``--dist loadgroup``), so the world is built once per session.
 SHARED_WORLDS = {"served_run": "served-world"}
+# Fixtures that train a model (or are the trained world): every test using one is ``slow``.
+TRAINING_FIXTURES = {"served_run", "nightly_run"}
 
 SMALL = {"customers": 1000, "days": 7, "seed": 11, "dirty": 0.01}
 
@@ -57,7 +59,8 @@ SMALL = {"customers": 1000, "days": 7, "seed": 11, "dirty": 0.01}
 @pytest.hookimpl(tryfirst=True)  # before xdist's own hook reads the groups
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """Mark tests by folder, as NVIDIA-Merlin does: tests/unit -> unit, tests/integration ->
-    integration; group the tests sharing a session world onto one xdist worker."""
+    integration; tests needing a trained model -> slow; group the tests sharing a session
+    world onto one xdist worker."""
     for item in items:
         path = Path(str(item.fspath))
         if "unit" in path.parts:
@@ -65,9 +68,28 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         if "integration" in path.parts:
             item.add_marker(pytest.mark.integration)
         fixtures = set(getattr(item, "fixturenames", ()))
+        if fixtures & TRAINING_FIXTURES:
+            item.add_marker(pytest.mark.slow)
         for fixture, group in SHARED_WORLDS.items():
             if fixture in fixtures and not item.get_closest_marker("xdist_group"):
                 item.add_marker(pytest.mark.xdist_group(group))
+    if config.getoption("loadgroup", False):  # set on xdist workers under --dist loadgroup
+        _name_groups(items)
+
+
+def _name_groups(items: list[pytest.Item]) -> None:
+    """Append ``@group`` to each grouped test's id, which is how the xdist controller learns
+    the groups. pytest-xdist 3.8 does it by setting ``item._nodeid``, which pytest 9 no longer
+    reads (the id is ``item._id``), so every group was silently spread over the workers."""
+    from _pytest.nodeid import NodeId
+
+    for item in items:
+        names = {
+            str(mark.args[0] if mark.args else mark.kwargs.get("name", "default"))
+            for mark in item.iter_markers("xdist_group")
+        }
+        if names and hasattr(item, "_id") and "@" not in item.nodeid:
+            item._id = NodeId.parse(f"{item.nodeid}@{'_'.join(sorted(names))}")
 
 
 @pytest.fixture(scope="session")

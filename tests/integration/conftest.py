@@ -44,6 +44,22 @@ def served_run(
         server.kill()
 
 
+def copy_champion(settings: Settings, name: str | None = None) -> str:
+    """Register a copy of the world's champion (MLflow ``copy_model_version``) as a new version
+    of ``name`` (default: the served model itself), so a test gets a version of its own
+    without training one; returns the new version. The champion alias does not move."""
+    from mlflow import MlflowClient
+
+    from pipeline.config import CHAMPION
+
+    client = MlflowClient(settings.tracking_uri, settings.tracking_uri)
+    champion = client.get_model_version_by_alias(settings.model_name, CHAMPION)
+    copied = client.copy_model_version(
+        f"models:/{settings.model_name}/{champion.version}", name or settings.model_name
+    )
+    return str(copied.version)
+
+
 @pytest.fixture(scope="module")
 def served(
     served_run: tuple[Path, date, RestartableRedis],

@@ -13,10 +13,8 @@ from __future__ import annotations
 import os
 import re
 import shutil
-import signal
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from datetime import UTC, timedelta
 from pathlib import Path
@@ -44,6 +42,7 @@ from pipeline.features.declarations import (
 )
 from pipeline.features.online.reader import RedisFeatureReader
 from tests.conftest import Environment, prepare_days, same_value
+from tests.support.processes import http_ok, server_process
 from tests.support.servers import free_port, redis_server
 
 FEAST = str(Path(sys.executable).with_name("feast"))
@@ -224,35 +223,16 @@ def feast_server(materialised: Settings, tmp_path_factory: pytest.TempPathFactor
     """`feast serve` on a free port; yields its base URL."""
     port = free_port()
     log = tmp_path_factory.mktemp("feast-serve") / "serve.log"
-    with log.open("wb") as out:
-        process = subprocess.Popen(
-            [FEAST, "serve", "--host", "127.0.0.1", "--port", str(port), "--workers", "1"],
-            cwd=FEATURE_REPO,
-            env=feast_env(materialised),
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,  # gunicorn's workers are stopped with it
-        )
     url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 300
-        while True:
-            assert process.poll() is None, log.read_text()[-3000:]
-            try:
-                if httpx.get(f"{url}/health", timeout=5).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert time.monotonic() < deadline, log.read_text()[-3000:]
-            time.sleep(0.5)
+    with server_process(
+        [FEAST, "serve", "--host", "127.0.0.1", "--port", str(port), "--workers", "1"],
+        log,
+        ready=http_ok(f"{url}/health", timeout=5),
+        env=feast_env(materialised),
+        cwd=FEATURE_REPO,
+        group=True,  # gunicorn's workers are stopped with it
+    ):
         yield url
-    finally:
-        os.killpg(process.pid, signal.SIGTERM)
-        try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait()
 
 
 def test_feast_serve_answers_fitrecs_values(materialised: Settings, feast_server: str) -> None:

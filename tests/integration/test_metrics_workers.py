@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import subprocess
 import sys
 import threading
 import time
@@ -23,6 +22,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from pipeline.config import CHAMPION, PROJECT_ROOT, Settings
 from pipeline.registry import tracking as registry
 from serving.security import API_KEY_HEADER
+from tests.support.processes import server_process
 from tests.support.servers import free_port
 
 pytestmark = pytest.mark.slow
@@ -47,27 +47,18 @@ def two_workers(prom_dir: Path, log_path: Path) -> Iterator[httpx.Client]:
         "FITREC_API_KEY_HASHES": hashlib.sha256(KEY.encode()).hexdigest(),
         "FITREC_SERVING_POLL_SECONDS": "1",
     }
-    with log_path.open("wb") as log_file:
-        process = subprocess.Popen(
-            command, env=env, cwd=PROJECT_ROOT, stdout=log_file, stderr=subprocess.STDOUT
+    url = f"http://127.0.0.1:{port}"
+    with (
+        server_process(command, log_path, env=env, cwd=PROJECT_ROOT, stop_timeout=60),
+        httpx.Client(base_url=url, headers={API_KEY_HEADER: KEY}, timeout=60) as client,
+    ):
+        # Both workers have loaded the champion once each has its info sample.
+        _until(
+            lambda: len(_info_pids(scrape(client))) == 2,
+            600,
+            lambda: log_path.read_text(errors="replace")[-3000:],
         )
-        url = f"http://127.0.0.1:{port}"
-        try:
-            with httpx.Client(base_url=url, headers={API_KEY_HEADER: KEY}, timeout=60) as client:
-
-                def up() -> bool:
-                    return process.poll() is None and len(_info_pids(scrape(client))) == 2
-
-                # Both workers have loaded the champion once each has its info sample.
-                _until(up, 600, lambda: log_path.read_text(errors="replace")[-3000:])
-                yield client
-        finally:
-            process.terminate()
-            try:
-                process.wait(60)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait(30)
+        yield client
 
 
 def scrape(client: httpx.Client) -> dict:

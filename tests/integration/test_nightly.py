@@ -29,7 +29,6 @@ from pipeline.registry.runs import baseline_runs, file_digest, git_commit
 from serving import NoChampionError, RecommendationRequest, Recommender
 from tests.conftest import Environment
 
-pytestmark = pytest.mark.slow
 FAST = ModelConfig(epochs=3, embedding_dim=16)
 NIGHTLY_FLOW_RUNS: dict[str, object] = {}  # online store -> the fixture's Prefect flow run id
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from pipeline.evaluation.artifacts import (
     CALIBRATION,
     FIGURES,
@@ -16,6 +18,8 @@ from pipeline.evaluation.baselines import Popularity
 from pipeline.model.config import ModelConfig
 from pipeline.registry.retrain import train_candidate
 from tests.conftest import prepare_days
+
+pytestmark = pytest.mark.slow  # trains a (one-epoch) model
 
 
 def test_a_training_run_logs_each_plot_and_its_tables(settings, raw_drops, tmp_path):
