@@ -137,9 +137,9 @@ def _utf8(data: bytes) -> str | None:
 
 def read_json_lines(data: bytes, contract: Contract) -> pl.DataFrame:
     """JSON lines: clean lines through Polars, suspicious ones one by one (see module)."""
-    if _utf8(data) is None or b"\x1f" in data or b"\x00" in data:
+    if b"\x1f" in data or b"\x00" in data:
         return _slow_lines(data, contract)
-    split = _physical_lines(data)
+    split = _physical_lines(data)  # None for bytes that are not UTF-8, as Polars checks them
     if split is None:
         return _slow_lines(data, contract)
     lines, edges = split
@@ -183,8 +183,9 @@ def read_json_lines(data: bytes, contract: Contract) -> pl.DataFrame:
 
 def _physical_lines(data: bytes) -> tuple[pl.DataFrame, bool] | None:
     """The non-blank lines of ``data`` as ``__source`` with their 1-based ``__line``, and
-    whether any has blank edges (None when Polars cannot split them: the slow path reads
-    any bytes)."""
+    whether any has blank edges (None when Polars cannot split them, bytes that are not
+    UTF-8 among them: Polars' reader is strict, so no decoded copy is made to check; the
+    slow path reads any bytes)."""
     try:
         lines = pl.read_csv(
             data,
