@@ -282,12 +282,12 @@ class Recommender:
             # features: without them the answer is a cold start by fault, not by design.
             self.store_health.missing.record(not known)
             degraded = not known
-        session_items, purchased = list(request.session_items), []
-        if state is not None:
-            session_items = [*state.items, *request.session_items]
-            purchased = state.purchased
-        ignored = [i for i in request.session_items if i not in scorer.item_index]
-        session = [i for i in session_items if i in scorer.item_index]
+        known_items = scorer.item_index
+        session = [i for i in state.items if i in known_items] if state is not None else []
+        purchased = state.purchased if state is not None else []
+        ignored: list[str] = []
+        for item in request.session_items:  # one pass: kept for the session, or ignored
+            (session if item in known_items else ignored).append(item)
         cold = not known and not session
         holdout = arm is not None and arm.holdout
         cache_key = (request.k, model.version, id(rules), holdout)
@@ -364,9 +364,10 @@ class Recommender:
 
 
 def _scored(ranked: list[Ranked]) -> list[ScoredItem]:
-    """The ranking's picks as the API's items."""
+    """The ranking's picks as the API's items: built, not validated again (the ranking's
+    fields are typed, rounded and checked where they are made)."""
     return [
-        ScoredItem(
+        ScoredItem.model_construct(
             item_id=r.item_id,
             score=r.score,
             recommended_size=r.recommended_size,
