@@ -9,7 +9,7 @@ export MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR := false
 export PREFECT_HOME ?= $(CURDIR)/var/prefect
 export PREFECT_SERVER_ANALYTICS_ENABLED := false
 
-.PHONY: demo test test-fast lint format bench clean
+.PHONY: demo test test-fast test-quick lint format bench clean
 
 $(BIN)/python:
 	@$(PYTHON) -c 'import sys; assert sys.version_info[:2] in ((3, 11), (3, 12)), "fitrec needs Python 3.11 or 3.12, found " + sys.version.split()[0]'
@@ -37,6 +37,10 @@ test: $(VENV)/.dev
 ## test-fast: unit tests only
 test-fast: $(VENV)/.dev
 	$(BIN)/python -m pytest -m unit
+
+## test-quick: everything that trains no model and runs no flow (unit + the real-server tests)
+test-quick: $(VENV)/.dev
+	$(BIN)/python -m pytest -m "not slow"
 
 ## lint: ruff (rules and format) and mypy as configured in pyproject.toml
 lint: $(VENV)/.dev

@@ -8,18 +8,17 @@ import os
 import shutil
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
 
-import httpx
 import pytest
 
 from flows.deployments import DEPLOYMENTS, TAGS, WORK_POOL
 from pipeline.config import Settings
 from pipeline.data.curated import drops_up_to, partition
+from tests.support.processes import http_ok, log_tail, server_process
 from tests.support.servers import free_port
 
 pytestmark = pytest.mark.slow
@@ -34,29 +33,6 @@ class Server:
     data_dir: Path
 
 
-def _wait_healthy(api: str, process: subprocess.Popen, log: Path, timeout: float = 240) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"prefect server exited: {log.read_text(errors='replace')[-2000:]}")
-        try:
-            if httpx.get(f"{api}/health", timeout=2).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.5)
-    raise RuntimeError(f"prefect server did not answer {api}/health")
-
-
-def _stop(process: subprocess.Popen) -> None:
-    process.terminate()
-    try:
-        process.wait(timeout=30)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait()
-
-
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     """A Prefect server on a free port, its own PREFECT_HOME and a SQLite database."""
@@ -65,8 +41,10 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     port = free_port()
     api = f"http://127.0.0.1:{port}/api"
     log = tmp / "server.log"
-    process = subprocess.Popen(
+    with server_process(
         [*PREFECT, "server", "start", "--host", "127.0.0.1", "--port", str(port)],
+        log,
+        ready=http_ok(f"{api}/health"),
         env={
             **base,
             "PREFECT_HOME": str(tmp / "server-home"),
@@ -75,11 +53,8 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
             "PREFECT_UI_ENABLED": "false",
         },
         cwd=tmp,
-        stdout=log.open("wb"),
-        stderr=subprocess.STDOUT,
-    )
-    try:
-        _wait_healthy(api, process, log)
+        timeout=240,
+    ):
         env = {
             **base,
             "PREFECT_API_URL": api,
@@ -90,8 +65,6 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
             "TF_USE_LEGACY_KERAS": "1",
         }
         yield Server(api, env, tmp / "data")
-    finally:
-        _stop(process)
 
 
 def _prefect(server: Server, *args: str, timeout: float = 600) -> str:
@@ -188,31 +161,27 @@ def test_a_worker_runs_a_deployment_and_watch_returns_completed(deployed, raw_dr
     elsewhere = deployed.data_dir.parent / "worker"
     elsewhere.mkdir()
     log = elsewhere / "worker.log"
-    worker = subprocess.Popen(
+    with server_process(
         [*PREFECT, "worker", "start", "--pool", WORK_POOL, "--type", "process"],
+        log,
         env=deployed.env,
         cwd=elsewhere,
-        stdout=log.open("wb"),
-        stderr=subprocess.STDOUT,
-    )
-    try:
-        out = _prefect(
-            deployed,
-            "deployment",
-            "run",
-            "ingest/ingest",
-            "--param",
-            f"run_date={day.isoformat()}",
-            "--watch",
-            "--watch-timeout",
-            "600",
-            timeout=700,
-        )
-    except AssertionError as exc:
-        worker_log = log.read_text(errors="replace")[-3000:]
-        raise AssertionError(f"{exc}\nworker log:\n{worker_log}") from exc
-    finally:
-        _stop(worker)
+    ):
+        try:
+            out = _prefect(
+                deployed,
+                "deployment",
+                "run",
+                "ingest/ingest",
+                "--param",
+                f"run_date={day.isoformat()}",
+                "--watch",
+                "--watch-timeout",
+                "600",
+                timeout=700,
+            )
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}\nworker log:\n{log_tail(log)}") from exc
     assert "Completed" in out, out[-2000:]
     for table in ("customers", "items", "session_events", "purchases"):
         assert partition(deployed.data_dir / "curated", table, day).exists(), table
