@@ -221,8 +221,7 @@ def _flagged(lines: pl.DataFrame, text: pl.Expr, data: bytes, contract: Contract
     ``__array_<name>`` (that array's text without whitespace).
 
     A check that cannot be true anywhere in the file (no ``\\u`` in it; no line with a key
-    twice: the key's count over all lines equals the lines that hold it, both summed in one
-    parallel pass) is skipped, so a clean file takes no per-line count of every key."""
+    twice, found for all keys in one parallel pass) is not added to the per-line flags."""
     # A json_list column's array of plain strings stays on the fast path: Polars reads the
     # line with the array as null, the column takes the array's text, whitespace removed.
     plain = text
@@ -234,12 +233,11 @@ def _flagged(lines: pl.DataFrame, text: pl.Expr, data: bytes, contract: Contract
     if b"[" in data:
         suspicious |= plain.str.contains("[", literal=True)
     needles = ["{", *(f'"{name}"' for name in contract.names)]
-    counts = lines.select(
-        *[pl.col(SOURCE).str.count_matches(n, literal=True).sum().alias(f"n{n}") for n in needles],
-        *[pl.col(SOURCE).str.contains(n, literal=True).sum().alias(f"h{n}") for n in needles],
+    twice = lines.select(
+        (pl.col(SOURCE).str.count_matches(n, literal=True) > 1).any().alias(n) for n in needles
     ).row(0, named=True)
     for needle in needles:
-        if counts[f"n{needle}"] != counts[f"h{needle}"]:
+        if twice[needle]:
             suspicious |= text.str.count_matches(needle, literal=True) > 1
     return lines.with_columns(
         suspicious.alias("__slow"),
