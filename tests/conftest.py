@@ -73,6 +73,10 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         for fixture, group in SHARED_WORLDS.items():
             if fixture in fixtures and not item.get_closest_marker("xdist_group"):
                 item.add_marker(pytest.mark.xdist_group(group))
+        # An integration module's own (module-scoped) servers and models are built once: the
+        # module stays on one worker. Unit tests spread freely.
+        if "integration" in path.parts and not item.get_closest_marker("xdist_group"):
+            item.add_marker(pytest.mark.xdist_group(f"module-{path.stem}"))
     if config.getoption("loadgroup", False):  # set on xdist workers under --dist loadgroup
         _name_groups(items)
 

@@ -18,7 +18,6 @@ import json
 import os
 import subprocess
 import sys
-import time
 import venv
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -38,6 +37,7 @@ from pipeline.model.scoring import Scorer
 from pipeline.model.training import fit
 from pipeline.registry import environment, tracking
 from tests.conftest import Environment, prepare_days
+from tests.support.processes import http_ok, server_process
 from tests.support.servers import free_port
 
 pytestmark = pytest.mark.slow
@@ -178,34 +178,20 @@ def test_model_served_from_its_own_virtualenv_answers_as_in_process(registered, 
         MLFLOW_TRACKING_URI=registered.settings.tracking_uri,
         PATH=f"{model_venv / 'bin'}{os.pathsep}{os.environ.get('PATH', '')}",
     )
-    with log.open("w") as out:
-        server = subprocess.Popen(
-            [str(model_venv / "bin" / "mlflow"), "models", "serve", "-m", registered.uri]
-            + ["--env-manager", "local", "--host", "127.0.0.1", "--port", str(port)],
-            cwd=model_venv.parent,
-            env=env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-        )
-    try:
-        base = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 300
-        while True:
-            assert server.poll() is None, log.read_text()[-3000:]
-            assert time.monotonic() < deadline, log.read_text()[-3000:]
-            try:
-                if httpx.get(f"{base}/ping", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            time.sleep(1)
+    base = f"http://127.0.0.1:{port}"
+    with server_process(
+        [str(model_venv / "bin" / "mlflow"), "models", "serve", "-m", registered.uri]
+        + ["--env-manager", "local", "--host", "127.0.0.1", "--port", str(port)],
+        log,
+        ready=http_ok(f"{base}/ping"),
+        env=env,
+        cwd=model_venv.parent,
+        interval=1,
+    ):
         body = {"dataframe_split": json.loads(rows.to_json(orient="split")), "params": {"k": 5}}
         answer = httpx.post(f"{base}/invocations", json=body, timeout=120)
         assert answer.status_code == 200, answer.text
         served = answer.json()["predictions"]
-    finally:
-        server.terminate()
-        server.wait(timeout=30)
     assert len(served) == len(expected) == 3
     for got, want in zip(served, expected.to_dict("records"), strict=True):
         assert got["item_ids"] == list(want["item_ids"])

@@ -6,15 +6,14 @@ from __future__ import annotations
 import asyncio
 import os
 import shutil
-import subprocess
 import sys
 import threading
 import time
 import uuid
+from contextlib import ExitStack
 from datetime import date
 from pathlib import Path
 
-import httpx
 import polars as pl
 import pytest
 from mlflow import MlflowClient
@@ -26,6 +25,7 @@ from pipeline.data.ingest import ingest_drop
 from pipeline.features import store
 from pipeline.model.config import ModelConfig
 from tests.conftest import Environment, prepare_days
+from tests.support.processes import http_ok, server_process, wait_until
 from tests.support.servers import (
     RestartableRedis,
     create_database,
@@ -34,9 +34,8 @@ from tests.support.servers import (
     redis_server,
 )
 
-pytestmark = pytest.mark.slow
 ROOT = Path(__file__).parents[2]
-SMALL = ModelConfig(epochs=2, embedding_dim=8)
+SMALL = ModelConfig(epochs=1, embedding_dim=8)  # a champion to keep: any will do
 
 
 def test_materialize_retries_while_redis_is_down_and_succeeds_when_it_returns(
@@ -63,6 +62,7 @@ def test_materialize_retries_while_redis_is_down_and_succeeds_when_it_returns(
         server.kill()
 
 
+@pytest.mark.slow  # runs the nightly flow
 def test_a_failing_training_leaves_the_champion_and_says_why(raw_drops, prefect_harness, tmp_path):
     with Environment(tmp_path / "data") as settings:
         last = prepare_days(settings, raw_drops)
@@ -122,132 +122,103 @@ def test_a_crash_mid_ingest_then_a_rerun_leaves_no_duplicates(raw_drops, tmp_pat
             assert curated.height == counts.curated
 
 
-def _wait_http(url: str, timeout: float = 180) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(url, timeout=2).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.5)
-    raise RuntimeError(f"{url} did not come up")
-
-
-def _process(args: list[str], env: dict[str, str], log: Path) -> subprocess.Popen:
-    return subprocess.Popen(
-        args, env=env, cwd=ROOT, stdout=log.open("wb"), stderr=subprocess.STDOUT
-    )
-
-
+@pytest.mark.slow  # runs the nightly flow
 def test_production_profile_runs_nightly_through_the_deployment(raw_drops, tmp_path):
     """PostgreSQL, a Prefect server and an MLflow server on it, Redis; `fitrec serve-flows`
     registers the scheduled deployment; a run triggered through the Prefect API completes,
     registers a champion in the MLflow server and fills the online store."""
-    processes: list[subprocess.Popen] = []
     suffix = uuid.uuid4().hex[:8]
-    with postgres(tmp_path / "pg") as pg, redis_server(tmp_path / "redis") as redis_url:
+    with (
+        postgres(tmp_path / "pg") as pg,
+        redis_server(tmp_path / "redis") as redis_url,
+        ExitStack() as servers,
+    ):
         prefect_db = create_database(pg, f"fitrec_prefect_{suffix}")
         mlflow_db = create_database(pg, f"fitrec_mlflow_{suffix}")
         prefect_port, mlflow_port = free_port(), free_port()
         api = f"http://127.0.0.1:{prefect_port}/api"
         base = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "FITREC_"))}
-        try:
-            processes.append(
-                _process(
-                    [
-                        sys.executable,
-                        "-m",
-                        "prefect",
-                        "server",
-                        "start",
-                        "--host",
-                        "127.0.0.1",
-                        "--port",
-                        str(prefect_port),
-                    ],
-                    {
-                        **base,
-                        "PREFECT_HOME": str(tmp_path / "prefect-server"),
-                        "PREFECT_SERVER_DATABASE_CONNECTION_URL": prefect_db.replace(
-                            "postgresql://", "postgresql+asyncpg://"
-                        ),
-                        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
-                        "PREFECT_UI_ENABLED": "false",
-                    },
-                    tmp_path / "prefect-server.log",
-                )
+        # Both servers start side by side; each is waited for (and stopped) by the stack.
+        prefect_server = [
+            *(sys.executable, "-m", "prefect", "server", "start"),
+            *("--host", "127.0.0.1", "--port", str(prefect_port)),
+        ]
+        prefect_env = {
+            **base,
+            "PREFECT_HOME": str(tmp_path / "prefect-server"),
+            "PREFECT_SERVER_DATABASE_CONNECTION_URL": prefect_db.replace(
+                "postgresql://", "postgresql+asyncpg://"
+            ),
+            "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+            "PREFECT_UI_ENABLED": "false",
+        }
+        mlflow_server = [
+            *(sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1"),
+            *("--port", str(mlflow_port), "--workers", "1"),
+            "--backend-store-uri",
+            mlflow_db.replace("postgresql://", "postgresql+psycopg2://"),
+            "--artifacts-destination",
+            (tmp_path / "artifacts").as_uri(),
+        ]
+        mlflow = servers.enter_context(
+            server_process(mlflow_server, tmp_path / "mlflow-server.log", env=base, cwd=ROOT)
+        )
+        servers.enter_context(
+            server_process(
+                prefect_server,
+                tmp_path / "prefect-server.log",
+                ready=http_ok(f"{api}/health"),
+                env=prefect_env,
+                cwd=ROOT,
+                timeout=180,
             )
-            processes.append(
-                _process(
-                    [
-                        sys.executable,
-                        "-m",
-                        "mlflow",
-                        "server",
-                        "--host",
-                        "127.0.0.1",
-                        "--port",
-                        str(mlflow_port),
-                        "--workers",
-                        "1",
-                        "--backend-store-uri",
-                        mlflow_db.replace("postgresql://", "postgresql+psycopg2://"),
-                        "--artifacts-destination",
-                        (tmp_path / "artifacts").as_uri(),
-                    ],
-                    base,
-                    tmp_path / "mlflow-server.log",
-                )
+        )
+        wait_until(
+            http_ok(f"http://127.0.0.1:{mlflow_port}/health"),
+            mlflow,
+            tmp_path / "mlflow-server.log",
+            timeout=180,
+            what="mlflow server",
+        )
+        data = tmp_path / "data"
+        shutil.copytree(raw_drops, data / "raw")
+        env = {
+            **base,
+            "FITREC_PROFILE": "production",
+            "FITREC_PSEUDONYM_KEY": "orchestration-test-secret",  # production requires one
+            "FITREC_DATA_DIR": str(data),
+            "FITREC_PREFECT_API_URL": api,
+            "FITREC_MLFLOW_SERVER_URL": f"http://127.0.0.1:{mlflow_port}",
+            "FITREC_PRODUCTION_REDIS_URL": redis_url,
+            "FITREC_SCHEDULE_TIMEZONE": "Europe/Paris",
+            "PREFECT_HOME": str(tmp_path / "prefect-client"),
+            "PREFECT_API_URL": api,
+            "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false",
+        }
+        servers.enter_context(
+            server_process(
+                [sys.executable, "-m", "flows.cli", "serve-flows"],
+                tmp_path / "serve-flows.log",
+                env=env,
+                cwd=ROOT,
             )
-            _wait_http(f"{api}/health")
-            _wait_http(f"http://127.0.0.1:{mlflow_port}/health")
-            data = tmp_path / "data"
-            shutil.copytree(raw_drops, data / "raw")
-            env = {
-                **base,
-                "FITREC_PROFILE": "production",
-                "FITREC_PSEUDONYM_KEY": "orchestration-test-secret",  # production requires one
-                "FITREC_DATA_DIR": str(data),
-                "FITREC_PREFECT_API_URL": api,
-                "FITREC_MLFLOW_SERVER_URL": f"http://127.0.0.1:{mlflow_port}",
-                "FITREC_PRODUCTION_REDIS_URL": redis_url,
-                "FITREC_SCHEDULE_TIMEZONE": "Europe/Paris",
-                "PREFECT_HOME": str(tmp_path / "prefect-client"),
-                "PREFECT_API_URL": api,
-                "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false",
-            }
-            processes.append(
-                _process(
-                    [sys.executable, "-m", "flows.cli", "serve-flows"],
-                    env,
-                    tmp_path / "serve-flows.log",
-                )
+        )
+        run_date = drops_up_to(data / "raw", date.max)[-1][0]
+        state, deployment = asyncio.run(_trigger_nightly(api, run_date))
+        log = (tmp_path / "serve-flows.log").read_text(errors="replace")
+        assert state == "COMPLETED", log[-3000:]
+        assert deployment["cron"] == "0 2 * * *"
+        assert deployment["timezone"] == "Europe/Paris"
+        # The model is in the MLflow server (on PostgreSQL), the features in Redis.
+        client = MlflowClient(f"http://127.0.0.1:{mlflow_port}")
+        model = client.get_registered_model("fitrec-recommender")
+        assert CHAMPION in model.aliases
+        with Environment(data, redis_url) as local:
+            customers = pl.read_parquet(data / "features" / "customer_features.parquet")
+            online = store.read_customer_features(
+                store.feature_store(local), customers["customer_id"].head(5).to_list()
             )
-            run_date = drops_up_to(data / "raw", date.max)[-1][0]
-            state, deployment = asyncio.run(_trigger_nightly(api, run_date))
-            log = (tmp_path / "serve-flows.log").read_text(errors="replace")
-            assert state == "COMPLETED", log[-3000:]
-            assert deployment["cron"] == "0 2 * * *"
-            assert deployment["timezone"] == "Europe/Paris"
-            # The model is in the MLflow server (on PostgreSQL), the features in Redis.
-            client = MlflowClient(f"http://127.0.0.1:{mlflow_port}")
-            model = client.get_registered_model("fitrec-recommender")
-            assert CHAMPION in model.aliases
-            with Environment(data, redis_url) as local:
-                customers = pl.read_parquet(data / "features" / "customer_features.parquet")
-                online = store.read_customer_features(
-                    store.feature_store(local), customers["customer_id"].head(5).to_list()
-                )
-                assert all(row["has_body"] is not None for row in online)
-        finally:
-            for process in processes:
-                process.terminate()
-            for process in processes:
-                try:
-                    process.wait(timeout=30)
-                except subprocess.TimeoutExpired:
-                    process.kill()
+            assert all(row["has_body"] is not None for row in online)
 
 
 async def _trigger_nightly(api: str, run_date: date) -> tuple[str, dict]:
@@ -267,7 +238,7 @@ async def _trigger_nightly(api: str, run_date: date) -> tuple[str, dict]:
             deployment.id,
             parameters={
                 "run_date": run_date.isoformat(),
-                "cfg": {"epochs": 2, "embedding_dim": 8},
+                "cfg": {"epochs": 1, "embedding_dim": 8},
             },
         )
         while time.monotonic() < deadline + 600:

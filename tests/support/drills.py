@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import subprocess
 import sys
 import threading
 import time
@@ -28,6 +27,7 @@ import httpx
 
 from pipeline.config import PROJECT_ROOT, Settings
 from serving.security import API_KEY_HEADER
+from tests.support.processes import http_ok, server_process
 from tests.support.servers import free_port
 
 
@@ -161,55 +161,43 @@ def kill9_drill(
     url = f"http://127.0.0.1:{port}"
     accepted: list[str] = []
     lock = threading.Lock()
-    with log_path.open("wb") as log_file:
-        process = subprocess.Popen(
-            command, env=full_env, cwd=PROJECT_ROOT, stdout=log_file, stderr=subprocess.STDOUT
-        )
-        try:
-            deadline = time.monotonic() + 600  # loading TensorFlow and the model on a busy box
-            while True:
-                try:
-                    if httpx.get(url + "/health", timeout=10).status_code == 200:
-                        break
-                except httpx.HTTPError:
-                    pass
-                if process.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError(
-                        "serving did not start: " + log_path.read_text(errors="replace")[-3000:]
-                    )
-                time.sleep(0.5)
+    with server_process(
+        command,
+        log_path,
+        ready=http_ok(url + "/health", timeout=10),
+        env=full_env,
+        cwd=PROJECT_ROOT,
+        timeout=600,  # loading TensorFlow and the model on a busy box
+    ) as process:
 
-            def load(worker: int) -> None:
-                with httpx.Client(base_url=url, headers={API_KEY_HEADER: key}, timeout=30) as c:
-                    for n in range(1_000_000):
-                        event_id = f"kill9-{worker}-{n}"
-                        body = {
-                            "event_id": event_id,
-                            "session_id": f"k9-{worker}-{n % 7}",
-                            "event_type": "view",
-                            "item_id": "I000007",
-                        }
-                        try:
-                            answer = c.post("/events", json=body)
-                        except httpx.HTTPError:
-                            return  # the server is gone
-                        if answer.status_code == 200 and answer.json()["accepted"]:
-                            with lock:
-                                accepted.append(event_id)
+        def load(worker: int) -> None:
+            with httpx.Client(base_url=url, headers={API_KEY_HEADER: key}, timeout=30) as c:
+                for n in range(1_000_000):
+                    event_id = f"kill9-{worker}-{n}"
+                    body = {
+                        "event_id": event_id,
+                        "session_id": f"k9-{worker}-{n % 7}",
+                        "event_type": "view",
+                        "item_id": "I000007",
+                    }
+                    try:
+                        answer = c.post("/events", json=body)
+                    except httpx.HTTPError:
+                        return  # the server is gone
+                    if answer.status_code == 200 and answer.json()["accepted"]:
+                        with lock:
+                            accepted.append(event_id)
 
-            threads = [threading.Thread(target=load, args=(w,)) for w in range(clients)]
-            for thread in threads:
-                thread.start()
-            deadline = time.monotonic() + 300
-            while len(accepted) < target and time.monotonic() < deadline:
-                time.sleep(0.01)
-            process.send_signal(signal.SIGKILL)  # mid-load: requests are in flight
-            process.wait(60)
-            for thread in threads:
-                thread.join(120)
-        finally:
-            if process.poll() is None:
-                process.kill()
+        threads = [threading.Thread(target=load, args=(w,)) for w in range(clients)]
+        for thread in threads:
+            thread.start()
+        deadline = time.monotonic() + 300
+        while len(accepted) < target and time.monotonic() < deadline:
+            time.sleep(0.01)
+        process.send_signal(signal.SIGKILL)  # mid-load: requests are in flight
+        process.wait(60)
+        for thread in threads:
+            thread.join(120)
     logged = set()
     for path in events_dir.rglob("*.jsonl"):
         for line in path.read_bytes().splitlines():
