@@ -25,7 +25,7 @@ DEFAULT_DATA_DIR = (
     PROJECT_ROOT / "var" if (PROJECT_ROOT / "pyproject.toml").exists() else Path("var")
 )
 MODEL_NAME = "fitrec-recommender"
-# The ranking metrics the evaluation reports (pipeline.evaluation.metrics), in MLflow spelling.
+# The ranking metrics the evaluation reports (pipeline.model.metrics), in MLflow spelling.
 PROMOTION_METRIC = re.compile(r"(recall|ndcg|hr|mrr)_at_(10|20|50)|map_at_12")
 CHAMPION = "champion"
 CHALLENGER = "challenger"

@@ -40,9 +40,9 @@ from pydantic import (
 from pipeline.config import Settings
 from pipeline.data.contracts import OUTCOME_TYPES, RECOMMENDATION_ID, RETURN_REASONS
 from pipeline.features.declarations import SESSION_PUSH, SESSION_TTL, TIMESTAMP
-from pipeline.features.online.connection import RedisTarget
 from pipeline.features.session import SessionState, apply_event
 from pipeline.privacy import key_id, pseudonymise
+from pipeline.redis_url import RedisTarget
 from serving.breaker import Breaker, BreakerOpen
 from serving.metrics import EventMetrics
 from serving.schemas import json_integer

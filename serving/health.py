@@ -86,7 +86,7 @@ class StoreHealth:
         self.metrics = StoreMetrics((REDIS_UNREACHABLE, STORE_EMPTY, FEATURES_MISSING))
         self._client: Any = None
         if settings.redis_url:
-            from pipeline.features.online.connection import RedisTarget
+            from pipeline.redis_url import RedisTarget
 
             # One small read, off the event loop, never longer than HEALTH_TIMEOUT_MAX: a
             # frozen Redis must not make /health wait as long as a page view may.

@@ -1,8 +1,7 @@
 """Connections borrowed from a redis-py client for pipelined bulk traffic.
 
 The Redis URL itself is parsed by :mod:`pipeline.redis_url` (below the settings and every
-layer that reads it); its names are re-exported here for the callers that import them
-from the online store.
+layer that reads it); import its names from there.
 """
 
 from __future__ import annotations
@@ -15,28 +14,7 @@ from redis.cluster import RedisCluster
 from redis.connection import Connection
 from redis.exceptions import ConnectionError as RedisConnectionError
 
-from pipeline.redis_url import (
-    CERT_REQS,
-    CLUSTER_SCHEMES,
-    FEAST_STORE_TYPE,
-    SCHEMES,
-    SECRET_OPTIONS,
-    RedisClient,
-    RedisTarget,
-    feast_connection_target,
-)
-
-__all__ = [
-    "CERT_REQS",
-    "CLUSTER_SCHEMES",
-    "FEAST_STORE_TYPE",
-    "SCHEMES",
-    "SECRET_OPTIONS",
-    "NodeConnections",
-    "RedisClient",
-    "RedisTarget",
-    "feast_connection_target",
-]
+from pipeline.redis_url import RedisClient
 
 
 class NodeConnections:

@@ -45,7 +45,7 @@ from redis.retry import Retry
 
 from pipeline.features.online import replies
 from pipeline.features.online.bytematrix import I64, payload_bytes
-from pipeline.features.online.connection import NodeConnections, feast_connection_target
+from pipeline.features.online.connection import NodeConnections
 from pipeline.features.online.encoding import epoch_micros, hmget_ts_commands, hset_commands
 from pipeline.features.online.keys import key_arrays
 from pipeline.features.online.layout import (
@@ -54,6 +54,7 @@ from pipeline.features.online.layout import (
     online_config,
     view_spec,
 )
+from pipeline.redis_url import feast_connection_target
 
 logger = logging.getLogger(__name__)
 
