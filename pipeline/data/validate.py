@@ -154,7 +154,7 @@ def _references(frame: pl.DataFrame, contract: Contract, known: Known):
         keys = known.of(target)
         name = f"unknown_{target.removesuffix('s')}"
         checks.append(
-            (pl.col(column).is_not_null() & ~pl.col(column).is_in(keys[target_key]), name)
+            (pl.col(column).is_not_null() & ~pl.col(column).is_in(keys[target_key].implode()), name)
         )
         if start and contract.timestamp:
             # Only the key column is joined: the frame (raw text and all) is not copied.
