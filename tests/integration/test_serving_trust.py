@@ -242,9 +242,10 @@ def test_serving_can_be_stalled(served, recommender, tmp_path):
                 # No Redis call for (nearly) all of them: at most one probe per cool-down.
                 assert rec.breaker.short_circuited - before >= 150
                 metrics = client.get("/metrics").text
+                breaker_lines = [line for line in metrics.splitlines() if "breaker" in line]
                 assert "fitrec_redis_breaker_state 2.0" in metrics or (
                     "fitrec_redis_breaker_state 1.0" in metrics
-                )
+                ), breaker_lines
                 print(
                     f"frozen redis, breaker open: p50={percentile(latencies, 0.5) * 1e3:.2f} ms "
                     f"p99={percentile(latencies, 0.99) * 1e3:.2f} ms over {len(latencies)}"
