@@ -107,7 +107,7 @@ def _clean_env(**extra: str) -> dict[str, str]:
 def _offline_install(python: Path, requirements: Path, wheels: Path) -> subprocess.CompletedProcess:
     return subprocess.run(
         [str(python), "-m", "pip", "install", "--no-index", "--find-links", str(wheels)]
-        + ["--disable-pip-version-check", "-q", "-r", str(requirements)],
+        + ["--disable-pip-version-check", "--no-compile", "-q", "-r", str(requirements)],
         cwd=requirements.parent,
         # No pip configuration: neither the machine's indexes nor its find-links.
         env=_clean_env(PIP_CONFIG_FILE=os.devnull),
