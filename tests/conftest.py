@@ -21,6 +21,10 @@ for _name in (
 ):
     os.environ.setdefault(_name, "1")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+# prometheus_client's mode as the suite was started (see serving.metrics); importing Feast sets
+# the variable in this process when unset, and xdist's workers inherit this environment.
+_MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
+_MULTIPROC_AT_START = os.environ.get(_MULTIPROC_ENV)
 
 import pytest  # noqa: E402
 from hypothesis import HealthCheck  # noqa: E402
@@ -54,6 +58,20 @@ SHARED_WORLDS = {"served_run": "served-world"}
 TRAINING_FIXTURES = {"served_run", "nightly_run"}
 
 SMALL = {"customers": 1000, "days": 7, "seed": 11, "dirty": 0.01}
+
+
+@pytest.hookimpl(tryfirst=True)  # before xdist's (trylast) hook starts the workers
+def pytest_sessionstart(session: pytest.Session) -> None:
+    """Start the xdist workers in the environment the suite was started with. The conftest
+    files of the paths on the command line are imported first, here in the controller;
+    when one imports Feast (tests/integration's does), Feast sets PROMETHEUS_MULTIPROC_DIR
+    to a directory of its own, and every worker would then import prometheus_client in
+    multiprocess mode: /metrics of an app in a test would read files its gauges are not in
+    (``pytest tests/unit/data tests/integration/test_serving_trust.py`` failed that way)."""
+    if _MULTIPROC_AT_START is None:
+        os.environ.pop(_MULTIPROC_ENV, None)
+    else:
+        os.environ[_MULTIPROC_ENV] = _MULTIPROC_AT_START
 
 
 @pytest.hookimpl(tryfirst=True)  # before xdist's own hook reads the groups
