@@ -185,9 +185,27 @@ class FitTable:
         self.rows_of = [order[bounds[i] : bounds[i + 1]] for i in range(len(item_ids))]
 
     def rows(self, items: np.ndarray) -> np.ndarray:
-        """Row indices of every size of the given catalogue items."""
+        """Row indices of every size of the given catalogue items (item by item, in order)."""
         parts = [self.rows_of[i] for i in items]
         return np.concatenate(parts) if parts else np.zeros(0, np.int64)
+
+    def best_sizes(
+        self, item_ids: list[str], items: np.ndarray, fits: np.ndarray
+    ) -> dict[str, tuple[str, float]]:
+        """For each of ``items`` (catalogue indices; ``item_ids`` their ids) with a size
+        chart, the size most likely to fit and that probability, given P(fits) of each of
+        :meth:`rows` ``(items)`` in order; on a tie the first such row wins."""
+        p, sizes = fits.tolist(), self.sizes
+        out: dict[str, tuple[str, float]] = {}
+        start = 0
+        for item_id, item in zip(item_ids, items.tolist(), strict=True):
+            rows = self.rows_of[item]
+            n = len(rows)
+            if n:
+                best = max(range(start, start + n), key=p.__getitem__)  # the first of equals
+                out[item_id] = (str(sizes[rows[best - start]]), p[best])
+                start += n
+        return out
 
     def _body(self, customer: dict[str, float | None], rows: np.ndarray) -> dict[str, np.ndarray]:
         """:func:`fit_match`'s estimate and spread for one customer, item side precomputed."""
@@ -233,30 +251,3 @@ class FitTable:
             np.full(n, value("tryon_small_rate")),
             np.full(n, value("tryon_large_rate")),
         )
-
-
-def best_size_per_item(
-    items: np.ndarray, sizes: np.ndarray, fits: np.ndarray
-) -> dict[str, tuple[str, float]]:
-    """For each item, the size most likely to fit and that probability.
-
-    Args:
-        items: The item id of each (item, size) row.
-        sizes: The size label of each row.
-        fits: P(fits) of each row.
-
-    Returns:
-        ``{item id: (size, probability)}``; on a tie the first such row wins.
-    """
-    items = np.asarray(items, dtype=object)
-    # Sort by item, then by descending probability; a stable sort keeps row order on ties.
-    order = np.lexsort((-np.asarray(fits, np.float64), items))
-    first = np.ones(order.size, dtype=bool)
-    first[1:] = items[order[1:]] != items[order[:-1]]
-    chosen = order[first]
-    return {
-        item: (str(size), float(p))
-        for item, size, p in zip(
-            items[chosen].tolist(), sizes[chosen].tolist(), fits[chosen].tolist(), strict=True
-        )
-    }

@@ -206,17 +206,18 @@ class FastModel:
         else:
             x = item_vectors @ self.gru_kernel + self.gru_bias[0] + self.event_projection[events]
         h = np.zeros(d, np.float32)
-        out = h
         states = np.zeros((len(idx), d), np.float32)
-        for t in range(len(idx)):
+        recurrent, recurrent_bias = self.gru_recurrent, self.gru_bias[1]
+        # Leading padding leaves the state at zero: start at the first real step. Masked
+        # steps repeat the previous output. The update and reset gates in one sigmoid.
+        for t in range(int(mask.argmax()) if mask.any() else len(idx), len(idx)):
             if mask[t]:
-                r_h = h @ self.gru_recurrent + self.gru_bias[1]
-                z = _sigmoid(x[t, :d] + r_h[:d])
-                r = _sigmoid(x[t, d : 2 * d] + r_h[d : 2 * d])
-                candidate = np.tanh(x[t, 2 * d :] + r * r_h[2 * d :])
+                r_h = h @ recurrent + recurrent_bias
+                gates = _sigmoid(x[t, : 2 * d] + r_h[: 2 * d])
+                z = gates[:d]
+                candidate = np.tanh(x[t, 2 * d :] + gates[d:] * r_h[2 * d :])
                 h = z * h + (1.0 - z) * candidate
-                out = h
-            states[t] = out  # masked steps repeat the previous output (zeros at the start)
+            states[t] = h
         last_state = states[-1]
         weights = self.attend_score(
             _sigmoid(self.attend_state(states) + self.attend_last(last_state[None]))
@@ -237,8 +238,19 @@ class FastModel:
         vector, when already known)."""
         if session is None:
             session = self.session_vector(idx, events)
-        x = np.concatenate([who, session]).astype(np.float32)[None]
-        return self.out(np.concatenate([x, self.hidden(x)], axis=1))[0]
+        return self.queries(who, [session])[0]
+
+    def queries(self, who: np.ndarray, sessions: list[np.ndarray]) -> np.ndarray:
+        """One query vector per session vector, for the same customer vector (one pass)."""
+        x = np.stack([np.concatenate([who, s]) for s in sessions]).astype(np.float32)
+        return self.out(np.concatenate([x, self.hidden(x)], axis=1))
+
+    def no_session(self, length: int) -> np.ndarray:
+        """The session vector of ``length`` padding steps (a constant: encoded once)."""
+        if self._no_session is None or len(self._no_session[0]) != length:
+            empty = np.zeros(length, np.intp)
+            self._no_session = (empty, self.session_vector(empty, empty))
+        return self._no_session[1]
 
     def memory_scores(self, idx: np.ndarray) -> np.ndarray:
         m, length = self.memory, len(idx)
@@ -271,12 +283,19 @@ class FastModel:
         candidates: int,
     ) -> dict[str, np.ndarray]:
         """What the ``serve`` signature returns, for one query, plus the customer vector
-        (``customer``, for :meth:`fit` on the same request) and, for full-softmax bundles,
-        the transition memory's scores (``memory``, for :meth:`score_parts`)."""
+        (``customer``, for :meth:`fit` on the same request), the query without the session
+        (``alone``) and, for full-softmax bundles, the transition memory's scores
+        (``memory``); both for :meth:`score_parts` on the same request."""
         idx = self.items.lookup(session_items)
         events = self.events.lookup(session_events)
         who = self.customer_vector(customer_id, features)
-        query = self.query(who, idx, events)
+        session = self.session_vector(idx, events)
+        # With a session, the customer's query without it too (for score_parts), in the
+        # same pass; without one they are the same.
+        if idx.any():
+            query, alone = self.queries(who, [session, self.no_session(len(idx))])
+        else:
+            query = alone = self.queries(who, [session])[0]
         if self.full:
             neural = self.item_matrix @ query + self.item_bias
             memory = self.memory_scores(idx)
@@ -287,15 +306,16 @@ class FastModel:
         n = min(candidates, self.n_items)
         part = np.argpartition(-scores, n - 1)[:n] if n < self.n_items else np.arange(n)
         top = part[np.lexsort((part, -scores[part]))]  # top_k's order: ties by index
-        logits = self.rank(query, self.item_raw[top])
+        heads = _sigmoid(self.rank(query, self.item_raw[top]))
         extra = {"memory": memory} if self.full else {}  # for score_parts on the same request
         return {
             **extra,
             "query": query[None],
+            "alone": alone[None],
             "indices": top.astype(np.int32),
             "scores": scores[top],
-            "purchase": _sigmoid(logits[:, 0]),
-            "keep": _sigmoid(logits[:, 1]),
+            "purchase": heads[:, 0],
+            "keep": heads[:, 1],
             "customer": who,
         }
 
@@ -306,6 +326,7 @@ class FastModel:
         session_items: list[str],
         indices: np.ndarray,
         memory: np.ndarray | None = None,
+        alone: np.ndarray | None = None,
     ) -> dict[str, np.ndarray]:
         """How far each part of :meth:`serve`'s score lifts items above the catalogue average.
 
@@ -320,20 +341,14 @@ class FastModel:
             session_items: The same padded session :meth:`serve` saw.
             indices: Catalogue indices to explain (the picks: only they are computed).
             memory: The transition memory's scores :meth:`serve` returned, if it did.
+            alone: The query without the session :meth:`serve` returned (``alone[0]``).
 
         Returns:
             One array per part, aligned with ``indices``.
         """
         idx = self.items.lookup(session_items)
-        if idx.any():
-            if self._no_session is None or len(self._no_session[0]) != len(idx):
-                # All padding encodes to a constant: encode it once per session length.
-                empty = np.zeros_like(idx)
-                self._no_session = (empty, self.session_vector(empty, empty))
-            empty, vector = self._no_session
-            alone = self.query(who, empty, empty, vector)
-        else:
-            alone = query
+        if alone is None:
+            alone = self.queries(who, [self.no_session(len(idx))])[0] if idx.any() else query
         if self.full:
             scale = self.neural_scale
         else:  # cosine retrieval: the query is normalised, nothing else is added

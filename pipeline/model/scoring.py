@@ -15,7 +15,7 @@ import numpy as np
 import polars as pl
 
 from pipeline.features.declarations import ITEM_ENTITY
-from pipeline.features.garment_fit import FitTable, best_size_per_item
+from pipeline.features.garment_fit import FitTable
 from pipeline.model import fastpath
 from pipeline.model.config import FIT_CLASSES, PAD
 from pipeline.tfenv import tf
@@ -175,6 +175,7 @@ class Scorer:
             sessions[0].tolist(),
             indices,
             served.get("memory"),
+            served["alone"][0] if "alone" in served else None,
         )
 
     def memory_anchors(self, sessions: np.ndarray, indices: np.ndarray) -> list[str | None]:
@@ -272,8 +273,5 @@ class Scorer:
                 candidates,
                 fit_features,
             )
-        fits = probabilities[:, FIT_CLASSES.index("fits")]
-        owners = self.fit_table.item_index[rows]
-        return best_size_per_item(
-            self.item_ids[owners], self.fit_table.sizes[rows], fits.astype(np.float64)
-        )
+        fits = probabilities[:, FIT_CLASSES.index("fits")].astype(np.float64)
+        return self.fit_table.best_sizes(item_ids, items, fits)

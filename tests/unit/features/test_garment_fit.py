@@ -103,16 +103,25 @@ def test_fit_table_equals_fit_inputs():
         np.testing.assert_allclose(table.inputs(who, rows), fit_inputs(frame), rtol=1e-6)
 
 
-def test_best_size_per_item_takes_the_most_likely_size_first_on_ties():
-    from pipeline.features.garment_fit import best_size_per_item
+def test_best_sizes_take_the_most_likely_size_first_on_ties():
+    import polars as pl
+
+    from pipeline.features.garment_fit import FitTable
 
     rng = np.random.default_rng(4)
-    items = rng.choice(["a", "b", "c", "d"], 60).astype(object)
-    sizes = rng.choice(["XS", "S", "M", "L"], 60).astype(object)
-    fits = rng.choice([0.1, 0.5, 0.7, 0.9], 60)  # many ties
+    ids = ["a", "b", "c", "d", "e"]  # "e" has no size chart
+    owners = rng.choice(ids[:4], 60)
+    sizes = pl.DataFrame({"item_id": owners, "size": rng.choice(["XS", "S", "M", "L"], 60)})
+    items = pl.DataFrame({"item_id": ids, "category": ["dress"] * 5, "fit_skew": [0.0] * 5})
+    table = FitTable(items, sizes, ids)
+    asked = np.array([3, 4, 0, 2, 1])  # in any order, one without sizes
+    rows = table.rows(asked)
+    fits = rng.choice([0.1, 0.5, 0.7, 0.9], len(rows))  # many ties
     expected: dict[str, tuple[str, float]] = {}
-    for item, size, p in zip(items, sizes, fits, strict=True):
-        if item not in expected or p > expected[item][1]:
-            expected[item] = (size, p)
-    assert best_size_per_item(items, sizes, fits) == expected
-    assert best_size_per_item(items[:0], sizes[:0], fits[:0]) == {}
+    for row, p in zip(rows.tolist(), fits.tolist(), strict=True):
+        item = ids[table.item_index[row]]
+        if item not in expected or p > expected[item][1]:  # the first of equals stays
+            expected[item] = (str(table.sizes[row]), p)
+    got = table.best_sizes([ids[i] for i in asked], asked, fits)
+    assert got == expected and "e" not in got
+    assert table.best_sizes([], np.zeros(0, np.int64), np.zeros(0)) == {}
