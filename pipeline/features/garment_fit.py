@@ -102,6 +102,9 @@ FIT_INPUTS = (
 )
 
 
+_AT = {name: i for i, name in enumerate(FIT_INPUTS)}
+
+
 def fit_inputs(frame: pl.DataFrame) -> np.ndarray:
     """The fit head's inputs, one row per (customer, item, size) row of ``frame``.
 
@@ -177,8 +180,12 @@ class FitTable:
         self.sizes = rows.get_column("size").to_numpy().astype(object)
         self.size_value = rows.select(size_value(pl.col("size"))).to_series().to_numpy()
         self.size_value = self.size_value.astype(np.float64)
-        self.category = rows.get_column("category").fill_null("").to_numpy().astype(object)
+        category = rows.get_column("category").fill_null("").to_list()
+        # Apparel categories by their position in APPAREL; -1 for the rest (no size history).
+        apparel = {c: i for i, c in enumerate(APPAREL)}
+        self.category_code = np.array([apparel.get(c, -1) for c in category], np.int64)
         self.columns = {c: _column(rows, c, rows.height) for c in (*attributes, "fit_skew")}
+        self.columns.setdefault("sizing_bias", np.full(rows.height, np.nan))
         self.chart_lo, self.chart_step = _chart(self.columns, rows.height)  # once, not per request
         order = np.argsort(self.item_index, kind="stable")
         bounds = np.searchsorted(self.item_index[order], np.arange(len(item_ids) + 1))
@@ -226,28 +233,35 @@ class FitTable:
         }
 
     def inputs(self, customer: dict[str, float | None], rows: np.ndarray) -> np.ndarray:
-        """The fit head's inputs for one customer and the given rows."""
+        """The fit head's inputs for one customer and the given rows (as :func:`_assemble`
+        builds them, written column by column into one matrix)."""
         n = len(rows)
+        get = customer.get
 
         def value(name: str) -> float:
-            v = customer.get(name)
+            v = get(name)
             return np.nan if v is None else float(v)
 
         size = self.size_value[rows]
         overall = value("fit_size_rank")
         history = np.full(n, overall if overall >= 0 else np.nan)
-        categories = self.category[rows]
-        for category in set(categories.tolist()) & set(APPAREL):
-            own = value(f"fit_size_{category}")
-            if own >= 0:
-                history[categories == category] = own
-        nan = np.full(n, np.nan)
-        return _assemble(
-            size,
-            history,
-            self._body(customer, rows),
-            self.columns["sizing_bias"][rows] if "sizing_bias" in self.columns else nan,
-            self.columns["fit_skew"][rows],
-            np.full(n, value("tryon_small_rate")),
-            np.full(n, value("tryon_large_rate")),
-        )
+        codes = self.category_code[rows]
+        for code in set(codes.tolist()):
+            if code >= 0:
+                own = value(f"fit_size_{APPAREL[code]}")
+                if own >= 0:
+                    history[codes == code] = own
+        body = self._body(customer, rows)
+        estimate = body["fit_rank_estimate"].astype(np.float64)
+        out = np.empty((n, len(FIT_INPUTS)), np.float32)
+        out[:, _AT["size_value"]] = size
+        out[:, _AT["size_vs_history"]] = size - history
+        out[:, _AT["has_history"]] = ~np.isnan(history)
+        out[:, _AT["size_vs_body"]] = size - estimate
+        out[:, _AT["has_body_estimate"]] = ~np.isnan(estimate)
+        out[:, _AT["body_spread"]] = body["fit_spread"]
+        out[:, _AT["sizing_bias"]] = self.columns["sizing_bias"][rows]
+        out[:, _AT["fit_skew"]] = self.columns["fit_skew"][rows]
+        out[:, _AT["tryon_small_rate"]] = value("tryon_small_rate")
+        out[:, _AT["tryon_large_rate"]] = value("tryon_large_rate")
+        return np.nan_to_num(out, nan=0.0, copy=False)

@@ -399,12 +399,16 @@ class FastModel:
         return np.where(per.max(axis=1) > 0, seen[best] - 2, -1)
 
     def rank(self, query: np.ndarray, candidates: np.ndarray) -> np.ndarray:
-        """Logits of purchase and keep for one query against candidate vectors."""
+        """Logits of purchase and keep for one query against candidate vectors.
+
+        The hidden layer sees ``[query, candidate, candidate * query]``; the last two parts
+        are linear in the candidate, so they are one product with the kernel's candidate
+        rows plus its interaction rows scaled by the query."""
         d = len(query)
         k = self.rank_hidden.kernel
-        hidden = query @ k[:d] + candidates @ k[d : 2 * d] + (candidates * query) @ k[2 * d :]
-        hidden += self.rank_hidden.bias
-        return self.rank_out(np.maximum(hidden, 0.0))
+        hidden = candidates @ (k[d : 2 * d] + query[:, None] * k[2 * d :])
+        hidden += query @ k[:d] + self.rank_hidden.bias
+        return self.rank_out(np.maximum(hidden, 0.0, out=hidden))
 
     def fit(
         self,
