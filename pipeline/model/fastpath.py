@@ -109,7 +109,10 @@ def export(
 
 
 def _sigmoid(x: np.ndarray) -> np.ndarray:
-    return 1.0 / (1.0 + np.exp(-x))
+    """1 / (1 + exp(-x)), in place on one temporary (the same values)."""
+    t = np.exp(-x)
+    t += 1.0
+    return np.reciprocal(t, out=t)
 
 
 class _Dense:
