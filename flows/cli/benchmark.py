@@ -20,6 +20,7 @@ def _benchmark(
     test: Path | None,
     log_to_mlflow: bool,
     split_at: datetime | None = None,
+    test_until: datetime | None = None,
 ) -> None:
     import dataclasses
     import tempfile
@@ -28,7 +29,9 @@ def _benchmark(
 
     if test is not None and split_at is not None:
         raise typer.BadParameter("--split-at cuts one file; with --test the files are the split")
-    spec = dataclasses.replace(benchmark.SPECS[dataset], split_at=split_at)
+    if test is not None and test_until is not None:
+        raise typer.BadParameter("--test-until cuts one file; a given test file is used whole")
+    spec = dataclasses.replace(benchmark.SPECS[dataset], split_at=split_at, test_until=test_until)
     with tempfile.TemporaryDirectory(prefix=f"fitrec-{dataset}-") as workdir:
         try:
             result = benchmark.run(
@@ -58,14 +61,22 @@ def benchmark_rtr(
             help="time split: rows from this date on are the test set (default: last 60 days)"
         ),
     ] = None,
+    test_until: Annotated[
+        datetime | None,
+        typer.Option(
+            help="time split: where the test horizon ends (later rows are left out; default: "
+            "the data's end)"
+        ),
+    ] = None,
     mlflow: Annotated[bool, typer.Option(help="log to MLflow experiment 'benchmark-rtr'")] = True,
 ) -> None:
     """RentTheRunway: fit AUC of the fit head (and a GBDT), next-rental retrieval vs baselines."""
     if split not in ("time", "random"):
         raise typer.BadParameter("split must be time or random")
-    if split == "random" and split_at is not None:
-        raise typer.BadParameter("--split-at is for the time split")
-    _benchmark("rtr" if split == "time" else "rtr-random", train, test, mlflow, split_at)
+    if split == "random" and (split_at is not None or test_until is not None):
+        raise typer.BadParameter("--split-at and --test-until are for the time split")
+    dataset = "rtr" if split == "time" else "rtr-random"
+    _benchmark(dataset, train, test, mlflow, split_at, test_until)
 
 
 @benchmark_app.command("sessions")
@@ -79,6 +90,13 @@ def benchmark_sessions(
             help="sessions starting from this time on are the test set (default: last day / week)"
         ),
     ] = None,
+    test_until: Annotated[
+        datetime | None,
+        typer.Option(
+            help="time split: where the test horizon ends (later rows are left out; default: "
+            "the data's end)"
+        ),
+    ] = None,
     mlflow: Annotated[
         bool, typer.Option(help="log to MLflow experiment 'benchmark-<format>'")
     ] = True,
@@ -86,4 +104,4 @@ def benchmark_sessions(
     """Session click streams: HR@20, MRR@20, NDCG of the model and every baseline."""
     if format not in ("yoochoose", "diginetica"):
         raise typer.BadParameter("format must be yoochoose or diginetica")
-    _benchmark(format, train, test, mlflow, split_at)
+    _benchmark(format, train, test, mlflow, split_at, test_until)

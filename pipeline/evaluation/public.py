@@ -53,6 +53,8 @@ class Spec:
         test_days: time split: the last days are the test set (unless ``split_at``); also
             the length of the latest part of training the heuristics are tuned on.
         split_at: time split: cut here instead (sessions starting at or after it are test).
+        test_until: time split: where the test horizon ends (sessions starting at or after
+            it are left out, as a retailer's evaluation window ends); None: the data's end.
     """
 
     name: str
@@ -62,10 +64,20 @@ class Spec:
     collapse_repeats: bool = True
     seed: int = 7
     split_at: datetime | None = None
+    test_until: datetime | None = None
 
 
 SPECS = {
     "rtr": Spec("rtr", split="time", test_days=60, snapshot_every=timedelta(days=30)),
+    # A retailer's horizon: six months after a cut-off, with many new items and customers.
+    "rtr-6m": Spec(
+        "rtr",
+        split="time",
+        test_days=60,
+        snapshot_every=timedelta(days=30),
+        split_at=datetime(2017, 1, 1),
+        test_until=datetime(2017, 7, 1),
+    ),
     "rtr-random": Spec("rtr", split="random", test_days=60, snapshot_every=timedelta(days=30)),
     "yoochoose": Spec("yoochoose", test_days=1, collapse_repeats=False),
     "diginetica": Spec("diginetica", test_days=7, collapse_repeats=False),
@@ -120,6 +132,22 @@ def time_cutoff(source: adapters.RawTables, spec: Spec) -> datetime:
     if spec.split_at is not None:
         return spec.split_at.replace(tzinfo=UTC)
     return _time_range(source)[1] - timedelta(days=spec.test_days)
+
+
+def within_horizon(rest: adapters.RawTables, cutoff: datetime, spec: Spec) -> adapters.RawTables:
+    """The test side up to ``spec.test_until`` (all of it when None or past its last event).
+
+    Raises:
+        ValueError: ``test_until`` is not after the cut-off.
+    """
+    if spec.test_until is None:
+        return rest
+    until = spec.test_until.replace(tzinfo=UTC)
+    if until <= cutoff:
+        raise ValueError(f"test_until {until:%Y-%m-%d} is not after the cut-off {cutoff:%Y-%m-%d}")
+    if until > _time_range(rest)[1]:
+        return rest
+    return rest.cut(until)[0]
 
 
 def event_ids(source: adapters.RawTables) -> set[str]:
@@ -229,7 +257,9 @@ def prepare(
     if test_source is not None:
         train_source, rest = source, test_source
     elif spec.split == "time":
-        train_source, rest = source.cut(time_cutoff(source, spec))
+        cutoff = time_cutoff(source, spec)
+        train_source, rest = source.cut(cutoff)
+        rest = within_horizon(rest, cutoff, spec)
     else:
         train_source, test_ids = random_split(source, spec)
         rest = adapters.RawTables(
@@ -441,6 +471,9 @@ def run(
         "dataset": spec.name,
         "split": spec.split if test_source is None else "given test file",
         "cutoff": data.cutoff.isoformat() if data.cutoff else None,
+        "test_until": spec.test_until.isoformat()
+        if spec.test_until is not None and test_source is None
+        else None,
         "train_examples": data.train.height,
         "test_examples": data.test.height,
         "items": data.items.height,
@@ -472,4 +505,14 @@ def load(dataset: str, path: Path, namespace: str | None = None) -> adapters.Raw
     raise ValueError(f"unknown benchmark dataset {dataset!r}")
 
 
-__all__ = ["SPECS", "TIMESTAMP", "Prepared", "Spec", "load", "prepare", "run", "time_cutoff"]
+__all__ = [
+    "SPECS",
+    "TIMESTAMP",
+    "Prepared",
+    "Spec",
+    "load",
+    "prepare",
+    "run",
+    "time_cutoff",
+    "within_horizon",
+]
