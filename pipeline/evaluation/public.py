@@ -11,9 +11,8 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from datetime import UTC, date, datetime, timedelta
+from datetime import date, datetime, timedelta
 from pathlib import Path
-from typing import cast
 
 import numpy as np
 import polars as pl
@@ -26,6 +25,15 @@ from pipeline.evaluation.candidate import TrainedCandidate, train_and_evaluate_c
 from pipeline.evaluation.evaluate import evaluation_units, fit_probabilities
 from pipeline.evaluation.metrics import fit_auc
 from pipeline.evaluation.significance import interval_of
+from pipeline.evaluation.splits import (
+    EVENT_TABLES,
+    Spec,
+    random_split,
+    split_by_time,
+    time_cutoff,
+    time_range,
+    within_horizon,
+)
 from pipeline.features.build import customer_features, feature_paths, item_features
 from pipeline.features.declarations import CUSTOMER_VIEW, ITEM_ENTITY, ITEM_VIEW, TIMESTAMP
 from pipeline.model.config import ModelConfig
@@ -40,31 +48,6 @@ from pipeline.model.examples import (
 from pipeline.model.inputs import fit_feature_matrix
 
 log = logging.getLogger(__name__)
-EVENT_TABLES = ("session_events", "try_ons", "purchases")
-
-
-@dataclass(frozen=True)
-class Spec:
-    """How a dataset is split and modelled.
-
-    Attributes:
-        split: ``"time"`` (the source cut at a time, as two exported files would be) or
-            ``"random"`` (rows, 80/10/10, Misra et al.'s protocol for the fit head).
-        test_days: time split: the last days are the test set (unless ``split_at``); also
-            the length of the latest part of training the heuristics are tuned on.
-        split_at: time split: cut here instead (sessions starting at or after it are test).
-        test_until: time split: where the test horizon ends (sessions starting at or after
-            it are left out, as a retailer's evaluation window ends); None: the data's end.
-    """
-
-    name: str
-    split: str = "time"  # "time" or "random"
-    test_days: float = 1.0
-    snapshot_every: timedelta = timedelta(days=1)
-    collapse_repeats: bool = True
-    seed: int = 7
-    split_at: datetime | None = None
-    test_until: datetime | None = None
 
 
 SPECS = {
@@ -101,53 +84,6 @@ class Prepared:
     data: Dataset
     rows: dict[str, dict[str, dict[str, int]]]
     test_events: dict[str, int]
-
-
-def _event_time(table: str, frame: pl.DataFrame) -> pl.Series:
-    column = CONTRACTS[table].timestamp
-    if column is None:
-        raise ValueError(f"table {table!r} has no event time")
-    return frame.get_column(column).str.to_datetime("%Y-%m-%dT%H:%M:%SZ", strict=False)
-
-
-def random_split(source: adapters.RawTables, spec: Spec) -> tuple[adapters.RawTables, set[str]]:
-    """Rows, 80% train / 10% validation (unused) / 10% test; returns the training tables and
-    the test event ids (customers and items stay whole: every customer is known)."""
-    test_ids: set[str] = set()
-    train_tables = dict(source.tables)
-    for table in EVENT_TABLES:
-        frame = source.tables.get(table)
-        if frame is None or frame.is_empty():
-            continue
-        key = CONTRACTS[table].key[0]
-        is_test = pl.Series(np.random.default_rng(spec.seed).random(frame.height) >= 0.9)
-        test_ids |= set(frame.filter(is_test).get_column(key).to_list())
-        train_tables[table] = frame.filter(~is_test)
-    return adapters.RawTables(source.name, train_tables), test_ids
-
-
-def time_cutoff(source: adapters.RawTables, spec: Spec) -> datetime:
-    """Where the time split cuts: ``spec.split_at``, else ``spec.test_days`` before the last
-    event."""
-    if spec.split_at is not None:
-        return spec.split_at.replace(tzinfo=UTC)
-    return _time_range(source)[1] - timedelta(days=spec.test_days)
-
-
-def within_horizon(rest: adapters.RawTables, cutoff: datetime, spec: Spec) -> adapters.RawTables:
-    """The test side up to ``spec.test_until`` (all of it when None or past its last event).
-
-    Raises:
-        ValueError: ``test_until`` is not after the cut-off.
-    """
-    if spec.test_until is None:
-        return rest
-    until = spec.test_until.replace(tzinfo=UTC)
-    if until <= cutoff:
-        raise ValueError(f"test_until {until:%Y-%m-%d} is not after the cut-off {cutoff:%Y-%m-%d}")
-    if until > _time_range(rest)[1]:
-        return rest
-    return rest.cut(until)[0]
 
 
 def event_ids(source: adapters.RawTables) -> set[str]:
@@ -257,9 +193,7 @@ def prepare(
     if test_source is not None:
         train_source, rest = source, test_source
     elif spec.split == "time":
-        cutoff = time_cutoff(source, spec)
-        train_source, rest = source.cut(cutoff)
-        rest = within_horizon(rest, cutoff, spec)
+        train_source, rest = split_by_time(source, spec)
     else:
         train_source, test_ids = random_split(source, spec)
         rest = adapters.RawTables(
@@ -274,7 +208,7 @@ def prepare(
         test_ids = check_disjoint(train_source, rest)
     train_day = _latest_day(train_source)
     test_day = max(_latest_day(rest), train_day) + timedelta(days=1)
-    first, last = _time_range(train_source)
+    first, last = time_range(train_source)
     cutoff = last + timedelta(seconds=1)
     rows = {}
     for side, raw, day in (("train", train_source, train_day), ("test", rest, test_day)):
@@ -339,16 +273,7 @@ def observed_sizes(train: pl.DataFrame) -> pl.DataFrame | None:
 
 
 def _latest_day(source: adapters.RawTables) -> date:
-    return _time_range(source)[1].date()
-
-
-def _time_range(source: adapters.RawTables) -> tuple[datetime, datetime]:
-    stamps = [_event_time(t, f) for t, f in source.tables.items() if t in EVENT_TABLES and f.height]
-    if not stamps:
-        raise ValueError(f"{source.name}: no events to split")
-    joined = pl.concat(stamps)
-    first, last = cast(datetime, joined.min()), cast(datetime, joined.max())
-    return first.replace(tzinfo=UTC), last.replace(tzinfo=UTC)
+    return time_range(source)[1].date()
 
 
 def gbdt_fit_probabilities(data: Dataset, seed: int = 7) -> np.ndarray | None:

@@ -30,16 +30,18 @@ def test_rtr_benchmark_reports_every_method_through_the_shared_sequence(tmp_path
     result = public.run(source, public.SPECS["rtr"], tmp_path, ModelConfig(epochs=2))
 
     assert len(calls) == 1 and calls[0].bundle == tmp_path / "bundle"
-    assert list(result)[:7] == [
+    assert list(result)[:8] == [
         "dataset",
         "split",
         "cutoff",
+        "test_until",
         "train_examples",
         "test_examples",
         "items",
         "examples_per_s",
     ]
     assert (result["dataset"], result["split"]) == ("rtr", "time")
+    assert result["test_until"] is None  # the default horizon: the data's end
     assert set(METHODS + ["implicit_als", "vsknn", "stan", "vstan", "sr"]) <= set(result)
     assert {"vsknn_tuned", "stan_tuned", "vstan_tuned", "sr_tuned"} <= set(result)
     model = result["model"]
