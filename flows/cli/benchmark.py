@@ -13,6 +13,14 @@ from pipeline.config import get_settings
 
 benchmark_app = typer.Typer(help="Public benchmarks through the real pipeline; print JSON.")
 
+TestUntil = Annotated[
+    datetime | None,
+    typer.Option(
+        help="time split: where the test horizon ends (later rows are left out; default: the "
+        "data's end)"
+    ),
+]
+
 
 def _benchmark(
     dataset: str,
@@ -61,13 +69,7 @@ def benchmark_rtr(
             help="time split: rows from this date on are the test set (default: last 60 days)"
         ),
     ] = None,
-    test_until: Annotated[
-        datetime | None,
-        typer.Option(
-            help="time split: where the test horizon ends (later rows are left out; default: "
-            "the data's end)"
-        ),
-    ] = None,
+    test_until: TestUntil = None,
     mlflow: Annotated[bool, typer.Option(help="log to MLflow experiment 'benchmark-rtr'")] = True,
 ) -> None:
     """RentTheRunway: fit AUC of the fit head (and a GBDT), next-rental retrieval vs baselines."""
@@ -90,13 +92,7 @@ def benchmark_sessions(
             help="sessions starting from this time on are the test set (default: last day / week)"
         ),
     ] = None,
-    test_until: Annotated[
-        datetime | None,
-        typer.Option(
-            help="time split: where the test horizon ends (later rows are left out; default: "
-            "the data's end)"
-        ),
-    ] = None,
+    test_until: TestUntil = None,
     mlflow: Annotated[
         bool, typer.Option(help="log to MLflow experiment 'benchmark-<format>'")
     ] = True,

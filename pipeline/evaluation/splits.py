@@ -87,7 +87,9 @@ def within_horizon(rest: adapters.RawTables, cutoff: datetime, spec: Spec) -> ad
     return rest.cut(until)[0]
 
 
-def split_by_time(source: adapters.RawTables, spec: Spec) -> tuple[adapters.RawTables, ...]:
+def split_by_time(
+    source: adapters.RawTables, spec: Spec
+) -> tuple[adapters.RawTables, adapters.RawTables]:
     """The source cut at :func:`time_cutoff` into a training and a test side, the test side
     ending at ``spec.test_until`` (:func:`within_horizon`)."""
     cutoff = time_cutoff(source, spec)

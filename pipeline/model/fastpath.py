@@ -179,7 +179,7 @@ class FastModel:
         self.memory = {k.split(".", 1)[1]: v for k, v in w.items() if k.startswith("memory.")}
         self.n_items = len(self.item_matrix)
         self.dim = self.gru_recurrent.shape[0]
-        self._no_session: tuple[np.ndarray, np.ndarray] | None = None  # see score_parts
+        self._no_session: tuple[int, np.ndarray] | None = None  # (length, vector): no_session
         # Catalogue averages of the static parts, for :meth:`score_parts`.
         self.item_mean = self.item_matrix.mean(axis=0)
         self.bias_mean = np.float32(self.item_bias.mean())
@@ -250,9 +250,9 @@ class FastModel:
 
     def no_session(self, length: int) -> np.ndarray:
         """The session vector of ``length`` padding steps (a constant: encoded once)."""
-        if self._no_session is None or len(self._no_session[0]) != length:
+        if self._no_session is None or self._no_session[0] != length:
             empty = np.zeros(length, np.intp)
-            self._no_session = (empty, self.session_vector(empty, empty))
+            self._no_session = (length, self.session_vector(empty, empty))
         return self._no_session[1]
 
     def memory_scores(self, idx: np.ndarray) -> np.ndarray:

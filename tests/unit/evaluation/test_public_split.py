@@ -128,28 +128,19 @@ def test_benchmark_metrics_equal_on_halves_and_internal_split(halves, tmp_path):
 def test_a_test_horizon_keeps_only_the_rentals_before_its_end(tmp_path):
     end = datetime(2017, 6, 1)
     spec = dataclasses.replace(public.SPECS["rtr"], split_at=CUT, test_until=end)
-    bounded = public.prepare(public.load("rtr", TIMELINE), spec, tmp_path / "b", ModelConfig())
+    source = public.load("rtr", TIMELINE)
+    bounded = public.prepare(source, spec, tmp_path / "b", ModelConfig())
     raw = pl.read_parquet(TIMELINE)
     in_window = raw.filter((pl.col("review_date") >= CUT) & (pl.col("review_date") < end))
     # Every rental of May is a test example; June's are left out, and training is unchanged.
     assert bounded.data.test.height == in_window.height
     assert bounded.data.train.height == raw.filter(pl.col("review_date") < CUT).height
+    cutoff = public.time_cutoff(source, spec)
     # A horizon past the data's end is the data's end: the same as none.
     late = dataclasses.replace(spec, test_until=datetime(2030, 1, 1))
-    assert (
-        public.within_horizon(
-            public.load("rtr", TIMELINE),
-            public.time_cutoff(public.load("rtr", TIMELINE), late),
-            late,
-        ).rows()
-        == public.load("rtr", TIMELINE).rows()
-    )
+    assert public.within_horizon(source, cutoff, late).rows() == source.rows()
     with pytest.raises(ValueError, match="not after the cut-off"):
-        public.within_horizon(
-            public.load("rtr", TIMELINE),
-            public.time_cutoff(public.load("rtr", TIMELINE), spec),
-            dataclasses.replace(spec, test_until=CUT),
-        )
+        public.within_horizon(source, cutoff, dataclasses.replace(spec, test_until=CUT))
 
 
 def test_the_six_month_horizon_is_declared_as_the_issue_states():
